@@ -1,0 +1,10 @@
+"""Local tasks (``invoke --list``): inventory, PKI, users, rendering and the lab.
+
+Remote tasks that work over SSH are added on top of these in ``fabfile.py``.
+"""
+
+from invoke import Collection
+
+from tasks import inventory, pki, render, users
+
+ns = Collection(inventory, pki, users, render)

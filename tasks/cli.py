@@ -1,0 +1,45 @@
+"""The task decorator every module uses, and the small prompts tasks share.
+
+``task`` is :func:`invoke.task` with one addition: a :class:`~tasks.errors.RegkitError`
+raised inside the task becomes :class:`invoke.Exit` with the error's message, so the
+user sees one line and an exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import invoke
+
+from tasks.errors import RegkitError
+
+
+def task(*args: Any, **kwargs: Any) -> Any:
+    """Like :func:`invoke.task`, but expected errors exit cleanly."""
+
+    def decorate(body: Callable[..., Any]) -> invoke.Task:
+        @functools.wraps(body)
+        def run(*a: Any, **kw: Any) -> Any:
+            try:
+                return body(*a, **kw)
+            except RegkitError as exc:
+                raise invoke.Exit(f"error: {exc}", code=exc.exit_code) from None
+            except KeyboardInterrupt:
+                raise invoke.Exit("interrupted", code=130) from None
+
+        return invoke.task(**kwargs)(run)
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return decorate(args[0])
+    return decorate
+
+
+def read_secret_stdin(what: str) -> str:
+    """Read one secret line from standard input (for ``--password-stdin``)."""
+    data = sys.stdin.readline()
+    if not data:
+        raise RegkitError(f"--{what}-stdin given but standard input was empty")
+    return data.rstrip("\r\n")

@@ -1,0 +1,388 @@
+"""The inventory: the registry's settings and the hosts, from one YAML file.
+
+The file is ``inventory.yaml`` in the current directory, or the path in the
+``REGISTRY_INVENTORY`` environment variable. It is validated as a whole before
+any task acts on it; every mistake is reported as one line naming the file, the
+key path and what is expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from invoke import Collection, Context
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from tasks.cli import task
+from tasks.errors import InventoryError
+
+ENV_VAR = "REGISTRY_INVENTORY"
+DEFAULT_PATH = "inventory.yaml"
+MAX_BYTES = 1024 * 1024
+
+Flavor = Literal["debian", "rhel", "alpine", "boot2docker"]
+Role = Literal["registry", "client"]
+KeyType = Literal["ec-p256", "rsa-2048", "rsa-4096"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REPO = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
+
+
+def check_dns_name(name: str) -> str:
+    """Return ``name`` lower-cased if it is a valid DNS name with a dot, else raise."""
+    lowered = name.lower()
+    if len(lowered) > 253:
+        raise ValueError(f"{name!r} is longer than 253 characters")
+    labels = lowered.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{name!r} is not a valid DNS name (letters, digits and inner hyphens, "
+            "dot-separated, e.g. registry.example.com)"
+        )
+    if len(labels) < 2:
+        raise ValueError(
+            f"{name!r} has no dot; Docker would read a single-label name as a Docker Hub "
+            "namespace, so use a fully qualified name such as registry.example.com"
+        )
+    return lowered
+
+
+def check_image_ref(ref: str) -> str:
+    """Accept ``name:tag`` or ``name@sha256:...`` with a pinned (non-latest) tag."""
+    name, _, digest = ref.partition("@")
+    if digest and not _DIGEST.match(digest):
+        raise ValueError(f"{ref!r} has a malformed digest (expected @sha256:<64 hex>)")
+    repo, tag = name, ""
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = name.rsplit(":", 1)
+    if not _REPO.match(repo):
+        raise ValueError(f"{ref!r} is not a valid image reference")
+    if tag and not _TAG.match(tag):
+        raise ValueError(f"{ref!r} has an invalid tag")
+    if not digest and (not tag or tag == "latest"):
+        raise ValueError(
+            f"{ref!r} is not pinned; give an explicit version tag (e.g. registry:2.8.3) "
+            "or a digest, never 'latest'"
+        )
+    return ref
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Images(_Strict):
+    """Image references, each pinned to a tag or digest."""
+
+    registry: str = "registry:2.8.3"
+    nginx: str = "nginx:1.27.3-bookworm"
+
+    _check = field_validator("registry", "nginx")(classmethod(lambda cls, v: check_image_ref(v)))
+
+
+class Registry(_Strict):
+    """What the registry is called, where it listens and keeps its data."""
+
+    domain: str
+    port: Port = 443
+    extra_names: list[str] = []
+    extra_ips: list[str] = []
+    data_dir: Annotated[str, StringConstraints(pattern=r"^/")] = "/var/lib/regkit/registry"
+    images: Images = Images()
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        return check_dns_name(v)
+
+    @field_validator("extra_names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            # A wildcard is a valid SAN; check the rest of the name.
+            base = name[2:] if name.startswith("*.") else name
+            out.append(("*." if base is not name else "") + check_dns_name(base))
+        return out
+
+    @field_validator("extra_ips")
+    @classmethod
+    def _ips(cls, v: list[str]) -> list[str]:
+        out = []
+        for ip in v:
+            try:
+                out.append(str(ipaddress.ip_address(ip)))
+            except ValueError:
+                raise ValueError(f"{ip!r} is not an IPv4 or IPv6 address") from None
+        return out
+
+    @property
+    def address(self) -> str:
+        """``domain`` or ``domain:port``: how Docker names this registry."""
+        return self.domain if self.port == 443 else f"{self.domain}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.address}"
+
+
+class Pki(_Strict):
+    """How keys and certificates are made."""
+
+    key_type: KeyType = "ec-p256"
+    organization: str = "regkit"
+    ca_days: Annotated[int, Field(ge=30, le=36500)] = 3650
+    server_days: Annotated[int, Field(ge=1, le=825)] = 397
+    warn_days: Annotated[int, Field(ge=0, le=365)] = 30
+
+
+class Users(_Strict):
+    """Rules for the registry's password file."""
+
+    bcrypt_rounds: Annotated[int, Field(ge=10, le=16)] = 12
+    min_password_length: Annotated[int, Field(ge=8, le=128)] = 12
+
+
+class Host(_Strict):
+    """One SSH host. Unset fields fall back to ~/.ssh/config, then SSH defaults."""
+
+    hostname: str | None = None
+    port: Port | None = None
+    user: str | None = None
+    key_file: str | None = None
+    host_key: str | None = None
+    sudo: bool = True
+    role: Role = "client"
+    flavor: Flavor | None = None
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, v: str | None) -> str | None:
+        if v is not None and not _HOST_KEY.match(v.strip()):
+            raise ValueError(
+                "expected a public host key line such as 'ssh-ed25519 AAAA...' "
+                "(as printed by ssh-keyscan, without the host name)"
+            )
+        return v.strip() if v else v
+
+
+class Inventory(_Strict):
+    """The whole file."""
+
+    registry: Registry
+    pki: Pki = Pki()
+    users: Users = Users()
+    state_dir: str = ".regkit"
+    known_hosts: str | None = None
+    hosts: dict[str, Host] = {}
+
+    # Set by load(): where the file is, so relative paths resolve next to it.
+    source: Path = Field(default=Path(DEFAULT_PATH), exclude=True)
+
+    @field_validator("hosts")
+    @classmethod
+    def _aliases(cls, v: dict[str, Host]) -> dict[str, Host]:
+        for alias in v:
+            if not _ALIAS.match(alias):
+                raise ValueError(
+                    f"host alias {alias!r} is not valid (letters, digits, '.', '_', '-')"
+                )
+        return v
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, with ``~`` expanded, relative to the file's folder."""
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else (self.source.parent / p)
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.state_dir)
+
+    def host(self, alias: str) -> Host:
+        """The host called ``alias``, or an error listing the known aliases."""
+        try:
+            return self.hosts[alias]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise InventoryError(
+                f"{self.source}: hosts.{alias}: unknown host alias; known aliases: {known}. "
+                f"Add it under 'hosts:' or check the -H argument"
+            ) from None
+
+    def with_role(self, role: Role) -> list[str]:
+        """Aliases of every host with ``role``, in file order."""
+        return [alias for alias, h in self.hosts.items() if h.role == role]
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys and anchors/aliases."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen[key] = loader.construct_object(value_node, deep=True)
+    return seen
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _NoAliasLoader(_Loader):
+    """Also refuses anchors and aliases: no "billion laughs" through validation."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML anchors and aliases are not allowed in the inventory",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind in ("int_type", "int_parsing"):
+        return f"expected an integer, got {given!r}"
+    if kind in ("string_type",):
+        return f"expected a string, got {given!r}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {given!r}"
+    if kind in ("list_type",):
+        return f"expected a list, got {given!r}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping of keys, got {given!r}"
+    if kind == "literal_error":
+        return f"expected one of {error['ctx']['expected']}, got {given!r}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {given!r}"
+    if kind == "string_pattern_mismatch":
+        return f"expected an absolute path, got {given!r}"
+    return f"{error['msg']}, got {given!r}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: Any = Inventory
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if model is Inventory and loc[0] == "hosts" and part != "hosts":
+            model = Host
+            continue
+        if field is None or not isinstance(field.annotation, type):
+            return ""
+        model = field.annotation
+    if not hasattr(model, "model_fields"):
+        return ""
+    names = [n for n in model.model_fields if n != "source"]
+    return "; allowed keys: " + ", ".join(names)
+
+
+def _format(path: Path, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    message = f"{path}: {key}: {_describe(first)}"
+    if first["type"] == "extra_forbidden":
+        message += _allowed_keys(loc)
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return message
+
+
+def inventory_path() -> Path:
+    """The inventory file to use: ``$REGISTRY_INVENTORY`` or ./inventory.yaml."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def load(path: Path | None = None) -> Inventory:
+    """Read and validate the inventory, or raise InventoryError with one clear line."""
+    path = path or inventory_path()
+    hint = f"set {ENV_VAR} or create {DEFAULT_PATH} (see the README)"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: inventory file not found; {hint}") from None
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot read the inventory: {exc.strerror}") from None
+    if len(raw) > MAX_BYTES:
+        raise InventoryError(
+            f"{path}: the inventory is {len(raw)} bytes; more than {MAX_BYTES} is refused"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InventoryError(
+            f"{path}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        raise InventoryError(f"{path}: YAML error at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"{path}: YAML error: {exc}") from None
+    if not isinstance(data, dict):
+        raise InventoryError(
+            f"{path}: expected a mapping with at least 'registry:' and 'hosts:' at the top level"
+        )
+    if "source" in data:
+        raise InventoryError(f"{path}: source: unknown key")
+    try:
+        return Inventory.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        raise InventoryError(_format(path, exc)) from None
+
+
+@task
+def check(c: Context) -> None:
+    """Validate the inventory and list its hosts."""
+    inv = load()
+    reg = inv.registry
+    print(f"{inv.source}: valid")
+    print(f"registry: {reg.url} (data in {reg.data_dir} on the host)")
+    print(f"images:   registry {reg.images.registry}, nginx {reg.images.nginx}")
+    print(f"state:    {inv.state_path}")
+    for alias, h in inv.hosts.items():
+        target = f"{h.user + '@' if h.user else ''}{h.hostname or alias}"
+        target += f":{h.port}" if h.port else ""
+        pinned = "host key pinned" if h.host_key else "host key from known_hosts"
+        print(f"  {alias:<12} {h.role:<8} {h.flavor or 'detect':<11} {target} ({pinned})")
+
+
+ns = Collection("inventory", check)

@@ -1,0 +1,383 @@
+"""The registry's PKI, made locally with ``cryptography``: a CA and a server certificate.
+
+Files (under ``<state_dir>/pki``):
+
+- ``ca.key``  the CA key, PKCS#8 encrypted with the CA passphrase (0600). It never
+  leaves this machine.
+- ``ca.crt``  the CA certificate that every client trusts.
+- ``server.key`` / ``server.crt``  the key and certificate nginx serves (key 0600).
+
+The passphrase comes from ``REGISTRY_CA_PASSPHRASE`` or a prompt, never from argv.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import ipaddress
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from invoke import Collection, Context
+
+from tasks import inventory
+from tasks.cli import task
+from tasks.errors import PkiError
+from tasks.inventory import Inventory
+from tasks.report import Report
+from tasks.state import atomic_write, ensure_private_dir
+
+PASSPHRASE_ENV = "REGISTRY_CA_PASSPHRASE"  # noqa: S105 - a variable name
+MIN_PASSPHRASE = 8
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the PKI files of one state directory live."""
+
+    root: Path
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.root / "server.key"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.root / "server.crt"
+
+
+def paths(inv: Inventory) -> Paths:
+    return Paths(inv.state_path / "pki")
+
+
+def new_key(key_type: str) -> PrivateKey:
+    """A fresh private key: ``ec-p256`` (default), ``rsa-2048`` or ``rsa-4096``."""
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type in ("rsa-2048", "rsa-4096"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    raise PkiError(f"unknown key type {key_type!r}; use ec-p256, rsa-2048 or rsa-4096")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def build_ca(key: PrivateKey, organization: str, domain: str, days: int) -> x509.Certificate:
+    """A self-signed CA certificate that may sign server certificates only."""
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{organization} registry CA for {domain}"),
+        ]
+    )
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def subject_alt_names(domain: str, names: list[str], ips: list[str]) -> list[x509.GeneralName]:
+    """The SANs for the server certificate: the domain first, then every extra name and IP."""
+    out: list[x509.GeneralName] = [x509.DNSName(domain)]
+    out += [x509.DNSName(n) for n in names if n != domain]
+    out += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    return out
+
+
+def build_server_cert(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    key: PrivateKey,
+    sans: list[x509.GeneralName],
+    days: int,
+) -> x509.Certificate:
+    """A TLS server certificate for ``sans``, signed by the CA."""
+    first = sans[0].value
+    now = _now()
+    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    is_rsa = isinstance(key, rsa.RSAPrivateKey)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(first))]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=is_rsa,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def key_pem(key: PrivateKey, passphrase: str | None = None) -> bytes:
+    """PKCS#8 PEM; encrypted with the best available scheme when a passphrase is given."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def read_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"{path}: missing; run 'invoke pki.init' first") from None
+    except ValueError:
+        raise PkiError(
+            f"{path}: not a PEM certificate (damaged?); restore it from a backup "
+            "or run 'invoke pki.renew' (server) / 'invoke pki.init --force' (CA)"
+        ) from None
+
+
+def read_key(path: Path, passphrase: str | None = None) -> PrivateKey:
+    """Load a private key; a wrong passphrase or damaged file is a clear PkiError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PkiError(f"{path}: missing; run 'invoke pki.init' first") from None
+    try:
+        key = serialization.load_pem_private_key(
+            data, password=passphrase.encode() if passphrase else None
+        )
+    except TypeError:
+        if passphrase is None:
+            raise PkiError(
+                f"{path}: the key is encrypted but no passphrase was given; "
+                f"set {PASSPHRASE_ENV} or run interactively"
+            ) from None
+        raise PkiError(f"{path}: the key is not encrypted; it should be (damaged?)") from None
+    except ValueError as exc:
+        if passphrase is not None and "password" in str(exc).lower():
+            raise PkiError(f"{path}: wrong CA passphrase") from None
+        raise PkiError(
+            f"{path}: not a readable private key (truncated or damaged); restore it from "
+            "a backup, or make a new one with 'invoke pki.init --force'"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise PkiError(f"{path}: unsupported key type {type(key).__name__}")
+    return key
+
+
+def ask_passphrase(confirm: bool) -> str:
+    """The CA passphrase: from the environment, else asked (twice when ``confirm``)."""
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is None:
+        value = getpass.getpass("CA passphrase: ")
+        if confirm and getpass.getpass("CA passphrase (again): ") != value:
+            raise PkiError("the two passphrases differ; nothing was written")
+    if len(value) < MIN_PASSPHRASE:
+        raise PkiError(
+            f"the CA passphrase must be at least {MIN_PASSPHRASE} characters "
+            f"(from {PASSPHRASE_ENV} or the prompt)"
+        )
+    return value
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint as colon-separated hex, as openssl prints it."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def wanted_sans(inv: Inventory) -> list[x509.GeneralName]:
+    reg = inv.registry
+    return subject_alt_names(reg.domain, reg.extra_names, reg.extra_ips)
+
+
+def issue_server(inv: Inventory, passphrase: str) -> x509.Certificate:
+    """Issue a new server key and certificate from the existing CA; write both."""
+    p = paths(inv)
+    ca_cert = read_cert(p.ca_cert)
+    ca_key = read_key(p.ca_key, passphrase)
+    key = new_key(inv.pki.key_type)
+    cert = build_server_cert(ca_cert, ca_key, key, wanted_sans(inv), inv.pki.server_days)
+    atomic_write(p.server_key, key_pem(key), mode=0o600)
+    atomic_write(p.server_cert, cert_pem(cert), mode=0o644)
+    return cert
+
+
+def ca_exists(p: Paths) -> bool:
+    return p.ca_key.exists() or p.ca_cert.exists()
+
+
+def refuse_existing_ca(p: Paths) -> None:
+    """Raise unless ``p`` has no CA yet: an existing CA is never replaced by accident."""
+    if ca_exists(p):
+        raise PkiError(
+            f"{p.root}: a CA already exists and is kept (clients trust it); use "
+            "'invoke pki.renew' for a new server certificate, or 'invoke pki.init --force' "
+            "to replace the CA (every client must then trust the new one)"
+        )
+
+
+def init_pki(inv: Inventory, passphrase: str, force: bool = False) -> Path | None:
+    """Create the CA and the server certificate. Returns the backup folder, if any."""
+    p = paths(inv)
+    backup = None
+    if not force:
+        refuse_existing_ca(p)
+    elif ca_exists(p):
+        stamp = _now().strftime("%Y%m%dT%H%M%SZ")
+        backup = p.root.parent / f"pki.bak-{stamp}"
+        shutil.copytree(p.root, backup)
+        os.chmod(backup, 0o700)
+    ensure_private_dir(p.root)
+    ca_key = new_key(inv.pki.key_type)
+    ca_cert = build_ca(ca_key, inv.pki.organization, inv.registry.domain, inv.pki.ca_days)
+    atomic_write(p.ca_key, key_pem(ca_key, passphrase), mode=0o600)
+    atomic_write(p.ca_cert, cert_pem(ca_cert), mode=0o644)
+    issue_server(inv, passphrase)
+    return backup
+
+
+def cert_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n.value) for n in ext]
+
+
+def days_left(cert: x509.Certificate) -> int:
+    return (cert.not_valid_after_utc - _now()).days
+
+
+def describe(label: str, cert: x509.Certificate, warn_days: int) -> list[str]:
+    """Lines for ``pki.show``; the last one is a warning when expiry is near."""
+    left = days_left(cert)
+    lines = [
+        f"{label}:",
+        f"  subject:     {cert.subject.rfc4514_string()}",
+        f"  issuer:      {cert.issuer.rfc4514_string()}",
+        f"  SANs:        {', '.join(cert_sans(cert)) or '(none)'}",
+        f"  not after:   {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({left} days left)",
+        f"  SHA-256:     {fingerprint(cert)}",
+    ]
+    if left < warn_days:
+        lines.append(f"  WARNING: {label} expires in {left} days (under {warn_days})")
+    return lines
+
+
+@task(
+    help={
+        "force": "Replace an existing CA (the old PKI is kept in a pki.bak-* folder). "
+        "Every client must then trust the new CA."
+    }
+)
+def init(c: Context, force: bool = False) -> None:
+    """Create the CA and the registry's server certificate (asks for the CA passphrase)."""
+    inv = inventory.load()
+    rep = Report()
+    p = paths(inv)
+    if not force:
+        refuse_existing_ca(p)
+    backup = init_pki(inv, ask_passphrase(confirm=True), force=force)
+    if backup:
+        rep.info(f"old PKI kept in {backup}")
+    rep.changed("local", "CA", f"{p.ca_cert}, key encrypted at {p.ca_key}")
+    rep.changed("local", "server certificate", ", ".join(cert_sans(read_cert(p.server_cert))))
+    rep.info(f"CA SHA-256 fingerprint: {fingerprint(read_cert(p.ca_cert))}")
+
+
+@task
+def renew(c: Context) -> None:
+    """Issue a new server key and certificate from the existing CA (e.g. after adding names)."""
+    inv = inventory.load()
+    cert = issue_server(inv, ask_passphrase(confirm=False))
+    Report().changed(
+        "local",
+        "server certificate",
+        f"serial {cert.serial_number:x}, {', '.join(cert_sans(cert))}, "
+        f"until {cert.not_valid_after_utc:%Y-%m-%d}",
+    )
+
+
+@task
+def show(c: Context) -> None:
+    """Show the CA and server certificates: names, expiry, fingerprints; warn before expiry."""
+    inv = inventory.load()
+    p = paths(inv)
+    warn = inv.pki.warn_days
+    ca, server = read_cert(p.ca_cert), read_cert(p.server_cert)
+    for line in describe("CA", ca, warn) + describe("server certificate", server, warn):
+        print(line)
+    wanted = [str(n.value) for n in wanted_sans(inv)]
+    if cert_sans(server) != wanted:
+        print(
+            f"  WARNING: the server certificate names {cert_sans(server)} differ from the "
+            f"inventory's {wanted}; run 'invoke pki.renew'"
+        )
+
+
+ns = Collection("pki", init, renew, show)

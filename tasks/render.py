@@ -1,0 +1,142 @@
+"""Every config file, rendered from templates/ with jinja2 into a build folder per host.
+
+``<state_dir>/build/<alias>/`` gets:
+
+- ``nginx/Dockerfile``, ``nginx/nginx.conf``, ``nginx/registry.conf``: the proxy
+  image's build context (configuration only, no secrets);
+- ``registry/config.yml``: the registry's config, with its http secret (0600).
+
+Templates fail loudly: an undefined variable or a syntax error names the template
+and the line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jinja2
+from invoke import Collection, Context
+
+from tasks import inventory, state
+from tasks.cli import task
+from tasks.errors import RegkitError
+from tasks.inventory import Inventory
+from tasks.report import Report
+from tasks.state import atomic_write, ensure_private_dir
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things are as nginx sees them; the defaults are the container's view."""
+
+    listen_port: int = 443
+    upstream: str = "registry:5000"
+    tls_dir: str = "/etc/nginx/regkit/tls"
+    auth_dir: str = "/etc/nginx/regkit/auth"
+    site_conf: str = "/etc/nginx/regkit/registry.conf"
+    pid_file: str = "/run/nginx.pid"
+    mime_types: str = "/etc/nginx/mime.types"
+    access_log: str = "/dev/stdout"
+    worker_user: str = "regkit-nginx"
+    worker_group: str = "regkit-nginx"
+    worker_gid: int = 4430
+
+
+CONTAINER = Layout()
+
+# file in the build folder -> (template, mode)
+FILES: dict[str, tuple[str, int]] = {
+    "nginx/Dockerfile": ("Dockerfile.j2", 0o644),
+    "nginx/nginx.conf": ("nginx.conf.j2", 0o644),
+    "nginx/registry.conf": ("registry.conf.j2", 0o644),
+    "registry/config.yml": ("config.yml.j2", 0o600),
+}
+
+
+class TemplateError(RegkitError):
+    """A template could not be rendered."""
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - config files, not HTML
+    )
+
+
+def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
+    """Everything the templates may use."""
+    reg = inv.registry
+    names = [reg.domain, *[n for n in reg.extra_names if n != reg.domain]]
+    return {
+        "domain": reg.domain,
+        "server_names": names,
+        "realm": f"Registry {reg.domain}",
+        "images": reg.images.model_dump(),
+        "layout": asdict(layout),
+        "http_secret": state.http_secret(inv.state_path),
+    }
+
+
+def render(template: str, ctx: dict[str, object]) -> str:
+    """Render one template, turning jinja2's errors into a one-line TemplateError."""
+    try:
+        return environment().get_template(template).render(ctx)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"templates/{exc.name or template}:{exc.lineno}: {exc.message}"
+        ) from None
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"templates/{template}: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"templates/{exc.name}: template not found") from None
+
+
+def render_all(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, tuple[str, int]]:
+    """Every file of the build folder: relative path -> (content, mode)."""
+    ctx = context(inv, layout)
+    return {rel: (render(tpl, ctx), mode) for rel, (tpl, mode) in FILES.items()}
+
+
+def build_dir(inv: Inventory, alias: str) -> Path:
+    return inv.state_path / "build" / alias
+
+
+def write_build(inv: Inventory, alias: str, rep: Report) -> Path:
+    """Render every file for ``alias`` into its build folder, writing only what changed."""
+    root = ensure_private_dir(build_dir(inv, alias))
+    for rel, (content, mode) in render_all(inv).items():
+        if atomic_write(root / rel, content, mode=mode):
+            rep.changed(alias, f"render {rel}")
+        else:
+            rep.unchanged(alias, f"render {rel}")
+    return root
+
+
+@task(
+    default=True,
+    help={"host": "Render for this host alias only (default: every host with role registry)."},
+)
+def configs(c: Context, host: str = "") -> None:
+    """Render nginx, Dockerfile and registry configs into the local build folder."""
+    inv = inventory.load()
+    aliases = [host] if host else inv.with_role("registry")
+    if host:
+        inv.host(host)
+    if not aliases:
+        raise RegkitError(
+            f"{inv.source}: hosts: no host has role 'registry'; add one or pass --host"
+        )
+    rep = Report()
+    for alias in aliases:
+        root = write_build(inv, alias, rep)
+        rep.info(f"[{alias}] build folder: {root}")
+    rep.summary()
+
+
+ns = Collection("render", configs)

@@ -1,0 +1,72 @@
+"""What a person watching a run sees: one line per step and host, then a summary.
+
+Every step ends as ``changed``, ``unchanged`` or ``failed``, with why; a run ends
+with a count of each. Lines are flushed at once so that progress is visible.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+CHANGED = "changed"
+UNCHANGED = "unchanged"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+_COLOURS = {CHANGED: "33", UNCHANGED: "32", FAILED: "31", SKIPPED: "36"}
+
+
+@dataclass
+class Report:
+    """Collects step results and prints each as it happens."""
+
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    results: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def _colour(self, status: str) -> str:
+        if not getattr(self.stream, "isatty", lambda: False)():
+            return status
+        return f"\033[{_COLOURS[status]}m{status}\033[0m"
+
+    def step(self, host: str, step: str, status: str, why: str = "") -> None:
+        """Record and print one step's result."""
+        self.results.append((host, step, status, why))
+        line = f"[{host}] {step}: {self._colour(status)}"
+        if why:
+            line += f" ({why})"
+        print(line, file=self.stream, flush=True)
+
+    def changed(self, host: str, step: str, why: str = "") -> None:
+        self.step(host, step, CHANGED, why)
+
+    def unchanged(self, host: str, step: str, why: str = "") -> None:
+        self.step(host, step, UNCHANGED, why)
+
+    def failed(self, host: str, step: str, why: str = "") -> None:
+        self.step(host, step, FAILED, why)
+
+    def skipped(self, host: str, step: str, why: str = "") -> None:
+        self.step(host, step, SKIPPED, why)
+
+    def info(self, message: str) -> None:
+        """Print a line that is not a step result (a hint, a URL, a warning)."""
+        print(message, file=self.stream, flush=True)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r[2] == status)
+
+    def summary(self) -> str:
+        """Print and return the closing line: counts, or "no changes"."""
+        changed, failed = self.count(CHANGED), self.count(FAILED)
+        parts = [f"{changed} changed", f"{self.count(UNCHANGED)} unchanged"]
+        if self.count(SKIPPED):
+            parts.append(f"{self.count(SKIPPED)} skipped")
+        if failed:
+            parts.append(f"{failed} failed")
+        line = ", ".join(parts)
+        if not changed and not failed:
+            line += ": no changes"
+        print(line, file=self.stream, flush=True)
+        return line

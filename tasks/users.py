@@ -1,0 +1,177 @@
+"""Who may push: the registry's password file, kept locally with libpass (bcrypt).
+
+The file is ``<state_dir>/htpasswd`` (0600), in the format nginx's
+``auth_basic_user_file`` reads, every entry bcrypt (``$2y$``). Passwords come from
+a prompt (asked twice) or from standard input, never from the command line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+import unicodedata
+from pathlib import Path
+
+from invoke import Collection, Context
+from passlib.apache import HtpasswdFile, htpasswd_context
+
+from tasks import inventory
+from tasks.cli import read_secret_stdin, task
+from tasks.errors import UsersError
+from tasks.inventory import Inventory
+from tasks.report import Report
+from tasks.state import atomic_write, ensure_private_dir
+
+MAX_USERNAME = 64
+BCRYPT_MAX_BYTES = 72
+
+
+def password_file(inv: Inventory) -> Path:
+    return inv.state_path / "htpasswd"
+
+
+def check_username(name: str) -> str:
+    """Return ``name`` if nginx and Docker can use it as a login, else raise UsersError."""
+    if not name:
+        raise UsersError("the username is empty")
+    if len(name) > MAX_USERNAME:
+        raise UsersError(f"the username is longer than {MAX_USERNAME} characters")
+    if ":" in name:
+        raise UsersError(f"the username {name!r} contains ':', which separates fields in htpasswd")
+    for ch in name:
+        if ch.isspace() or unicodedata.category(ch).startswith("C"):
+            raise UsersError(
+                f"the username {name!r} contains whitespace or a control character; "
+                "use letters, digits and punctuation such as . _ -"
+            )
+    return name
+
+
+def check_password(password: str, min_length: int) -> str:
+    """Return ``password`` if it meets the rules, else raise UsersError (never echoing it)."""
+    if not password:
+        raise UsersError("the password is empty")
+    if len(password) < min_length:
+        raise UsersError(
+            f"the password is too short ({len(password)} characters); use at least {min_length}"
+        )
+    if len(password.encode()) > BCRYPT_MAX_BYTES:
+        raise UsersError(
+            f"the password is longer than {BCRYPT_MAX_BYTES} bytes, which bcrypt cannot use; "
+            "choose a shorter one"
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in password):
+        raise UsersError("the password contains a control character")
+    return password
+
+
+def load(inv: Inventory) -> HtpasswdFile:
+    """The password file (empty when there is none yet), hashing new entries with bcrypt."""
+    context = htpasswd_context.copy(
+        default="bcrypt", bcrypt__rounds=inv.users.bcrypt_rounds, bcrypt__ident="2y"
+    )
+    path = password_file(inv)
+    if not path.exists():
+        return HtpasswdFile(context=context)
+    try:
+        return HtpasswdFile.from_string(path.read_bytes(), context=context)
+    except ValueError as exc:
+        raise UsersError(f"{path}: malformed password file ({exc}); fix or remove it") from None
+
+
+def save(inv: Inventory, htpasswd: HtpasswdFile) -> bool:
+    """Write the password file atomically at 0600; True when it changed."""
+    ensure_private_dir(inv.state_path)
+    return atomic_write(password_file(inv), htpasswd.to_string(), mode=0o600)
+
+
+def scheme(htpasswd: HtpasswdFile, user: str) -> str:
+    """The hash scheme of ``user``'s entry, e.g. ``bcrypt``."""
+    return htpasswd_context.identify(htpasswd.get_hash(user)) or "unknown"
+
+
+def set_password(inv: Inventory, username: str, password: str) -> str:
+    """Add or update a user; returns "added" or "updated"."""
+    check_username(username)
+    check_password(password, inv.users.min_password_length)
+    htpasswd = load(inv)
+    existed = htpasswd.set_password(username, password)
+    save(inv, htpasswd)
+    return "updated" if existed else "added"
+
+
+def remove(inv: Inventory, username: str) -> None:
+    """Remove a user; the last user is never removed."""
+    htpasswd = load(inv)
+    if username not in htpasswd.users():
+        known = ", ".join(sorted(htpasswd.users())) or "none"
+        raise UsersError(f"no user {username!r} in {password_file(inv)} (users: {known})")
+    if len(htpasswd.users()) == 1:
+        raise UsersError(
+            f"{username!r} is the last user; a registry nobody can log into is refused. "
+            "Add another user first"
+        )
+    htpasswd.delete(username)
+    save(inv, htpasswd)
+
+
+def ask_password(min_length: int, from_stdin: bool) -> str:
+    """A new password: from stdin, or asked twice at the terminal."""
+    if from_stdin:
+        return check_password(read_secret_stdin("password"), min_length)
+    first = check_password(getpass.getpass("Password: "), min_length)
+    if getpass.getpass("Password (again): ") != first:
+        raise UsersError("the two passwords differ; nothing was changed")
+    return first
+
+
+@task(
+    help={
+        "username": "Login name (asked when not given).",
+        "password-stdin": "Read the password from standard input instead of asking.",
+    }
+)
+def add(c: Context, username: str = "", password_stdin: bool = False) -> None:
+    """Add a registry user, or change a user's password, in the local password file."""
+    inv = inventory.load()
+    if not username:
+        if password_stdin or not sys.stdin.isatty():
+            raise UsersError("give --username when the password comes from standard input")
+        username = input("Username: ").strip()
+    check_username(username)
+    password = ask_password(inv.users.min_password_length, password_stdin)
+    outcome = set_password(inv, username, password)
+    Report().changed("local", f"user {username}", f"{outcome}, bcrypt")
+
+
+@task(
+    name="remove",
+    help={"username": "The user to remove.", "yes": "Do not ask for confirmation."},
+)
+def remove_user(c: Context, username: str, yes: bool = False) -> None:
+    """Remove a registry user from the local password file."""
+    inv = inventory.load()
+    check_username(username)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsersError("confirmation needed: add --yes when not at a terminal")
+        if input(f"Remove user {username!r}? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise UsersError("not confirmed; nothing was changed")
+    remove(inv, username)
+    Report().changed("local", f"user {username}", "removed")
+
+
+@task(name="list", default=True)
+def list_users(c: Context) -> None:
+    """List registry users and their hash scheme."""
+    inv = inventory.load()
+    htpasswd = load(inv)
+    names = sorted(htpasswd.users())
+    if not names:
+        print(f"no users yet in {password_file(inv)}; add one with 'invoke users.add'")
+        return
+    for name in names:
+        print(f"{name}\t{scheme(htpasswd, name)}")
+
+
+ns = Collection("users", add, remove_user, list_users)
