@@ -45,8 +45,12 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPO = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
 
 
-def check_dns_name(name: str) -> str:
-    """Return ``name`` lower-cased if it is a valid DNS name with a dot, else raise."""
+def check_dns_name(name: str, require_dot: bool = True) -> str:
+    """Return ``name`` lower-cased if it is a valid DNS name, else raise ValueError.
+
+    The registry's domain needs a dot: Docker reads a single-label name as a
+    Docker Hub namespace. Extra names may be short names (used with a port).
+    """
     lowered = name.lower()
     if len(lowered) > 253:
         raise ValueError(f"{name!r} is longer than 253 characters")
@@ -56,7 +60,7 @@ def check_dns_name(name: str) -> str:
             f"{name!r} is not a valid DNS name (letters, digits and inner hyphens, "
             "dot-separated, e.g. registry.example.com)"
         )
-    if len(labels) < 2:
+    if require_dot and len(labels) < 2:
         raise ValueError(
             f"{name!r} has no dot; Docker would read a single-label name as a Docker Hub "
             "namespace, so use a fully qualified name such as registry.example.com"
@@ -120,7 +124,8 @@ class Registry(_Strict):
         for name in v:
             # A wildcard is a valid SAN; check the rest of the name.
             base = name[2:] if name.startswith("*.") else name
-            out.append(("*." if base is not name else "") + check_dns_name(base))
+            prefix = "*." if base is not name else ""
+            out.append(prefix + check_dns_name(base, require_dot=False))
         return out
 
     @field_validator("extra_ips")
@@ -296,17 +301,19 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    """ "; allowed keys: ..." for the mapping that holds the unknown key at ``loc``."""
     model: Any = Inventory
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if model is Inventory and loc[0] == "hosts" and part != "hosts":
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
+        if model is Inventory and part == "hosts":
             model = Host
+            parts = parts[1:]  # skip the alias
             continue
-        if field is None or not isinstance(field.annotation, type):
+        field = model.model_fields.get(part)
+        if field is None or not hasattr(field.annotation, "model_fields"):
             return ""
         model = field.annotation
-    if not hasattr(model, "model_fields"):
-        return ""
     names = [n for n in model.model_fields if n != "source"]
     return "; allowed keys: " + ", ".join(names)
 

@@ -32,7 +32,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 class Layout:
     """Where things are as nginx sees them; the defaults are the container's view."""
 
-    listen_port: int = 443
+    listen: str = "443"
     upstream: str = "registry:5000"
     tls_dir: str = "/etc/nginx/regkit/tls"
     auth_dir: str = "/etc/nginx/regkit/auth"

@@ -1,0 +1,164 @@
+"""The PKI: what openssl and cryptography's verifier think of the certificates."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.verification import (
+    PolicyBuilder,
+    ServerVerifier,
+    Store,
+    VerificationError,
+)
+
+from tasks import pki
+from tasks.errors import PkiError
+from tasks.inventory import Inventory
+from tests.unit.conftest import PASSPHRASE
+
+
+def openssl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=30)
+
+
+def verifier_for(p: pki.Paths, name: x509.GeneralName) -> ServerVerifier:
+    store = Store([pki.read_cert(p.ca_cert)])
+    return PolicyBuilder().store(store).build_server_verifier(name)
+
+
+def test_openssl_verifies_server_cert_for_tls_server_use(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    result = openssl(
+        "verify", "-purpose", "sslserver", "-CAfile", str(p.ca_cert), str(p.server_cert)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(": OK")
+
+
+def test_openssl_shows_sans_and_server_auth(pki_inv: Inventory) -> None:
+    text = openssl("x509", "-noout", "-text", "-in", str(pki.paths(pki_inv).server_cert)).stdout
+    assert "DNS:registry.unit.test, DNS:registry, DNS:alt.unit.test" in text
+    assert "IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1" in text
+    assert "TLS Web Server Authentication" in text
+    assert "CA:FALSE" in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        x509.DNSName("registry.unit.test"),
+        x509.DNSName("alt.unit.test"),
+        x509.DNSName("registry"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ],
+)
+def test_cryptography_verifier_accepts_every_name(
+    pki_inv: Inventory, name: x509.GeneralName
+) -> None:
+    p = pki.paths(pki_inv)
+    chain = verifier_for(p, name).verify(pki.read_cert(p.server_cert), [])
+    assert chain[-1] == pki.read_cert(p.ca_cert)
+
+
+def test_cryptography_verifier_refuses_other_names(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    with pytest.raises(VerificationError):
+        verifier_for(p, x509.DNSName("evil.unit.test")).verify(pki.read_cert(p.server_cert), [])
+
+
+def test_ca_extensions(pki_inv: Inventory) -> None:
+    ca = pki.read_cert(pki.paths(pki_inv).ca_cert)
+    bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca
+    ku = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.key_cert_sign and ku.crl_sign
+    leaf = pki.read_cert(pki.paths(pki_inv).server_cert)
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    assert isinstance(leaf.public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_keys_are_private_and_ca_key_encrypted(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    for key in (p.ca_key, p.server_key):
+        assert key.stat().st_mode & 0o777 == 0o600
+    assert p.root.stat().st_mode & 0o777 == 0o700
+    assert b"ENCRYPTED PRIVATE KEY" in p.ca_key.read_bytes()
+    with pytest.raises(TypeError):
+        serialization.load_pem_private_key(p.ca_key.read_bytes(), password=None)
+
+
+def test_wrong_passphrase_is_a_clear_error(pki_inv: Inventory) -> None:
+    with pytest.raises(PkiError, match=r"ca\.key: wrong CA passphrase$"):
+        pki.issue_server(pki_inv, "not-the-passphrase")
+
+
+def test_truncated_ca_key_is_a_clear_error(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    p.ca_key.write_bytes(p.ca_key.read_bytes()[:100])
+    with pytest.raises(PkiError, match="truncated or damaged"):
+        pki.issue_server(pki_inv, PASSPHRASE)
+
+
+def test_init_never_overwrites_a_ca(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    before = p.ca_cert.read_bytes()
+    with pytest.raises(PkiError, match="a CA already exists and is kept"):
+        pki.init_pki(pki_inv, PASSPHRASE)
+    assert p.ca_cert.read_bytes() == before
+
+
+def test_init_force_keeps_a_backup(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    before = p.ca_cert.read_bytes()
+    backup = pki.init_pki(pki_inv, PASSPHRASE, force=True)
+    assert backup is not None
+    assert (backup / "ca.crt").read_bytes() == before
+    assert p.ca_cert.read_bytes() != before
+
+
+def test_renew_issues_a_new_certificate_from_the_same_ca(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    old = pki.read_cert(p.server_cert)
+    new = pki.issue_server(pki_inv, PASSPHRASE)
+    assert new.serial_number != old.serial_number
+    assert new.issuer == old.issuer
+    result = openssl(
+        "verify", "-purpose", "sslserver", "-CAfile", str(p.ca_cert), str(p.server_cert)
+    )
+    assert result.returncode == 0
+
+
+@pytest.mark.parametrize("key_type", ["rsa-2048"])
+def test_rsa_keys_on_request(inv: Inventory, key_type: str) -> None:
+    rsa_inv = inv.model_copy(update={"pki": inv.pki.model_copy(update={"key_type": key_type})})
+    pki.init_pki(rsa_inv, PASSPHRASE)
+    cert = pki.read_cert(pki.paths(rsa_inv).server_cert)
+    assert isinstance(cert.public_key(), rsa.RSAPublicKey)
+    assert cert.public_key().key_size == 2048
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
+
+
+def test_show_warns_near_expiry(pki_inv: Inventory) -> None:
+    cert = pki.read_cert(pki.paths(pki_inv).server_cert)
+    assert not any("WARNING" in line for line in pki.describe("server", cert, 30))
+    assert "WARNING: server expires in" in pki.describe("server", cert, 400)[-1]
+
+
+def test_missing_ca_says_to_run_init(inv: Inventory) -> None:
+    with pytest.raises(PkiError, match=r"missing; run 'invoke pki.init' first"):
+        pki.issue_server(inv, PASSPHRASE)
+
+
+def test_server_cert_never_outlives_the_ca() -> None:
+    key = pki.new_key("ec-p256")
+    ca = pki.build_ca(key, "org", "a.example", days=30)
+    leaf = pki.build_server_cert(ca, key, pki.new_key("ec-p256"), [x509.DNSName("a.example")], 397)
+    assert leaf.not_valid_after_utc <= ca.not_valid_after_utc

@@ -1,0 +1,151 @@
+"""The password file: bcrypt entries, username and password rules, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks import inventory, users
+from tasks.errors import UsersError
+from tasks.inventory import Inventory
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = "correct horse battery"
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "empty"),
+        ("a:b", "contains ':'"),
+        ("a b", "whitespace or a control character"),
+        ("tab\there", "whitespace or a control character"),
+        ("bell\x07", "whitespace or a control character"),
+        ("x" * 65, "longer than 64"),
+    ],
+)
+def test_bad_usernames_are_refused(name: str, why: str) -> None:
+    with pytest.raises(UsersError, match=why):
+        users.check_username(name)
+
+
+@pytest.mark.parametrize("name", ["alice", "ci-bot", "first.last", "user_1", "Zoë"])
+def test_good_usernames_pass(name: str) -> None:
+    assert users.check_username(name) == name
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("", "empty"),
+        ("tiny-pw", r"too short \(7 characters\); use at least 12"),
+        ("é" * 40, "longer than 72 bytes"),
+        ("twelve chars\x00!", "control character"),
+    ],
+)
+def test_bad_passwords_are_refused_without_echo(password: str, why: str) -> None:
+    with pytest.raises(UsersError, match=why) as err:
+        users.check_password(password, 12)
+    if password:
+        assert password not in str(err.value)
+
+
+def test_add_writes_bcrypt_2y_at_0600(inv: Inventory) -> None:
+    assert users.set_password(inv, "alice", GOOD) == "added"
+    path = users.password_file(inv)
+    assert path.stat().st_mode & 0o777 == 0o600
+    line = path.read_text().strip()
+    assert line.startswith("alice:$2y$10$")
+    assert GOOD not in path.read_text()
+    assert users.load(inv).check_password("alice", GOOD)
+
+
+def test_changing_a_password_says_updated(inv: Inventory) -> None:
+    users.set_password(inv, "alice", GOOD)
+    assert users.set_password(inv, "alice", GOOD + "!") == "updated"
+    htpasswd = users.load(inv)
+    assert htpasswd.users() == ["alice"]
+    assert htpasswd.check_password("alice", GOOD + "!")
+    assert not htpasswd.check_password("alice", GOOD)
+
+
+def test_refused_change_leaves_the_file_untouched(inv: Inventory) -> None:
+    users.set_password(inv, "alice", GOOD)
+    before = users.password_file(inv).read_bytes()
+    with pytest.raises(UsersError):
+        users.set_password(inv, "bob", "short")
+    with pytest.raises(UsersError):
+        users.set_password(inv, "b:ob", GOOD)
+    assert users.password_file(inv).read_bytes() == before
+
+
+def test_remove_and_last_user_is_kept(inv: Inventory) -> None:
+    users.set_password(inv, "alice", GOOD)
+    users.set_password(inv, "bob", GOOD)
+    users.remove(inv, "alice")
+    assert users.load(inv).users() == ["bob"]
+    with pytest.raises(UsersError, match="'bob' is the last user"):
+        users.remove(inv, "bob")
+    with pytest.raises(UsersError, match=r"no user 'carol' .* \(users: bob\)"):
+        users.remove(inv, "carol")
+
+
+def test_nginx_style_htpasswd_tool_accepts_the_hash(inv: Inventory) -> None:
+    users.set_password(inv, "alice", GOOD)
+    result = subprocess.run(
+        ["htpasswd", "-v", "-i", str(users.password_file(inv)), "alice"],
+        input=GOOD,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "correct" in result.stderr
+
+
+def run_add(inv_path: Path, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, inventory.ENV_VAR: str(inv_path)}
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "users.add", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_reads_password_from_stdin_and_never_prints_it(inv: Inventory) -> None:
+    result = run_add(inv.source, GOOD + "\n", "--username", "alice", "--password-stdin")
+    assert result.returncode == 0, result.stderr
+    assert "[local] user alice: changed (added, bcrypt)" in result.stdout
+    assert GOOD not in result.stdout + result.stderr
+    again = run_add(inv.source, GOOD + "\n", "--username", "alice", "--password-stdin")
+    assert "changed (updated, bcrypt)" in again.stdout
+
+
+def test_cli_bad_input_is_one_line_without_traceback(inv: Inventory) -> None:
+    result = run_add(inv.source, "short\n", "--username", "alice", "--password-stdin")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: the password is too short (5 characters); use at least 12"
+    )
+    assert not users.password_file(inv).exists()
+
+
+def test_cli_has_no_password_argument() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "--help", "users.add"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "--password-stdin" in result.stdout
+    assert "--password " not in result.stdout
+    assert "--password=" not in result.stdout
