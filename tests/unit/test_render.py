@@ -1,0 +1,86 @@
+"""Rendered configs: today's upstream recipe, no secrets in the image, loud template errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks import render
+from tasks.inventory import Inventory
+from tasks.report import Report
+
+
+def rendered(inv: Inventory) -> dict[str, str]:
+    return {rel: content for rel, (content, _mode) in render.render_all(inv).items()}
+
+
+def test_site_follows_the_upstream_recipe(inv: Inventory) -> None:
+    site = rendered(inv)["nginx/registry.conf"]
+    for directive in [
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "map $upstream_http_docker_distribution_api_version $docker_distribution_api_version",
+        "add_header Docker-Distribution-Api-Version $docker_distribution_api_version always;",
+        "client_max_body_size 0;",
+        "chunked_transfer_encoding on;",
+        "proxy_request_buffering off;",
+        "proxy_max_temp_file_size 0;",
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_read_timeout 900;",
+        "location = /_ping",
+        "server_name registry.unit.test registry alt.unit.test;",
+    ]:
+        assert directive in site, directive
+    for stale in ["ssl on", 'Authorization ""', "TLSv1.1", "TLSv1 ", "SSLv3", "/v1/"]:
+        assert stale not in site, stale
+
+
+def test_dockerfile_bakes_in_no_secret(inv: Inventory) -> None:
+    dockerfile = rendered(inv)["nginx/Dockerfile"]
+    assert dockerfile.startswith("# The registry's nginx proxy.")
+    assert "FROM nginx:1.27.3-bookworm" in dockerfile
+    copies = [line for line in dockerfile.splitlines() if line.startswith(("COPY", "ADD"))]
+    assert copies == [
+        "COPY nginx.conf /etc/nginx/nginx.conf",
+        "COPY registry.conf /etc/nginx/regkit/registry.conf",
+    ]
+
+
+def test_registry_config_has_a_stable_secret(inv: Inventory) -> None:
+    first = yaml.safe_load(rendered(inv)["registry/config.yml"])
+    second = yaml.safe_load(rendered(inv)["registry/config.yml"])
+    assert len(first["http"]["secret"]) >= 32
+    assert first["http"]["secret"] == second["http"]["secret"]
+    assert first["storage"]["filesystem"]["rootdirectory"] == "/var/lib/registry"
+    assert first["http"]["addr"] == ":5000"
+
+
+def test_build_folder_is_written_once_then_unchanged(inv: Inventory) -> None:
+    rep = Report()
+    root = render.write_build(inv, "regbox", rep)
+    assert rep.count("changed") == len(render.FILES)
+    assert (root / "registry/config.yml").stat().st_mode & 0o777 == 0o600
+    assert root.stat().st_mode & 0o777 == 0o700
+    again = Report()
+    render.write_build(inv, "regbox", again)
+    assert again.count("changed") == 0
+    assert again.summary().endswith("no changes")
+
+
+def test_undefined_variable_names_the_template() -> None:
+    with pytest.raises(
+        render.TemplateError, match=r"templates/registry.conf.j2: 'layout' is undefined"
+    ):
+        render.render("registry.conf.j2", {})
+
+
+def test_syntax_error_names_template_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken.j2").write_text("ok\nok\n{% if %}\n")
+    monkeypatch.setattr(render, "TEMPLATES", tmp_path)
+    with pytest.raises(render.TemplateError, match=r"templates/broken.j2:3: "):
+        render.render("broken.j2", {})
