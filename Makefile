@@ -1,0 +1,38 @@
+# Entry points. `make test` sets up everything it needs from a fresh clone.
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(CURDIR)/$(VENV)/bin
+
+.PHONY: deps system-deps test unit lint format clean
+
+## deps: Debian packages and the Python virtualenv
+deps: system-deps $(VENV)/.installed
+
+system-deps:
+	@scripts/system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q '.[dev]'
+	touch $@
+
+## test: the whole suite, unit tests then lab tests on real hosts
+test: deps
+	PATH=$(BIN):$$PATH $(PY) -m pytest tests
+
+## unit: only the unit tests (seconds, no lab)
+unit: deps
+	PATH=$(BIN):$$PATH $(PY) -m pytest tests/unit
+
+## lint: ruff, as CI runs it
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
