@@ -1,5 +1,11 @@
-"""Fabric entry point: every task, local and remote (``fab --list``)."""
+"""Fabric entry point: every task, local and remote (``fab --list``).
 
-from tasks import ns
+The local collections come from ``tasks`` (also what ``invoke --list`` shows);
+the tasks that work over SSH join them here at the top level.
+"""
+
+from tasks import deploy, ns
+
+ns.add_task(deploy.deploy)
 
 __all__ = ["ns"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -299,6 +300,28 @@ def init_pki(inv: Inventory, passphrase: str, force: bool = False) -> Path | Non
     atomic_write(p.ca_cert, cert_pem(ca_cert), mode=0o644)
     issue_server(inv, passphrase)
     return backup
+
+
+def check_server(inv: Inventory) -> None:
+    """Refuse to deploy a server certificate that is damaged, expired, not from this CA,
+    not for this key, or for other names than the inventory's."""
+    p = paths(inv)
+    ca, cert = read_cert(p.ca_cert), read_cert(p.server_cert)
+    key = read_key(p.server_key)
+    fix = "run 'invoke pki.renew'"
+    if cert.public_key() != key.public_key():
+        raise PkiError(f"{p.server_cert}: does not match {p.server_key.name}; {fix}")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise PkiError(f"{p.server_cert}: not signed by {p.ca_cert.name}; {fix}") from None
+    if days_left(cert) < 0:
+        raise PkiError(f"{p.server_cert}: expired on {cert.not_valid_after_utc:%Y-%m-%d}; {fix}")
+    wanted = [str(n.value) for n in wanted_sans(inv)]
+    if cert_sans(cert) != wanted:
+        raise PkiError(
+            f"{p.server_cert}: names {cert_sans(cert)} differ from the inventory's {wanted}; {fix}"
+        )
 
 
 def cert_sans(cert: x509.Certificate) -> list[str]:

@@ -14,8 +14,9 @@ CHANGED = "changed"
 UNCHANGED = "unchanged"
 FAILED = "failed"
 SKIPPED = "skipped"
+OK = "ok"
 
-_COLOURS = {CHANGED: "33", UNCHANGED: "32", FAILED: "31", SKIPPED: "36"}
+_COLOURS = {CHANGED: "33", UNCHANGED: "32", FAILED: "31", SKIPPED: "36", OK: "32"}
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Report:
     def skipped(self, host: str, step: str, why: str = "") -> None:
         self.step(host, step, SKIPPED, why)
 
+    def ok(self, host: str, step: str, why: str = "") -> None:
+        """A check that passed and changed nothing."""
+        self.step(host, step, OK, why)
+
     def info(self, message: str) -> None:
         """Print a line that is not a step result (a hint, a URL, a warning)."""
         print(message, file=self.stream, flush=True)
@@ -61,6 +66,8 @@ class Report:
         """Print and return the closing line: counts, or "no changes"."""
         changed, failed = self.count(CHANGED), self.count(FAILED)
         parts = [f"{changed} changed", f"{self.count(UNCHANGED)} unchanged"]
+        if self.count(OK):
+            parts.append(f"{self.count(OK)} ok")
         if self.count(SKIPPED):
             parts.append(f"{self.count(SKIPPED)} skipped")
         if failed:

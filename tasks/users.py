@@ -8,12 +8,14 @@ a prompt (asked twice) or from standard input, never from the command line.
 from __future__ import annotations
 
 import getpass
+import secrets
 import sys
 import unicodedata
 from pathlib import Path
 
 from invoke import Collection, Context
 from passlib.apache import HtpasswdFile, htpasswd_context
+from passlib.context import CryptContext
 
 from tasks import inventory
 from tasks.cli import read_secret_stdin, task
@@ -24,6 +26,8 @@ from tasks.state import atomic_write, ensure_private_dir
 
 MAX_USERNAME = 64
 BCRYPT_MAX_BYTES = 72
+# The deploy's own login, used only to prove each deploy with a push and pull.
+PROBE_USER = "regkit-probe"
 
 
 def password_file(inv: Inventory) -> Path:
@@ -36,6 +40,8 @@ def check_username(name: str) -> str:
         raise UsersError("the username is empty")
     if len(name) > MAX_USERNAME:
         raise UsersError(f"the username is longer than {MAX_USERNAME} characters")
+    if name == PROBE_USER:
+        raise UsersError(f"{PROBE_USER!r} is reserved for the deploy's own push/pull check")
     if ":" in name:
         raise UsersError(f"the username {name!r} contains ':', which separates fields in htpasswd")
     for ch in name:
@@ -65,16 +71,24 @@ def check_password(password: str, min_length: int) -> str:
     return password
 
 
-def load(inv: Inventory) -> HtpasswdFile:
-    """The password file (empty when there is none yet), hashing new entries with bcrypt."""
-    context = htpasswd_context.copy(
+def _context(inv: Inventory) -> CryptContext:
+    return htpasswd_context.copy(
         default="bcrypt", bcrypt__rounds=inv.users.bcrypt_rounds, bcrypt__ident="2y"
     )
+
+
+def load_empty(inv: Inventory) -> HtpasswdFile:
+    """A new, empty password file that hashes with bcrypt."""
+    return HtpasswdFile(context=_context(inv))
+
+
+def load(inv: Inventory) -> HtpasswdFile:
+    """The password file (empty when there is none yet), hashing new entries with bcrypt."""
     path = password_file(inv)
     if not path.exists():
-        return HtpasswdFile(context=context)
+        return load_empty(inv)
     try:
-        return HtpasswdFile.from_string(path.read_bytes(), context=context)
+        return HtpasswdFile.from_string(path.read_bytes(), context=_context(inv))
     except ValueError as exc:
         raise UsersError(f"{path}: malformed password file ({exc}); fix or remove it") from None
 
@@ -113,6 +127,32 @@ def remove(inv: Inventory, username: str) -> None:
         )
     htpasswd.delete(username)
     save(inv, htpasswd)
+
+
+def probe_credential(inv: Inventory) -> tuple[str, str]:
+    """The deploy probe's password and htpasswd line: made once, then kept (like Harbor)."""
+    ensure_private_dir(inv.state_path)
+    pw_path, line_path = inv.state_path / "probe-password", inv.state_path / "probe.htpasswd"
+    if not pw_path.exists():
+        atomic_write(pw_path, secrets.token_urlsafe(32), mode=0o600)
+        line_path.unlink(missing_ok=True)
+    password = pw_path.read_text().strip()
+    if not line_path.exists():
+        htpasswd = load_empty(inv)
+        htpasswd.set_password(PROBE_USER, password)
+        atomic_write(line_path, htpasswd.to_string(), mode=0o600)
+    return password, line_path.read_text()
+
+
+def deployed_htpasswd(inv: Inventory) -> bytes:
+    """What the registry hosts get: every user, plus the deploy probe's line."""
+    htpasswd = load(inv)
+    if not htpasswd.users():
+        raise UsersError(
+            f"{password_file(inv)}: no users yet; add one first with 'invoke users.add' "
+            "(a registry nobody can log into is of no use)"
+        )
+    return htpasswd.to_string() + probe_credential(inv)[1].encode()
 
 
 def ask_password(min_length: int, from_stdin: bool) -> str:

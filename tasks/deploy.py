@@ -1,0 +1,519 @@
+"""``fab -H regbox deploy``: the registry and its nginx proxy, over SSH, verified.
+
+Read facts in one command, compare with what is wanted, change only what
+differs, then prove the result with a push and pull through the public URL.
+
+On the host (all root-owned):
+
+- ``/etc/regkit/nginx/``     the proxy's build context (configuration only)
+- ``/etc/regkit/registry/``  the registry's ``config.yml`` (0600, holds the http secret)
+- ``/etc/regkit/tls/``       ``server.crt`` and ``server.key`` (0600), mounted read-only
+- ``/etc/regkit/auth/``      ``htpasswd`` (0640, group of nginx's worker), mounted read-only
+- ``/etc/regkit/ca.crt``, ``/etc/regkit/probe-password`` (0600)
+- ``/etc/docker/certs.d/<domain>[:port]/ca.crt`` so the host's Docker trusts the registry
+- the registry's data in the inventory's ``data_dir``
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from invoke import Collection, Context
+
+from tasks import inventory, pki, render, users
+from tasks.cli import task
+from tasks.errors import RegkitError, RemoteError
+from tasks.inventory import Inventory
+from tasks.remote import Target, Upload, aliases_from, open_target, q, sha256
+from tasks.report import Report
+
+REMOTE_DIR = "/etc/regkit"
+NETWORK = "regkit"
+REGISTRY = "regkit-registry"
+NGINX = "regkit-nginx"
+NGINX_IMAGE = "regkit-nginx"
+PROBE_REPO = "regkit/probe"
+MIN_FREE_KB = 1024 * 1024
+SPEC_LABEL = "regkit.spec"
+
+# Which files make which part change: build context -> rebuild nginx; registry
+# config -> recreate the registry; tls/auth -> reload nginx.
+NGINX_CONTEXT = ("Dockerfile", "nginx.conf", "registry.conf")
+
+
+def certs_d(inv: Inventory) -> str:
+    return f"/etc/docker/certs.d/{inv.registry.address}/ca.crt"
+
+
+def wanted_files(inv: Inventory) -> list[Upload]:
+    """Everything deploy places on a registry host, from local state."""
+    p = pki.paths(inv)
+    build = {rel: content.encode() for rel, (content, _mode) in render.render_all(inv).items()}
+    gid = render.CONTAINER.worker_gid
+    ca = p.ca_cert.read_bytes()
+    probe_password = users.probe_credential(inv)[0]
+    files = [Upload(f"{REMOTE_DIR}/nginx/{name}", build[f"nginx/{name}"]) for name in NGINX_CONTEXT]
+    files += [
+        Upload(f"{REMOTE_DIR}/registry/config.yml", build["registry/config.yml"], 0o600),
+        Upload(f"{REMOTE_DIR}/tls/server.crt", p.server_cert.read_bytes()),
+        Upload(f"{REMOTE_DIR}/tls/server.key", p.server_key.read_bytes(), 0o600),
+        Upload(f"{REMOTE_DIR}/auth/htpasswd", users.deployed_htpasswd(inv), 0o640, 0, gid),
+        Upload(f"{REMOTE_DIR}/ca.crt", ca),
+        Upload(f"{REMOTE_DIR}/probe-password", probe_password.encode(), 0o600),
+        Upload(certs_d(inv), ca),
+    ]
+    return files
+
+
+def nginx_tag(files: list[Upload]) -> str:
+    """The proxy image's tag: a hash of its build context, so unchanged is never rebuilt."""
+    h = hashlib.sha256()
+    for f in files:
+        if f.path.startswith(f"{REMOTE_DIR}/nginx/"):
+            h.update(f.path.encode() + b"\0" + f.content + b"\0")
+    return f"{NGINX_IMAGE}:{h.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A container as deploy wants it; its hash is kept in a label to detect drift."""
+
+    name: str
+    image: str
+    args: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        return sha256(json.dumps([self.name, self.image, self.args]).encode())[:16]
+
+    def docker_run(self) -> str:
+        argv = [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            self.name,
+            "--label",
+            f"{SPEC_LABEL}={self.digest}",
+        ]
+        return " ".join(q(a) for a in [*argv, *self.args, self.image])
+
+
+def registry_spec(inv: Inventory, config_digest: str) -> RunSpec:
+    reg = inv.registry
+    return RunSpec(
+        REGISTRY,
+        reg.images.registry,
+        (
+            "--network", NETWORK, "--network-alias", "registry",
+            "--restart", "unless-stopped",
+            "--label", f"regkit.config={config_digest[:16]}",
+            "-v", f"{reg.data_dir}:/var/lib/registry",
+            "-v", f"{REMOTE_DIR}/registry:/etc/docker/registry:ro",
+        ),
+    )  # fmt: skip
+
+
+def nginx_mounts() -> tuple[str, ...]:
+    """The proxy's secrets, as folders (a file mount would keep the old inode on replace)."""
+    lay = render.CONTAINER
+    return (
+        "-v", f"{REMOTE_DIR}/tls:{lay.tls_dir}:ro",
+        "-v", f"{REMOTE_DIR}/auth:{lay.auth_dir}:ro",
+    )  # fmt: skip
+
+
+def nginx_spec(inv: Inventory, tag: str) -> RunSpec:
+    return RunSpec(
+        NGINX,
+        tag,
+        (
+            "--network", NETWORK,
+            "--restart", "unless-stopped",
+            "-p", f"{inv.registry.port}:{render.CONTAINER.listen}",
+            *nginx_mounts(),
+        ),
+    )  # fmt: skip
+
+
+@dataclass
+class Container:
+    """What ``docker inspect`` says of a container."""
+
+    id: str
+    image_id: str
+    spec: str
+    running: bool
+    started: str
+
+
+@dataclass
+class Facts:
+    """Everything deploy needs to know about a host, read in one command."""
+
+    os: str = "unknown"
+    apt: bool = False
+    apache2_utils: bool = False
+    curl: bool = False
+    docker: str = ""
+    disk_free_kb: int = 0
+    port_holder: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    containers: dict[str, Container] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)
+    network: bool = False
+
+
+def facts_script(inv: Inventory, paths: list[str], image_refs: list[str]) -> str:
+    """A POSIX sh script that prints ``key<TAB>value`` lines; it changes nothing."""
+    reg = inv.registry
+    lines = [
+        'emit() { printf \'%s\\t%s\\n\' "$1" "$2"; }',
+        'if [ -r /etc/os-release ]; then . /etc/os-release; fi; emit os "${ID:-unknown}"',
+        "command -v apt-get >/dev/null 2>&1 && emit apt yes",
+        "command -v curl >/dev/null 2>&1 && emit curl yes",
+        "dpkg-query -W -f='${Status}' apache2-utils 2>/dev/null | grep -q 'ok installed'"
+        " && emit apache2_utils yes",
+        "emit docker \"$(docker version --format '{{.Server.Version}}' 2>/dev/null)\"",
+        f'd={q(reg.data_dir)}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done',
+        'emit disk_free_kb "$(df -Pk "$d" | awk \'NR==2 {print $4}\')"',
+        f"emit port_holder \"$(ss -Htlnp 'sport = :{reg.port}' 2>/dev/null | head -1)\"",
+        f"docker network inspect {NETWORK} >/dev/null 2>&1 && emit network yes",
+    ]
+    for path in paths:
+        lines.append(
+            f"[ -f {q(path)} ] && emit file:{q(path)} "
+            f"\"$(sha256sum < {q(path)} | cut -d' ' -f1) $(stat -c '%a %u %g' {q(path)})\""
+        )
+    fmt = f'{{{{.Id}}}}|{{{{.Image}}}}|{{{{index .Config.Labels "{SPEC_LABEL}"}}}}|'
+    fmt += "{{.State.Running}}|{{.State.StartedAt}}"
+    for name in (REGISTRY, NGINX):
+        lines.append(
+            f'c=$(docker inspect --format {q(fmt)} {name} 2>/dev/null) && emit ctr:{name} "$c"'
+        )
+    for ref in image_refs:
+        lines.append(
+            f"i=$(docker image inspect --format '{{{{.Id}}}}' {q(ref)} 2>/dev/null)"
+            f' && emit img:{q(ref)} "$i"'
+        )
+    lines.append("true")
+    return "\n".join(lines)
+
+
+def parse_facts(output: str) -> Facts:
+    """Facts from the script's output (pure; unit-tested)."""
+    f = Facts()
+    for line in output.splitlines():
+        key, _, value = line.partition("\t")
+        if key == "os":
+            f.os = value
+        elif key in ("apt", "apache2_utils", "curl", "network"):
+            setattr(f, key, value == "yes")
+        elif key == "docker":
+            f.docker = value
+        elif key == "disk_free_kb":
+            f.disk_free_kb = int(value) if value.isdigit() else 0
+        elif key == "port_holder":
+            f.port_holder = value
+        elif key.startswith("file:"):
+            f.files[key[5:]] = value
+        elif key.startswith("ctr:"):
+            cid, image_id, spec, running, started = (value.split("|") + [""] * 5)[:5]
+            f.containers[key[4:]] = Container(
+                cid, image_id, "" if spec == "<no value>" else spec, running == "true", started
+            )
+        elif key.startswith("img:"):
+            f.images[key[4:]] = value
+    return f
+
+
+def differing(files: list[Upload], facts: Facts) -> list[Upload]:
+    """Files whose content, mode or owner on the host differ from what is wanted."""
+    return [f for f in files if facts.files.get(f.path) != f"{f.digest} {f.stat}"]
+
+
+def preflight(inv: Inventory, t: Target, facts: Facts) -> str:
+    """Stop before any change when the host cannot run the registry; else a summary."""
+    where = t.alias
+    if not facts.docker:
+        raise RemoteError(
+            f"{where}: no Docker engine answers (docker version); install Docker "
+            "(Debian: apt-get install docker.io) and start it"
+        )
+    if facts.disk_free_kb < MIN_FREE_KB:
+        raise RemoteError(
+            f"{where}: only {facts.disk_free_kb // 1024} MiB free under "
+            f"{inv.registry.data_dir}; free at least 1 GiB first"
+        )
+    ours = NGINX in facts.containers
+    if facts.port_holder and not ours and "docker-proxy" not in facts.port_holder:
+        raise RemoteError(
+            f"{where}: port {inv.registry.port} is already in use "
+            f"({facts.port_holder.split()[-1]}); stop that service or set registry.port"
+        )
+    return (
+        f"{facts.os}, docker {facts.docker}, {facts.disk_free_kb // 1024 // 1024} GiB free, "
+        f"port {inv.registry.port} {'ours' if ours else 'free'}"
+    )
+
+
+def container_change(current: Container | None, spec: RunSpec, image_id: str) -> str:
+    """Why a container must be (re)created, or "" to leave it alone (pure; unit-tested)."""
+    if current is None:
+        return "created"
+    if current.spec != spec.digest:
+        return "recreated: its configuration changed"
+    if image_id and current.image_id != image_id:
+        return "recreated: its image changed"
+    if not current.running:
+        return "started: it was stopped"
+    return ""
+
+
+def replace_script(spec: RunSpec) -> str:
+    """Swap a container, keeping the old one until the new one runs; roll back on failure."""
+    old = f"{spec.name}-previous"
+    return f"""set -u
+docker rm -f {old} >/dev/null 2>&1
+if docker inspect {spec.name} >/dev/null 2>&1; then
+  docker stop -t 30 {spec.name} >/dev/null && docker rename {spec.name} {old} || exit 1
+fi
+if {spec.docker_run()} >/dev/null && sleep 2 \\
+   && [ "$(docker inspect --format '{{{{.State.Running}}}}' {spec.name})" = true ]; then
+  docker rm -f {old} >/dev/null 2>&1
+  exit 0
+fi
+echo "new {spec.name} did not stay up:" >&2
+docker logs --tail 5 {spec.name} >&2 2>&1
+docker rm -f {spec.name} >/dev/null 2>&1
+if docker inspect {old} >/dev/null 2>&1; then
+  docker rename {old} {spec.name} && docker start {spec.name} >/dev/null
+  echo "the previous {spec.name} was restored" >&2
+fi
+exit 1"""
+
+
+def verify_script(inv: Inventory) -> str:
+    """Prove the registry from the host: ping, 401 without and 200 with a login, push+pull."""
+    addr = inv.registry.address
+    url = f"https://{addr}"
+    ref = f"{addr}/{PROBE_REPO}:deploy"
+    ca = f"{REMOTE_DIR}/ca.crt"
+    pw = f"{REMOTE_DIR}/probe-password"
+    user = users.PROBE_USER
+    return f"""set -eu
+fail() {{ echo "$1" >&2; exit 1; }}
+if command -v curl >/dev/null 2>&1; then
+  code=$(curl -sS -o /dev/null -w '%{{http_code}}' --cacert {ca} {url}/_ping) \\
+    || fail "cannot reach {url}: is {inv.registry.domain} resolving to this host?"
+  [ "$code" = 200 ] || fail "{url}/_ping answered $code, not 200"
+  hdr=$(curl -sS -o /dev/null -D - --cacert {ca} {url}/v2/)
+  echo "$hdr" | head -1 | grep -q ' 401' || fail "{url}/v2/ without a login did not answer 401"
+  echo "$hdr" | grep -qi '^docker-distribution-api-version: registry/2.0' \\
+    || fail "the 401 from {url}/v2/ lacks Docker-Distribution-Api-Version"
+  code=$(printf 'user = "%s:%s"\\n' {user} "$(cat {pw})" \\
+    | curl -sS -K - -o /dev/null -w '%{{http_code}}' --cacert {ca} {url}/v2/)
+  [ "$code" = 200 ] || fail "{url}/v2/ with a valid login answered $code, not 200"
+  echo "http: ping 200, /v2/ 401 without login, 200 with"
+fi
+work=$(mktemp -d)
+cleanup() {{ docker logout {addr} >/dev/null 2>&1; docker rmi -f {ref} >/dev/null 2>&1; }}
+trap 'cleanup; rm -rf "$work"' EXIT
+export DOCKER_CONFIG="$work/docker"
+mkdir -p "$DOCKER_CONFIG" "$work/ctx"
+out=$(docker login -u {user} --password-stdin {addr} < {pw} 2>&1) \\
+  || fail "docker login {addr}: $(echo "$out" | grep -v -e WARNING -e 'credential' | tail -2)"
+printf 'regkit deploy probe\\n' > "$work/ctx/probe.txt"
+printf 'FROM scratch\\nCOPY probe.txt /probe.txt\\n' > "$work/ctx/Dockerfile"
+out=$(docker build -q -t {ref} "$work/ctx" 2>&1) || fail "building the probe image: $out"
+out=$(docker push {ref} 2>&1) || fail "docker push {ref}: $(echo "$out" | tail -2)"
+pushed=$(echo "$out" | sed -n 's/.*digest: \\(sha256:[0-9a-f]*\\).*/\\1/p')
+[ -n "$pushed" ] || fail "docker push {ref} reported no digest"
+docker rmi -f {ref} >/dev/null
+out=$(docker pull -q {ref} 2>&1) || fail "docker pull {ref}: $(echo "$out" | tail -2)"
+pulled=$(docker inspect --format '{{{{range .RepoDigests}}}}{{{{.}}}} {{{{end}}}}' {ref})
+case "$pulled" in
+  *"$pushed"*) ;;
+  *) fail "pulled digest ($pulled) differs from pushed ($pushed)";;
+esac
+echo "push/pull: {ref} $pushed"
+"""
+
+
+def ensure_local(inv: Inventory, rep: Report) -> None:
+    """Local material: a CA and server certificate matching the inventory, rendered files."""
+    p = pki.paths(inv)
+    if not pki.ca_exists(p):
+        rep.info("no CA yet: making one (the CA passphrase is asked once, then kept encrypted)")
+        pki.init_pki(inv, pki.ask_passphrase(confirm=True))
+        rep.changed(
+            "local", "PKI", f"new CA, fingerprint {pki.fingerprint(pki.read_cert(p.ca_cert))}"
+        )
+    else:
+        pki.check_server(inv)
+        rep.unchanged("local", "PKI", "CA and server certificate match the inventory")
+    users.deployed_htpasswd(inv)
+
+
+def stream_to(rep: Report, alias: str, prefix: str) -> Callable[[str], None]:
+    return lambda line: rep.info(f"[{alias}]   {prefix}{line}")
+
+
+def deploy_host(inv: Inventory, t: Target, rep: Report, dry_run: bool) -> None:
+    """Deploy to one connected host."""
+    a = t.alias
+    files = wanted_files(inv)
+    tag = nginx_tag(files)
+    reg_image = inv.registry.images.registry
+    facts = parse_facts(
+        t.check(
+            facts_script(inv, [f.path for f in files], [reg_image, tag]), "reading facts"
+        ).stdout
+    )
+    rep.ok(a, "preflight", preflight(inv, t, facts))
+
+    if facts.apache2_utils:
+        rep.unchanged(a, "apache2-utils", "installed")
+    elif not facts.apt:
+        rep.skipped(a, "apache2-utils", f"no apt on this host ({facts.os}); htpasswd not installed")
+    elif dry_run:
+        rep.changed(a, "apache2-utils", "would install with apt")
+    else:
+        t.check(
+            "export DEBIAN_FRONTEND=noninteractive\n"
+            "apt-get install -y -q --no-install-recommends apache2-utils >/dev/null 2>&1 || "
+            "{ apt-get update -q >/dev/null && "
+            "apt-get install -y -q --no-install-recommends apache2-utils >/dev/null; }",
+            "installing apache2-utils with apt",
+        )
+        rep.changed(a, "apache2-utils", "installed with apt")
+
+    changed = differing(files, facts)
+    for f in changed:
+        why = "new" if f.path not in facts.files else "content or mode differs"
+        rep.changed(a, f"file {f.path}", why + (" (dry run)" if dry_run else ""))
+    if not changed:
+        rep.unchanged(a, "files", f"all {len(files)} match (sha256, mode, owner)")
+    if dry_run:
+        show_diffs(t, rep, changed, facts)
+        return
+    t.upload(changed)
+    changed_paths = {f.path for f in changed}
+
+    if facts.network:
+        rep.unchanged(a, f"network {NETWORK}")
+    else:
+        t.check(f"docker network create {NETWORK} >/dev/null", f"creating network {NETWORK}")
+        rep.changed(a, f"network {NETWORK}", "created")
+
+    config = next(f for f in files if f.path.endswith("/registry/config.yml"))
+    reg = registry_spec(inv, config.digest)
+    if reg_image not in facts.images:
+        t.check(f"docker pull -q {q(reg_image)} >/dev/null", f"pulling {reg_image}")
+        rep.changed(a, f"image {reg_image}", "pulled")
+        facts.images[reg_image] = t.check(
+            f"docker image inspect --format '{{{{.Id}}}}' {q(reg_image)}", "reading image id"
+        ).stdout.strip()
+    why = container_change(facts.containers.get(REGISTRY), reg, facts.images[reg_image])
+    if why:
+        t.check(replace_script(reg), f"starting {REGISTRY}")
+        rep.changed(a, f"container {REGISTRY}", why)
+    else:
+        rep.unchanged(a, f"container {REGISTRY}", "running, same image and configuration")
+
+    built = False
+    if tag in facts.images:
+        rep.unchanged(a, f"image {tag}", "build context unchanged")
+    else:
+        rep.info(f"[{a}] image {tag}: building ...")
+        start = time.monotonic()
+        t.check(
+            f"docker build -t {q(tag)} {REMOTE_DIR}/nginx",
+            f"building {tag}",
+            stream=stream_to(rep, a, "build: "),
+        )
+        rep.changed(a, f"image {tag}", f"built in {time.monotonic() - start:.1f} s")
+        built = True
+
+    spec = nginx_spec(inv, tag)
+    current = facts.containers.get(NGINX)
+    why = container_change(current, spec, facts.images.get(tag, ""))
+    if built or why:
+        test = t.run(
+            f"docker run --rm --network {NETWORK} {' '.join(q(x) for x in nginx_mounts())} "
+            f"{q(tag)} nginx -t",
+            what="nginx -t",
+        )
+        if test.failed:
+            raise RemoteError(
+                f"{a}: nginx -t failed in the new image {tag}; the running proxy was left "
+                f"untouched:\n{test.stderr.strip()}"
+            )
+        rep.ok(a, "nginx -t", "new configuration is valid")
+        t.check(replace_script(spec), f"starting {NGINX}")
+        rep.changed(a, f"container {NGINX}", why or "recreated: its image changed")
+    else:
+        rep.unchanged(a, f"container {NGINX}", "running, same image and configuration")
+        reasons = [p.rsplit("/", 2)[-2] for p in changed_paths if "/tls/" in p or "/auth/" in p]
+        if container_change(facts.containers.get(REGISTRY), reg, facts.images[reg_image]):
+            reasons.append("registry recreated")
+        if reasons:
+            t.check(
+                f"docker exec {NGINX} nginx -t 2>&1 && docker exec {NGINX} nginx -s reload",
+                "reloading nginx",
+            )
+            rep.changed(a, "nginx reload", ", ".join(sorted(set(reasons))) + " changed")
+
+    proof = t.check(verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
+    for line in proof.splitlines():
+        rep.ok(a, "verify", line)
+
+
+def show_diffs(t: Target, rep: Report, changed: list[Upload], facts: Facts) -> None:
+    """For a dry run: a unified diff of each changed non-secret file."""
+    for f in changed:
+        if f.mode & 0o077 != 0o044 or f.path not in facts.files:
+            continue
+        old = t.run(f"cat {q(f.path)}", what=f"reading {f.path}").stdout
+        diff = difflib.unified_diff(
+            old.splitlines(keepends=True),
+            f.content.decode().splitlines(keepends=True),
+            f"{t.alias}:{f.path}",
+            f"wanted:{f.path}",
+        )
+        rep.info("".join(diff).rstrip())
+
+
+@task(help={"dry-run": "Connect, read facts and show what would change; change nothing."})
+def deploy(c: Context, dry_run: bool = False) -> None:
+    """Deploy the registry and its TLS proxy to the registry host(s), then prove it."""
+    inv = inventory.load()
+    rep = Report()
+    ensure_local(inv, rep)
+    failed = []
+    for alias in aliases_from(c, inv, "registry"):
+        start = time.monotonic()
+        try:
+            t = open_target(inv, alias, c)
+            deploy_host(inv, t, rep, dry_run)
+            rep.info(
+                f"[{alias}] done in {time.monotonic() - start:.1f} s, {t.commands} SSH commands"
+            )
+        except RegkitError as exc:
+            rep.failed(alias, "deploy", str(exc).removeprefix(f"{alias}: "))
+            failed.append(alias)
+    rep.summary()
+    if failed:
+        raise RemoteError(f"deploy failed on {', '.join(failed)}")
+    ca = pki.read_cert(pki.paths(inv).ca_cert)
+    rep.info(f"registry: {inv.registry.url}")
+    rep.info(f"CA SHA-256 fingerprint: {pki.fingerprint(ca)}")
+    rep.info("next: make Docker hosts trust it with 'fab -H <client> trust-ca'")
+
+
+ns = Collection("deploy", deploy)

@@ -1,0 +1,187 @@
+"""Running things on a host: root commands (with or without sudo), uploads, counting.
+
+Every command is one shell script string whose variable parts went through
+``shlex.quote``. Root steps run as ``sudo sh -c <script>`` when the inventory
+says ``sudo: true``, so a whole step is one SSH command. Files reach root-owned
+places by upload to a private temp folder, then ``install`` into place, so a
+half-written file never stands where a service reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import fabric
+from invoke import Context
+from invoke.exceptions import AuthFailure
+
+from tasks.connect import connect, open_connection
+from tasks.errors import RemoteError
+from tasks.inventory import Host, Inventory
+
+q = shlex.quote
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Upload:
+    """One file to place on the host: content, mode, owner and group (numeric)."""
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.content)
+
+    @property
+    def stat(self) -> str:
+        """What ``stat -c '%a %u %g'`` prints when the file is as wanted."""
+        return f"{self.mode:o} {self.uid} {self.gid}"
+
+
+@dataclass
+class Target:
+    """A connected host: its alias, inventory entry and Connection."""
+
+    alias: str
+    spec: Host
+    conn: fabric.Connection
+    commands: int = 0
+    log: list[str] = field(default_factory=list)
+
+    def _as_root(self, script: str) -> str:
+        inner = f"sh -c {q(script)}"
+        if not self.spec.sudo:
+            return inner
+        return inner if self._has_sudo_password() else f"sudo -n {inner}"
+
+    def _has_sudo_password(self) -> bool:
+        return self.conn.config.sudo.password is not None
+
+    def run(
+        self,
+        script: str,
+        *,
+        root: bool = True,
+        warn: bool = True,
+        stream: Callable[[str], None] | None = None,
+        what: str = "",
+    ) -> fabric.runners.Result:
+        """Run ``script`` (as root unless ``root=False``); one SSH command.
+
+        ``stream`` receives output lines as they come (for long steps). ``what``
+        names the step in error messages.
+        """
+        self.commands += 1
+        self.log.append(what or script.split("\n", 1)[0][:60])
+        kwargs: dict[str, object] = {"hide": True, "warn": warn, "in_stream": False}
+        if stream is not None:
+            kwargs["out_stream"] = _LineStream(stream)
+            kwargs["err_stream"] = _LineStream(stream)
+        try:
+            if root and self.spec.sudo and self._has_sudo_password():
+                result = self.conn.sudo(self._as_root(script), **kwargs)
+            elif root:
+                result = self.conn.run(self._as_root(script), **kwargs)
+            else:
+                result = self.conn.run(f"sh -c {q(script)}", **kwargs)
+        except AuthFailure:
+            raise RemoteError(
+                f"{self.alias}: sudo refused the password; check it, or the user's sudo rights"
+            ) from None
+        err = result.stderr or ""
+        if root and self.spec.sudo and "sudo: a password is required" in err:
+            raise RemoteError(
+                f"{self.alias}: sudo needs a password for {self.conn.user}; run fab with "
+                "--prompt-for-sudo-password, or allow passwordless sudo for this user"
+            )
+        if root and self.spec.sudo and "is not in the sudoers file" in err:
+            raise RemoteError(f"{self.alias}: {self.conn.user} may not use sudo on this host")
+        return result
+
+    def check(self, script: str, what: str, **kwargs: object) -> fabric.runners.Result:
+        """Run and raise RemoteError naming ``what`` when the script fails."""
+        result = self.run(script, what=what, **kwargs)  # type: ignore[arg-type]
+        if result.failed:
+            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-3:]
+            raise RemoteError(f"{self.alias}: {what} failed: {' / '.join(detail) or 'no output'}")
+        return result
+
+    def upload(self, files: Iterable[Upload]) -> None:
+        """Place ``files`` atomically as root: private temp folder, then install + mv."""
+        files = list(files)
+        if not files:
+            return
+        tmp = self.run("umask 077 && mktemp -d", root=False, what="make upload folder")
+        if tmp.failed:
+            raise RemoteError(f"{self.alias}: cannot make a temp folder: {tmp.stderr.strip()}")
+        folder = tmp.stdout.strip()
+        sftp = self.conn.sftp()
+        lines = ["set -e"]
+        for i, f in enumerate(files):
+            staged = f"{folder}/{i}"
+            sftp.putfo(io.BytesIO(f.content), staged)
+            dest = PurePosixPath(f.path)
+            part = f"{dest.parent}/.{dest.name}.regkit-new"
+            lines += [
+                f"mkdir -p {q(str(dest.parent))}",
+                f"install -o {f.uid} -g {f.gid} -m {f.mode:o} {q(staged)} {q(part)}",
+                f"mv -f {q(part)} {q(str(dest))}",
+            ]
+        lines.append(f"rm -rf {q(folder)}")
+        result = self.run("\n".join(lines), what="install uploaded files")
+        if result.failed:
+            self.run(f"rm -rf {q(folder)}", root=False, what="clean upload folder")
+            raise RemoteError(f"{self.alias}: installing files failed: {result.stderr.strip()}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _LineStream(io.StringIO):
+    """A write-only stream that hands complete lines, without colour codes, to a callback."""
+
+    def __init__(self, callback: Callable[[str], None]) -> None:
+        super().__init__()
+        self._callback = callback
+        self._buffer = ""
+
+    def write(self, s: str) -> int:
+        self._buffer += s
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            line = _ANSI.sub("", line).rstrip()
+            if line.strip():
+                self._callback(line)
+        return len(s)
+
+
+def open_target(inv: Inventory, alias: str, ctx: Context | None = None) -> Target:
+    """Connect to ``alias`` (pinned host key) and return a Target."""
+    conn = open_connection(connect(inv, alias, ctx))
+    return Target(alias, inv.host(alias), conn)
+
+
+def aliases_from(c: Context, inv: Inventory, role: str) -> list[str]:
+    """The hosts a task acts on: ``-H`` (one alias per call) or every host with ``role``."""
+    if isinstance(c, fabric.Connection):
+        alias = c.original_host
+        inv.host(alias)
+        return [alias]
+    aliases = inv.with_role(role)  # type: ignore[arg-type]
+    if not aliases:
+        raise RemoteError(f"{inv.source}: no host has role {role!r}; name one with -H")
+    return aliases
