@@ -5,6 +5,6 @@ Remote tasks that work over SSH are added on top of these in ``fabfile.py``.
 
 from invoke import Collection
 
-from tasks import inventory, pki, render, users
+from tasks import inventory, lab, pki, render, users
 
-ns = Collection(inventory, pki, users, render)
+ns = Collection(inventory, pki, users, render, lab)
