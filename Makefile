@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(CURDIR)/$(VENV)/bin
 
-.PHONY: deps system-deps test unit lint format clean
+.PHONY: deps system-deps demo test unit lint format clean
 
 ## deps: Debian packages and the Python virtualenv
 deps: system-deps $(VENV)/.installed
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q '.[dev]'
 	touch $@
+
+## demo: the lab, a CA, a demo user, and a verified deploy to the lab's regbox
+demo: deps
+	scripts/demo.sh
 
 ## test: the whole suite, unit tests then lab tests on real hosts
 test: deps

@@ -6,6 +6,7 @@ the tasks that work over SSH join them here at the top level.
 
 from tasks import deploy, ns
 
-ns.add_task(deploy.deploy)
+for remote_task in (deploy.deploy, deploy.status, deploy.undeploy):
+    ns.add_task(remote_task)
 
 __all__ = ["ns"]

@@ -22,6 +22,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from invoke import Collection, Context
 
@@ -308,10 +309,15 @@ def verify_script(inv: Inventory) -> str:
     user = users.PROBE_USER
     return f"""set -eu
 fail() {{ echo "$1" >&2; exit 1; }}
+err=$(mktemp)
 if command -v curl >/dev/null 2>&1; then
-  code=$(curl -sS -o /dev/null -w '%{{http_code}}' --cacert {ca} {url}/_ping) \\
-    || fail "cannot reach {url}: is {inv.registry.domain} resolving to this host?"
-  [ "$code" = 200 ] || fail "{url}/_ping answered $code, not 200"
+  # A reload just before is asynchronous: give the new workers a moment.
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    code=$(curl -sS -o /dev/null -w '%{{http_code}}' --cacert {ca} {url}/_ping 2>"$err") && break
+    sleep 1
+  done
+  [ "$code" = 200 ] || fail "{url}/_ping failed ($(tail -1 "$err")); does {inv.registry.domain} \\
+resolve to this host, and does the host trust the CA?"
   hdr=$(curl -sS -o /dev/null -D - --cacert {ca} {url}/v2/)
   echo "$hdr" | head -1 | grep -q ' 401' || fail "{url}/v2/ without a login did not answer 401"
   echo "$hdr" | grep -qi '^docker-distribution-api-version: registry/2.0' \\
@@ -323,7 +329,7 @@ if command -v curl >/dev/null 2>&1; then
 fi
 work=$(mktemp -d)
 cleanup() {{ docker logout {addr} >/dev/null 2>&1; docker rmi -f {ref} >/dev/null 2>&1; }}
-trap 'cleanup; rm -rf "$work"' EXIT
+trap 'cleanup; rm -rf "$work" "$err"' EXIT
 export DOCKER_CONFIG="$work/docker"
 mkdir -p "$DOCKER_CONFIG" "$work/ctx"
 out=$(docker login -u {user} --password-stdin {addr} < {pw} 2>&1) \\
@@ -496,7 +502,7 @@ def deploy(c: Context, dry_run: bool = False) -> None:
     rep = Report()
     ensure_local(inv, rep)
     failed = []
-    for alias in aliases_from(c, inv, "registry"):
+    for alias in aliases_from(c, inv, "registry", "deploy"):
         start = time.monotonic()
         try:
             t = open_target(inv, alias, c)
@@ -516,4 +522,121 @@ def deploy(c: Context, dry_run: bool = False) -> None:
     rep.info("next: make Docker hosts trust it with 'fab -H <client> trust-ca'")
 
 
-ns = Collection("deploy", deploy)
+def status_script(inv: Inventory) -> str:
+    """Read-only: containers, health, users on the host, disk use and catalog size."""
+    reg = inv.registry
+    fmt = "{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}"
+    pw = f"{REMOTE_DIR}/probe-password"
+    url = reg.url
+    return f"""emit() {{ printf '%s\\t%s\\n' "$1" "$2"; }}
+for c in {REGISTRY} {NGINX}; do
+  emit "ctr:$c" "$(docker inspect --format {q(fmt)} "$c" 2>/dev/null || echo missing)"
+done
+auth={REMOTE_DIR}/auth/htpasswd
+[ -f "$auth" ] && emit htpasswd "$(sha256sum < "$auth" | cut -d' ' -f1)"
+emit disk "$(du -sh {q(reg.data_dir)} 2>/dev/null | cut -f1)"
+if command -v curl >/dev/null 2>&1 && [ -f {pw} ]; then
+  emit ping "$(curl -s -o /dev/null -w '%{{http_code}}' --cacert {REMOTE_DIR}/ca.crt {url}/_ping)"
+  emit catalog "$(printf 'user = "%s:%s"\\n' {users.PROBE_USER} "$(cat {pw})" \\
+    | curl -s -K - --cacert {REMOTE_DIR}/ca.crt '{url}/v2/_catalog?n=100000' | tr -d '\\n')"
+else
+  emit ping "unknown (no curl on the host)"
+fi
+true"""
+
+
+def status_lines(values: dict[str, str]) -> list[str]:
+    """Readable lines from the status script's ``key<TAB>value`` output (pure)."""
+    lines = []
+    for name in (REGISTRY, NGINX):
+        state, started, image, restarts = (
+            values.get(f"ctr:{name}", "missing").split("|") + [""] * 3
+        )[:4]
+        detail = f", since {started[:19]}Z, {image}, {restarts} restarts" if started else ""
+        lines.append(f"{name}: {state}{detail}")
+    lines.append(f"health: /_ping answered {values.get('ping') or 'nothing'}")
+    try:
+        repos = len(json.loads(values.get("catalog", "")).get("repositories") or [])
+        catalog = f"{repos} repositories"
+    except (ValueError, AttributeError):
+        catalog = "unknown"
+    lines.append(f"registry data: {values.get('disk') or 'none yet'}; catalog: {catalog}")
+    return lines
+
+
+@task
+def status(c: Context) -> None:
+    """Show the registry host(s): containers, health, certificate days, users, disk, catalog."""
+    inv = inventory.load()
+    rep = Report()
+    server = pki.read_cert(pki.paths(inv).server_cert)
+    left = pki.days_left(server)
+    warn = " WARNING: renew soon (invoke pki.renew)" if left < inv.pki.warn_days else ""
+    local_users = sorted(users.load(inv).users())
+    wanted_auth = sha256(users.deployed_htpasswd(inv)) if local_users else ""
+    failed = []
+    for alias in aliases_from(c, inv, "registry", "status"):
+        try:
+            t = open_target(inv, alias, c)
+            out = t.check(status_script(inv), "reading status").stdout
+        except RegkitError as exc:
+            rep.failed(alias, "status", str(exc).removeprefix(f"{alias}: "))
+            failed.append(alias)
+            continue
+        values = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+        for line in status_lines(values):
+            rep.info(f"[{alias}] {line}")
+        rep.info(f"[{alias}] certificate: {left} days left{warn}")
+        drift = "" if values.get("htpasswd") == wanted_auth else " (host differs: run deploy)"
+        rep.info(f"[{alias}] users: {', '.join(local_users) or 'none'}{drift}")
+    if failed:
+        raise RemoteError(f"status failed on {', '.join(failed)}")
+
+
+@task(
+    help={
+        "purge-data": "Also delete the registry's data (every pushed image) and /etc/regkit.",
+        "yes": "Do not ask for confirmation of --purge-data.",
+    }
+)
+def undeploy(c: Context, purge_data: bool = False, yes: bool = False) -> None:
+    """Stop and remove the registry and proxy containers; keep pushed images unless told."""
+    inv = inventory.load()
+    rep = Report()
+    aliases = aliases_from(c, inv, "registry", "undeploy")
+    if purge_data and not yes:
+        answer = input(
+            f"Delete every pushed image in {inv.registry.data_dir} on {', '.join(aliases)}? "
+            "Type 'purge' to confirm: "
+        )
+        if answer.strip() != "purge":
+            raise RegkitError("not confirmed; nothing was changed")
+    for alias in aliases:
+        t = open_target(inv, alias, c)
+        out = t.check(
+            f"""for c in {NGINX} {REGISTRY}; do
+  docker rm -f "$c" >/dev/null 2>&1 && echo "container $c"
+done
+docker network rm {NETWORK} >/dev/null 2>&1 && echo "network {NETWORK}"
+for i in $(docker image ls -q {NGINX_IMAGE} | sort -u); do docker rmi -f "$i" >/dev/null 2>&1; done
+true""",
+            "removing containers",
+        ).stdout.split("\n")
+        removed = [line for line in out if line]
+        for thing in removed:
+            rep.changed(alias, thing, "removed")
+        if not removed:
+            rep.unchanged(alias, "containers", "none were running")
+        if purge_data:
+            t.check(
+                f"rm -rf {q(inv.registry.data_dir)} {REMOTE_DIR} "
+                f"{q(str(PurePosixPath(certs_d(inv)).parent))}",
+                "purging data",
+            )
+            rep.changed(alias, f"data {inv.registry.data_dir}", "deleted with /etc/regkit")
+        else:
+            rep.unchanged(alias, f"data {inv.registry.data_dir}", "kept (--purge-data deletes it)")
+    rep.summary()
+
+
+ns = Collection("deploy", deploy, status, undeploy)

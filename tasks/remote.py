@@ -68,6 +68,14 @@ class Target:
             return inner
         return inner if self._has_sudo_password() else f"sudo -n {inner}"
 
+    def _with_stdin(self, script: str, root: bool, stdin: str) -> tuple[str, str]:
+        inner = f"sh -c {q(script)}"
+        if not (root and self.spec.sudo):
+            return inner, stdin
+        if self._has_sudo_password():
+            return f"sudo -k -S -p '' {inner}", f"{self.conn.config.sudo.password}\n{stdin}"
+        return f"sudo -n {inner}", stdin
+
     def _has_sudo_password(self) -> bool:
         return self.conn.config.sudo.password is not None
 
@@ -79,11 +87,14 @@ class Target:
         warn: bool = True,
         stream: Callable[[str], None] | None = None,
         what: str = "",
+        stdin: str | None = None,
     ) -> fabric.runners.Result:
         """Run ``script`` (as root unless ``root=False``); one SSH command.
 
         ``stream`` receives output lines as they come (for long steps). ``what``
-        names the step in error messages.
+        names the step in error messages. ``stdin`` is fed to the script (for
+        secrets: never on a command line); with a sudo password, sudo reads its
+        password first from the same stream, and ``-k`` makes it always ask.
         """
         self.commands += 1
         self.log.append(what or script.split("\n", 1)[0][:60])
@@ -92,7 +103,10 @@ class Target:
             kwargs["out_stream"] = _LineStream(stream)
             kwargs["err_stream"] = _LineStream(stream)
         try:
-            if root and self.spec.sudo and self._has_sudo_password():
+            if stdin is not None:
+                command, feed = self._with_stdin(script, root, stdin)
+                result = self.conn.run(command, **{**kwargs, "in_stream": io.StringIO(feed)})
+            elif root and self.spec.sudo and self._has_sudo_password():
                 result = self.conn.sudo(self._as_root(script), **kwargs)
             elif root:
                 result = self.conn.run(self._as_root(script), **kwargs)
@@ -175,12 +189,33 @@ def open_target(inv: Inventory, alias: str, ctx: Context | None = None) -> Targe
     return Target(alias, inv.host(alias), conn)
 
 
-def aliases_from(c: Context, inv: Inventory, role: str) -> list[str]:
-    """The hosts a task acts on: ``-H`` (one alias per call) or every host with ``role``."""
+_handled: set[tuple[str, str]] = set()
+
+
+def _fab_hosts() -> list[str]:
+    """The aliases given to ``fab -H a,b``, as Fabric parsed them (empty outside fab)."""
+    from fabric.main import program
+
+    try:
+        value = program.args.hosts.value
+    except (AttributeError, IndexError, TypeError):
+        return []
+    return [h.strip() for h in (value or "").split(",") if h.strip()]
+
+
+def aliases_from(c: Context, inv: Inventory, role: str, task: str) -> list[str]:
+    """The hosts a task acts on: every ``-H`` alias, or every host with ``role``.
+
+    Fabric calls a task once per ``-H`` host; the first call takes them all (so
+    they can run in parallel, with one summary) and later calls get nothing.
+    """
     if isinstance(c, fabric.Connection):
-        alias = c.original_host
-        inv.host(alias)
-        return [alias]
+        wanted = _fab_hosts() or [c.original_host]
+        todo = [alias for alias in wanted if (task, alias) not in _handled]
+        for alias in todo:
+            inv.host(alias)
+        _handled.update((task, alias) for alias in todo)
+        return todo
     aliases = inv.with_role(role)  # type: ignore[arg-type]
     if not aliases:
         raise RemoteError(f"{inv.source}: no host has role {role!r}; name one with -H")

@@ -7,6 +7,7 @@ with a count of each. Lines are flushed at once so that progress is visible.
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -25,6 +26,7 @@ class Report:
 
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     results: list[tuple[str, str, str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _colour(self, status: str) -> str:
         if not getattr(self.stream, "isatty", lambda: False)():
@@ -37,7 +39,11 @@ class Report:
         line = f"[{host}] {step}: {self._colour(status)}"
         if why:
             line += f" ({why})"
-        print(line, file=self.stream, flush=True)
+        self._print(line)
+
+    def _print(self, line: str) -> None:
+        with self._lock:
+            print(line, file=self.stream, flush=True)
 
     def changed(self, host: str, step: str, why: str = "") -> None:
         self.step(host, step, CHANGED, why)
@@ -57,7 +63,7 @@ class Report:
 
     def info(self, message: str) -> None:
         """Print a line that is not a step result (a hint, a URL, a warning)."""
-        print(message, file=self.stream, flush=True)
+        self._print(message)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r[2] == status)
@@ -75,5 +81,5 @@ class Report:
         line = ", ".join(parts)
         if not changed and not failed:
             line += ": no changes"
-        print(line, file=self.stream, flush=True)
+        self._print(line)
         return line

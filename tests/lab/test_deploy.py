@@ -1,0 +1,352 @@
+"""`fab -H regbox deploy` against the lab's real hosts: deploy, prove, redeploy, break, recover.
+
+The tests in this module run in order and share one deployment.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import fabric
+import pytest
+
+from tasks import deploy, pki, render, users
+from tasks.errors import RemoteError
+from tasks.remote import Target, q
+from tasks.report import Report
+from tests.lab.conftest import REPO, Lab, must
+
+FAB = str(Path(sys.executable).parent / "fab")
+PASSPHRASE = "lab-test-passphrase"
+USER, PASSWORD = "alice", "alice-lab-password-1"
+DOMAIN = "registry.lab.test"
+
+
+def fab(lab: Lab, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FAB, *args],
+        cwd=REPO,
+        env={**lab.env, pki.PASSPHRASE_ENV: PASSPHRASE},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def sh(conn: fabric.Connection, script: str, stdin: str | None = None) -> str:
+    """Run ``script`` as root on a lab host; fail the test with its output if it fails."""
+    result = conn.run(
+        f"sudo -n sh -c {q(script)}",
+        hide=True,
+        warn=True,
+        in_stream=io.StringIO(stdin) if stdin is not None else False,
+    )
+    if result.failed:
+        pytest.fail(f"{conn.host}:{conn.port}: {script!r} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout.strip()
+
+
+def containers(conn: fabric.Connection) -> dict[str, str]:
+    """Container name -> "id started-at" on a host."""
+    out = sh(
+        conn,
+        "for c in regkit-registry regkit-nginx; do "
+        "docker inspect --format '{{.Name}} {{.Id}} {{.State.StartedAt}}' $c; done",
+    )
+    return {line.split()[0].lstrip("/"): " ".join(line.split()[1:]) for line in out.splitlines()}
+
+
+def trust_by_certs_d(lab: Lab, conn: fabric.Connection) -> None:
+    """The plain per-registry trust Docker reads without a restart (trust-ca does more)."""
+    ca = pki.paths(lab.inventory).ca_cert.read_text()
+    sh(
+        conn,
+        f"mkdir -p /etc/docker/certs.d/{DOMAIN} && cat > /etc/docker/certs.d/{DOMAIN}/ca.crt",
+        ca,
+    )
+
+
+def login(conn: fabric.Connection) -> None:
+    out = sh(conn, f"docker login -u {USER} --password-stdin {DOMAIN}", PASSWORD + "\n")
+    assert "Login Succeeded" in out
+
+
+@dataclass
+class Pushed:
+    ref: str
+    digest: str
+
+
+@pytest.fixture(scope="module")
+def deployed(lab: Lab) -> Iterator[subprocess.CompletedProcess[str]]:
+    """A CA, a user and a first deploy to regbox (from scratch on a fresh lab)."""
+    shutil.rmtree(lab.inventory.state_path, ignore_errors=True)
+    env = {**lab.env, pki.PASSPHRASE_ENV: PASSPHRASE}
+    must(
+        subprocess.run(
+            [sys.executable, "-m", "invoke", "pki.init"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    )
+    added = subprocess.run(
+        [sys.executable, "-m", "invoke", "users.add", "--username", USER, "--password-stdin"],
+        cwd=REPO,
+        env=env,
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    must(added)
+    # From scratch even when the lab is kept between runs (REGKIT_LAB_KEEP=1).
+    must(fab(lab, "-H", "regbox", "undeploy", "--purge-data", "--yes"))
+    yield fab(lab, "-H", "regbox", "deploy")
+
+
+@pytest.fixture(scope="module")
+def pushed(lab: Lab, deployed: subprocess.CompletedProcess[str]) -> Pushed:
+    """An image pushed from client1 through https://registry.lab.test."""
+    c1 = lab.connect("client1")
+    trust_by_certs_d(lab, c1)
+    login(c1)
+    ref = f"{DOMAIN}/team/app:{uuid.uuid4().hex[:8]}"
+    out = sh(
+        c1,
+        "d=$(mktemp -d) && head -c 1048576 /dev/urandom > $d/blob && "
+        f"printf 'FROM scratch\\nCOPY blob /blob\\n' > $d/Dockerfile && "
+        f"docker build -q -t {ref} $d >/dev/null && docker push {ref} && rm -rf $d",
+    )
+    digest = next(w for w in out.split() if w.startswith("sha256:"))
+    return Pushed(ref, digest)
+
+
+def pull_digest(conn: fabric.Connection, image: Pushed) -> str:
+    """Pull ``image`` afresh and return the digest the registry served."""
+    return sh(
+        conn,
+        f"docker rmi -f {image.ref} >/dev/null 2>&1; docker pull -q {image.ref} >/dev/null && "
+        f"docker inspect --format '{{{{index .RepoDigests 0}}}}' {image.ref}",
+    ).split("@")[-1]
+
+
+def test_first_deploy_builds_everything_and_proves_it(
+    deployed: subprocess.CompletedProcess[str],
+) -> None:
+    out = deployed.stdout
+    assert deployed.returncode == 0, out + deployed.stderr
+    for line in [
+        "[regbox] preflight: ok (debian, docker",
+        "[regbox] file /etc/regkit/tls/server.key: changed (new)",
+        "[regbox] container regkit-registry: changed (created)",
+        "[regbox] nginx -t: ok",
+        "[regbox] container regkit-nginx: changed (created)",
+        f"[regbox] verify: ok (push/pull: {DOMAIN}/regkit/probe:deploy sha256:",
+        f"registry: https://{DOMAIN}",
+        "CA SHA-256 fingerprint: ",
+    ]:
+        assert line in out, line
+    assert PASSWORD not in out + deployed.stderr
+
+
+def test_push_from_client1_pull_on_client2(lab: Lab, pushed: Pushed) -> None:
+    c2 = lab.connect("client2")
+    trust_by_certs_d(lab, c2)
+    login(c2)
+    assert pull_digest(c2, pushed) == pushed.digest
+
+
+def test_files_on_the_host_are_root_owned_and_private(lab: Lab, deployed: object) -> None:
+    out = sh(
+        lab.connect("regbox"),
+        "stat -c '%n %a %U %g' /etc/regkit/tls/server.key "
+        "/etc/regkit/auth/htpasswd /etc/regkit/registry/config.yml /etc/regkit/probe-password",
+    )
+    assert out.splitlines() == [
+        "/etc/regkit/tls/server.key 600 root 0",
+        "/etc/regkit/auth/htpasswd 640 root 4430",
+        "/etc/regkit/registry/config.yml 600 root 0",
+        "/etc/regkit/probe-password 600 root 0",
+    ]
+
+
+def test_second_deploy_changes_nothing(lab: Lab, pushed: Pushed) -> None:
+    regbox = lab.connect("regbox")
+    before = containers(regbox)
+    images = sh(regbox, "docker image ls -q regkit-nginx | sort")
+    again = fab(lab, "-H", "regbox", "deploy")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert ": changed" not in again.stdout
+    assert "no changes" in again.stdout
+    assert "[regbox] files: unchanged (all 10 match" in again.stdout
+    assert containers(regbox) == before
+    assert sh(regbox, "docker image ls -q regkit-nginx | sort") == images
+
+
+def target(lab: Lab, alias: str) -> Target:
+    return Target(alias, lab.inventory.host(alias), lab.connect(alias))
+
+
+@pytest.fixture
+def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of templates/ that the deploy renders from, for this test only."""
+    copy = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, copy)
+    monkeypatch.setattr(render, "TEMPLATES", copy)
+    return copy
+
+
+def test_dry_run_shows_a_diff_and_changes_nothing(
+    lab: Lab, pushed: Pushed, templates: Path
+) -> None:
+    conf = templates / "nginx.conf.j2"
+    conf.write_text(conf.read_text() + "# dry-run marker\n")
+    regbox = lab.connect("regbox")
+    before = sh(regbox, "sha256sum /etc/regkit/nginx/nginx.conf")
+    out = io.StringIO()
+    deploy.deploy_host(lab.inventory, target(lab, "regbox"), Report(stream=out), dry_run=True)
+    text = out.getvalue()
+    assert (
+        "[regbox] file /etc/regkit/nginx/nginx.conf: changed (content or mode differs (dry run))"
+        in text
+    )
+    assert "--- regbox:/etc/regkit/nginx/nginx.conf" in text
+    assert "+# dry-run marker" in text
+    assert sh(regbox, "sha256sum /etc/regkit/nginx/nginx.conf") == before
+
+
+def test_template_change_recreates_only_nginx(lab: Lab, pushed: Pushed, templates: Path) -> None:
+    site = templates / "registry.conf.j2"
+    site.write_text(site.read_text() + "# a harmless change\n")
+    regbox = lab.connect("regbox")
+    before = containers(regbox)
+    out = io.StringIO()
+    deploy.deploy_host(lab.inventory, target(lab, "regbox"), Report(stream=out), dry_run=False)
+    after = containers(regbox)
+    assert after["regkit-registry"] == before["regkit-registry"]
+    assert after["regkit-nginx"] != before["regkit-nginx"]
+    assert "[regbox] container regkit-nginx: changed" in out.getvalue()
+    assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
+
+
+def test_broken_template_fails_at_nginx_t_and_proxy_keeps_serving(
+    lab: Lab, pushed: Pushed, templates: Path
+) -> None:
+    site = templates / "registry.conf.j2"
+    site.write_text(
+        site.read_text().replace("client_max_body_size 0;", "client_max_body_size zero;")
+    )
+    regbox = lab.connect("regbox")
+    before = containers(regbox)
+    with pytest.raises(
+        RemoteError, match=r"nginx -t failed .* running proxy was left untouched"
+    ) as err:
+        deploy.deploy_host(
+            lab.inventory, target(lab, "regbox"), Report(stream=io.StringIO()), False
+        )
+    assert '"client_max_body_size" directive invalid value' in str(err.value)
+    assert containers(regbox) == before
+    assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
+
+
+def test_fixed_template_converges(lab: Lab, pushed: Pushed) -> None:
+    again = fab(lab, "-H", "regbox", "deploy")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "[regbox] verify: ok" in again.stdout
+
+
+def test_registry_port_is_not_reachable_from_a_client(lab: Lab, pushed: Pushed) -> None:
+    c1 = lab.connect("client1")
+    probe = "timeout 5 bash -c '</dev/tcp/{host}/{port}' && echo open || echo closed"
+    assert sh(c1, probe.format(host=DOMAIN, port=443)) == "open"
+    assert sh(c1, probe.format(host=DOMAIN, port=5000)) == "closed"
+
+
+@pytest.mark.parametrize(
+    ("flag", "accepted"), [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)]
+)
+def test_tls_versions_from_a_client(lab: Lab, pushed: Pushed, flag: str, accepted: bool) -> None:
+    c1 = lab.connect("client1")
+    result = c1.run(
+        f"openssl s_client {flag} -cipher DEFAULT@SECLEVEL=0 -connect {DOMAIN}:443 "
+        f"-servername {DOMAIN} -CAfile /etc/docker/certs.d/{DOMAIN}/ca.crt </dev/null",
+        hide=True,
+        warn=True,
+        in_stream=False,
+    )
+    assert (result.ok and "Verify return code: 0 (ok)" in result.stdout) == accepted, result.stderr
+
+
+def test_data_survives_container_and_daemon_restarts(lab: Lab, pushed: Pushed) -> None:
+    regbox, c2 = lab.connect("regbox"), lab.connect("client2")
+    sh(regbox, "docker restart regkit-registry regkit-nginx >/dev/null")
+    assert pull_digest(c2, pushed) == pushed.digest
+    sh(
+        regbox,
+        "service docker restart >/dev/null 2>&1; for i in $(seq 60); do "
+        "[ \"$(docker inspect --format '{{.State.Running}}' regkit-nginx 2>/dev/null)\" = true ] "
+        "&& break; sleep 1; done",
+    )
+    assert pull_digest(c2, pushed) == pushed.digest
+
+
+def test_status_reports_the_registry(lab: Lab, pushed: Pushed) -> None:
+    out = fab(lab, "-H", "regbox", "status")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[regbox] regkit-registry: running" in out.stdout
+    assert "[regbox] regkit-nginx: running" in out.stdout
+    assert "[regbox] users: alice" in out.stdout
+    assert "differs" not in out.stdout
+
+
+def test_undeploy_keeps_data_and_redeploy_serves_it(lab: Lab, pushed: Pushed) -> None:
+    out = fab(lab, "-H", "regbox", "undeploy")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[regbox] container regkit-registry: changed (removed)" in out.stdout
+    assert "kept (--purge-data deletes it)" in out.stdout
+    regbox = lab.connect("regbox")
+    assert sh(regbox, "docker ps -aq --filter name=regkit") == ""
+    again = fab(lab, "-H", "regbox", "deploy")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
+
+
+def test_unknown_alias_is_one_clear_line(lab: Lab) -> None:
+    out = fab(lab, "-H", "regbx", "deploy")
+    assert out.returncode == 2
+    assert (
+        "hosts.regbx: unknown host alias; known aliases: b2d, client1, client2, regbox"
+        in out.stderr
+    )
+    assert "Traceback" not in out.stderr
+
+
+def test_no_secret_in_the_proxy_image(lab: Lab, pushed: Pushed) -> None:
+    key_line = pki.paths(lab.inventory).server_key.read_text().splitlines()[1]
+    hash_line = users.password_file(lab.inventory).read_text().split(":", 1)[1].strip()
+    secret = lab.inventory.state_path / "http-secret"
+    regbox = lab.connect("regbox")
+    image = "$(docker inspect --format '{{.Config.Image}}' regkit-nginx)"
+    needles = [key_line, hash_line, secret.read_text().strip()]
+    found = sh(
+        regbox,
+        f"docker save {image} | tar -xO 2>/dev/null | "
+        + "grep -a -c -F "
+        + " ".join(f"-e {q(n)}" for n in needles)
+        + " || true",
+    )
+    assert found == "0"
+    history = sh(regbox, f"docker history --no-trunc {image}")
+    assert "htpasswd" not in history and "server.key" not in history
