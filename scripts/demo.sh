@@ -36,14 +36,29 @@ fi
 say "deploy to regbox over SSH"
 fab -H regbox deploy
 
+say "trust the CA on every client (client1, client2, b2d) and log in as demo there"
+fab trust-ca --login demo --password-stdin < "$demo_password_file"
+
+image=registry.lab.test/demo/hello:1
+say "push $image from client1"
+invoke lab.run client1 "d=\$(mktemp -d) && echo 'hello from regkit' > \$d/hello.txt \
+  && printf 'FROM scratch\\nCOPY hello.txt /\\n' > \$d/Dockerfile \
+  && docker build -q -t $image \$d >/dev/null && docker push $image | tail -1 && rm -rf \$d"
+for host in client2 b2d; do
+    say "pull $image on $host"
+    invoke lab.run "$host" "docker rmi -f $image >/dev/null 2>&1; docker pull -q $image >/dev/null \
+      && docker inspect --format '{{index .RepoDigests 0}}' $image"
+done
+
 cat <<EOT
 
 ==> Try next (inventory: lab/inventory.yaml)
     export REGISTRY_INVENTORY=lab/inventory.yaml
     fab -H regbox deploy           # again: "no changes"
+    fab trust-ca                   # again: "no changes", no daemon restarted
     fab -H regbox status
+    invoke lab.run client2 'docker pull $image'
     invoke pki.show
-    invoke lab.status
     invoke lab.down                # remove the lab (images stay cached)
     The demo user's password is in $demo_password_file.
 EOT

@@ -11,6 +11,7 @@ pinned in the inventory (``host_key``) or be in a known_hosts file.
 from __future__ import annotations
 
 import base64
+import logging
 import socket
 
 import fabric
@@ -19,6 +20,9 @@ from invoke import Context
 
 from tasks.errors import RemoteError
 from tasks.inventory import Inventory
+
+# paramiko logs a traceback for failures we report in one line ourselves.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _KEY_CLASSES: dict[str, type[paramiko.PKey]] = {
     "ssh-ed25519": paramiko.Ed25519Key,
@@ -92,6 +96,10 @@ def open_connection(conn: fabric.Connection) -> fabric.Connection:
                 f"{where}: unknown host key; pin it with host_key in the inventory "
                 f"(ssh-keyscan -p {conn.port} {conn.host}, checked out of band) "
                 "or add it to known_hosts"
+            ) from None
+        if "protocol banner" in str(exc):
+            raise RemoteError(
+                f"{where}: the port answered but no SSH server spoke; is sshd running?"
             ) from None
         raise RemoteError(f"{where}: SSH failed: {exc}") from None
     except paramiko.ssh_exception.NoValidConnectionsError:

@@ -31,8 +31,10 @@ from typing import Any
 import yaml
 from invoke import Collection, Context
 
+from tasks import inventory as inventory_module
 from tasks.cli import task
 from tasks.errors import RegkitError
+from tasks.remote import open_target
 from tasks.report import FAILED, Report
 from tasks.state import atomic_write, ensure_private_dir
 
@@ -817,5 +819,23 @@ def reboot(c: Context, host: str) -> None:
     _finish(rep)
 
 
-ns = Collection("lab", up, down, status, reboot)
+@task(
+    name="run",
+    help={
+        "host": "the lab host: regbox, client1, client2 or b2d",
+        "command": "a shell command, run as root over SSH (pinned host key)",
+    },
+)
+def run_on(c: Context, host: str, command: str) -> None:
+    """Run a shell command as root on a lab host over SSH, as an operator would."""
+    host_spec(host)
+    if not INVENTORY.exists():
+        raise LabError(f"{INVENTORY} is missing; run `invoke lab.up` first")
+    target = open_target(inventory_module.load(INVENTORY), host, c)
+    result = target.run(command, stream=lambda line: print(f"[{host}] {line}", flush=True))
+    if result.failed:
+        raise LabError(f"{host}: the command exited {result.exited}")
+
+
+ns = Collection("lab", up, down, status, reboot, run_on)
 ns.configure({"lab": asdict(Settings())})

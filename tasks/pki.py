@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import hashlib
 import ipaddress
 import os
 import shutil
@@ -249,6 +250,11 @@ def ask_passphrase(confirm: bool) -> str:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 fingerprint as colon-separated hex, as openssl prints it."""
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def sha256_pem(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's PEM file as written here (to compare files on hosts)."""
+    return hashlib.sha256(cert_pem(cert)).hexdigest()
 
 
 def wanted_sans(inv: Inventory) -> list[x509.GeneralName]:

@@ -7,9 +7,13 @@ next run starts in seconds; the test of ``lab.down`` is then skipped.
 
 from __future__ import annotations
 
+import io
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,3 +96,98 @@ def lab() -> Iterator[Lab]:
     yield Lab(INVENTORY, inventory_module.load(INVENTORY), env)
     if not KEEP:
         must(invoke("lab.down"))
+
+
+# Shared by the tests of the remote tasks: one CA, one user, one registry.
+FAB = str(Path(sys.executable).parent / "fab")
+PASSPHRASE = "lab-test-passphrase"
+USER, PASSWORD = "alice", "alice-lab-password-1"
+DOMAIN = "registry.lab.test"
+
+
+def fab(lab: Lab, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``fab ARGS`` against the lab, as a user would run it."""
+    return subprocess.run(
+        [FAB, *args],
+        cwd=REPO,
+        env={**lab.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def sh(conn: fabric.Connection, script: str, stdin: str | None = None) -> str:
+    """Run ``script`` as root on a lab host; fail the test with its output if it fails."""
+    result = conn.run(
+        f"sudo -n sh -c {shlex.quote(script)}",
+        hide=True,
+        warn=True,
+        in_stream=io.StringIO(stdin) if stdin is not None else False,
+    )
+    if result.failed:
+        pytest.fail(f"{conn.host}:{conn.port}: {script!r} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout.strip()
+
+
+def make_local_state(lab: Lab) -> None:
+    """A fresh CA and the user alice for the lab's registry."""
+    shutil.rmtree(lab.inventory.state_path, ignore_errors=True)
+    env = {**lab.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE}
+    must(invoke("pki.init", env=env))
+    args = ["users.add", "--username", USER, "--password-stdin"]
+    must(
+        subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=REPO,
+            env=env,
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def registry(lab: Lab) -> Lab:
+    """The registry deployed on regbox (whatever deployed it before stays as it is)."""
+    if not (lab.inventory.state_path / "pki" / "ca.crt").exists():
+        make_local_state(lab)
+    must(fab(lab, "-H", "regbox", "deploy"))
+    return lab
+
+
+def login(conn: fabric.Connection) -> None:
+    out = sh(conn, f"docker login -u {USER} --password-stdin {DOMAIN}", PASSWORD + "\n")
+    assert "Login Succeeded" in out
+
+
+@dataclass
+class Pushed:
+    ref: str
+    digest: str
+
+
+def push_image(conn: fabric.Connection) -> Pushed:
+    """Build a unique 1 MiB image on ``conn`` and push it; return its ref and digest."""
+    ref = f"{DOMAIN}/team/app:{uuid.uuid4().hex[:8]}"
+    out = sh(
+        conn,
+        "d=$(mktemp -d) && head -c 1048576 /dev/urandom > $d/blob && "
+        "printf 'FROM scratch\\nCOPY blob /blob\\n' > $d/Dockerfile && "
+        f"docker build -q -t {ref} $d >/dev/null && docker push {ref} && rm -rf $d",
+    )
+    digest = next(w for w in out.split() if w.startswith("sha256:"))
+    return Pushed(ref, digest)
+
+
+def pull_digest(conn: fabric.Connection, image: Pushed) -> str:
+    """Pull ``image`` afresh and return the digest the registry served."""
+    return sh(
+        conn,
+        f"docker rmi -f {image.ref} >/dev/null 2>&1; docker pull -q {image.ref} >/dev/null && "
+        f"docker inspect --format '{{{{index .RepoDigests 0}}}}' {image.ref}",
+    ).split("@")[-1]

@@ -8,10 +8,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import fabric
@@ -21,38 +17,19 @@ from tasks import deploy, pki, render, users
 from tasks.errors import RemoteError
 from tasks.remote import Target, q
 from tasks.report import Report
-from tests.lab.conftest import REPO, Lab, must
-
-FAB = str(Path(sys.executable).parent / "fab")
-PASSPHRASE = "lab-test-passphrase"
-USER, PASSWORD = "alice", "alice-lab-password-1"
-DOMAIN = "registry.lab.test"
-
-
-def fab(lab: Lab, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FAB, *args],
-        cwd=REPO,
-        env={**lab.env, pki.PASSPHRASE_ENV: PASSPHRASE},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
-def sh(conn: fabric.Connection, script: str, stdin: str | None = None) -> str:
-    """Run ``script`` as root on a lab host; fail the test with its output if it fails."""
-    result = conn.run(
-        f"sudo -n sh -c {q(script)}",
-        hide=True,
-        warn=True,
-        in_stream=io.StringIO(stdin) if stdin is not None else False,
-    )
-    if result.failed:
-        pytest.fail(f"{conn.host}:{conn.port}: {script!r} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout.strip()
+from tests.lab.conftest import (
+    DOMAIN,
+    PASSWORD,
+    Lab,
+    Pushed,
+    fab,
+    login,
+    make_local_state,
+    must,
+    pull_digest,
+    push_image,
+    sh,
+)
 
 
 def containers(conn: fabric.Connection) -> dict[str, str]:
@@ -75,45 +52,13 @@ def trust_by_certs_d(lab: Lab, conn: fabric.Connection) -> None:
     )
 
 
-def login(conn: fabric.Connection) -> None:
-    out = sh(conn, f"docker login -u {USER} --password-stdin {DOMAIN}", PASSWORD + "\n")
-    assert "Login Succeeded" in out
-
-
-@dataclass
-class Pushed:
-    ref: str
-    digest: str
-
-
 @pytest.fixture(scope="module")
-def deployed(lab: Lab) -> Iterator[subprocess.CompletedProcess[str]]:
-    """A CA, a user and a first deploy to regbox (from scratch on a fresh lab)."""
-    shutil.rmtree(lab.inventory.state_path, ignore_errors=True)
-    env = {**lab.env, pki.PASSPHRASE_ENV: PASSPHRASE}
-    must(
-        subprocess.run(
-            [sys.executable, "-m", "invoke", "pki.init"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    )
-    added = subprocess.run(
-        [sys.executable, "-m", "invoke", "users.add", "--username", USER, "--password-stdin"],
-        cwd=REPO,
-        env=env,
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    must(added)
+def deployed(lab: Lab) -> subprocess.CompletedProcess[str]:
+    """A CA, a user and a first deploy to regbox, from scratch."""
+    make_local_state(lab)
     # From scratch even when the lab is kept between runs (REGKIT_LAB_KEEP=1).
     must(fab(lab, "-H", "regbox", "undeploy", "--purge-data", "--yes"))
-    yield fab(lab, "-H", "regbox", "deploy")
+    return fab(lab, "-H", "regbox", "deploy")
 
 
 @pytest.fixture(scope="module")
@@ -122,24 +67,7 @@ def pushed(lab: Lab, deployed: subprocess.CompletedProcess[str]) -> Pushed:
     c1 = lab.connect("client1")
     trust_by_certs_d(lab, c1)
     login(c1)
-    ref = f"{DOMAIN}/team/app:{uuid.uuid4().hex[:8]}"
-    out = sh(
-        c1,
-        "d=$(mktemp -d) && head -c 1048576 /dev/urandom > $d/blob && "
-        f"printf 'FROM scratch\\nCOPY blob /blob\\n' > $d/Dockerfile && "
-        f"docker build -q -t {ref} $d >/dev/null && docker push {ref} && rm -rf $d",
-    )
-    digest = next(w for w in out.split() if w.startswith("sha256:"))
-    return Pushed(ref, digest)
-
-
-def pull_digest(conn: fabric.Connection, image: Pushed) -> str:
-    """Pull ``image`` afresh and return the digest the registry served."""
-    return sh(
-        conn,
-        f"docker rmi -f {image.ref} >/dev/null 2>&1; docker pull -q {image.ref} >/dev/null && "
-        f"docker inspect --format '{{{{index .RepoDigests 0}}}}' {image.ref}",
-    ).split("@")[-1]
+    return push_image(c1)
 
 
 def test_first_deploy_builds_everything_and_proves_it(
