@@ -1,18 +1,25 @@
-"""Fabric entry point: every task, local and remote (``fab --list``).
+"""Fabric entry point: every task (``fab --list``).
 
-The local collections come from ``tasks`` (also what ``invoke --list`` shows);
-the tasks that work over SSH join them here at the top level.
+The remote tasks stand at the top level; the local collections follow. The local
+``users`` collection (``invoke users.add``) is replaced here by ``adduser``,
+``deluser`` and ``users``, which also change the registry hosts.
 """
 
-from tasks import deploy, ns, trust
+from invoke import Collection
 
-for remote_task in (
+from tasks import accounts, deploy, inventory, lab, pki, render, trust
+
+ns = Collection(
     deploy.deploy,
     deploy.status,
     deploy.undeploy,
     trust.trust_ca,
     trust.untrust_ca,
-):
-    ns.add_task(remote_task)
-
-__all__ = ["ns"]
+    accounts.adduser,
+    accounts.deluser,
+    accounts.list_users,
+    inventory,
+    pki,
+    render,
+    lab,
+)

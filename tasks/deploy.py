@@ -30,7 +30,16 @@ from tasks import inventory, pki, render, users
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import Target, Upload, aliases_from, open_target, q, sha256
+from tasks.remote import (
+    EMIT,
+    Target,
+    Upload,
+    aliases_from,
+    file_fact,
+    open_target,
+    q,
+    sha256,
+)
 from tasks.report import Report
 
 REMOTE_DIR = "/etc/regkit"
@@ -174,7 +183,7 @@ def facts_script(inv: Inventory, paths: list[str], image_refs: list[str]) -> str
     """A POSIX sh script that prints ``key<TAB>value`` lines; it changes nothing."""
     reg = inv.registry
     lines = [
-        'emit() { printf \'%s\\t%s\\n\' "$1" "$2"; }',
+        EMIT,
         'if [ -r /etc/os-release ]; then . /etc/os-release; fi; emit os "${ID:-unknown}"',
         "command -v apt-get >/dev/null 2>&1 && emit apt yes",
         "command -v curl >/dev/null 2>&1 && emit curl yes",
@@ -186,11 +195,7 @@ def facts_script(inv: Inventory, paths: list[str], image_refs: list[str]) -> str
         f"emit port_holder \"$(ss -Htlnp 'sport = :{reg.port}' 2>/dev/null | head -1)\"",
         f"docker network inspect {NETWORK} >/dev/null 2>&1 && emit network yes",
     ]
-    for path in paths:
-        lines.append(
-            f"[ -f {q(path)} ] && emit file:{q(path)} "
-            f"\"$(sha256sum < {q(path)} | cut -d' ' -f1) $(stat -c '%a %u %g' {q(path)})\""
-        )
+    lines += [file_fact(path) for path in paths]
     fmt = f'{{{{.Id}}}}|{{{{.Image}}}}|{{{{index .Config.Labels "{SPEC_LABEL}"}}}}|'
     fmt += "{{.State.Running}}|{{.State.StartedAt}}"
     for name in (REGISTRY, NGINX):
@@ -235,7 +240,7 @@ def parse_facts(output: str) -> Facts:
 
 def differing(files: list[Upload], facts: Facts) -> list[Upload]:
     """Files whose content, mode or owner on the host differ from what is wanted."""
-    return [f for f in files if facts.files.get(f.path) != f"{f.digest} {f.stat}"]
+    return [f for f in files if facts.files.get(f.path) != f.fact]
 
 
 def preflight(inv: Inventory, t: Target, facts: Facts) -> str:
@@ -297,6 +302,14 @@ if docker inspect {old} >/dev/null 2>&1; then
   echo "the previous {spec.name} was restored" >&2
 fi
 exit 1"""
+
+
+def reload_nginx(t: Target) -> None:
+    """Test the running proxy's configuration, then reload it: no restart, no dropped request."""
+    t.check(
+        f"docker exec {NGINX} nginx -t 2>&1 && docker exec {NGINX} nginx -s reload",
+        "reloading nginx",
+    )
 
 
 def verify_script(inv: Inventory) -> str:
@@ -465,15 +478,15 @@ def deploy_host(inv: Inventory, t: Target, rep: Report, dry_run: bool) -> None:
         rep.changed(a, f"container {NGINX}", why or "recreated: its image changed")
     else:
         rep.unchanged(a, f"container {NGINX}", "running, same image and configuration")
-        reasons = [p.rsplit("/", 2)[-2] for p in changed_paths if "/tls/" in p or "/auth/" in p]
+        # nginx reads the password file on every request: a new one needs no reload.
+        reasons = []
+        if any("/tls/" in p for p in changed_paths):
+            reasons.append("certificate changed")
         if container_change(facts.containers.get(REGISTRY), reg, facts.images[reg_image]):
             reasons.append("registry recreated")
         if reasons:
-            t.check(
-                f"docker exec {NGINX} nginx -t 2>&1 && docker exec {NGINX} nginx -s reload",
-                "reloading nginx",
-            )
-            rep.changed(a, "nginx reload", ", ".join(sorted(set(reasons))) + " changed")
+            reload_nginx(t)
+            rep.changed(a, "nginx reload", ", ".join(reasons))
 
     proof = t.check(verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
     for line in proof.splitlines():
@@ -528,7 +541,7 @@ def status_script(inv: Inventory) -> str:
     fmt = "{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}"
     pw = f"{REMOTE_DIR}/probe-password"
     url = reg.url
-    return f"""emit() {{ printf '%s\\t%s\\n' "$1" "$2"; }}
+    return f"""{EMIT}
 for c in {REGISTRY} {NGINX}; do
   emit "ctr:$c" "$(docker inspect --format {q(fmt)} "$c" 2>/dev/null || echo missing)"
 done

@@ -51,6 +51,24 @@ class Upload:
         """What ``stat -c '%a %u %g'`` prints when the file is as wanted."""
         return f"{self.mode:o} {self.uid} {self.gid}"
 
+    @property
+    def fact(self) -> str:
+        """What :func:`file_fact` reports when the file on the host is as wanted."""
+        return f"{self.digest} {self.stat}"
+
+
+# Facts scripts print one ``key<TAB>value`` line per fact with this function.
+EMIT = 'emit() { printf \'%s\\t%s\\n\' "$1" "$2"; }'
+
+
+def file_fact(path: str) -> str:
+    """A facts-script line: ``file:<path>  <sha256> <mode> <uid> <gid>`` if the file exists."""
+    p = q(path)
+    return (
+        f"[ -f {p} ] && emit file:{p} "
+        f"\"$(sha256sum < {p} | cut -d' ' -f1) $(stat -c '%a %u %g' {p})\""
+    )
+
 
 @dataclass
 class Target:

@@ -31,7 +31,7 @@ from tasks import inventory, pki
 from tasks.cli import read_secret_stdin, task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import Target, Upload, aliases_from, open_target, q
+from tasks.remote import EMIT, Target, Upload, aliases_from, file_fact, open_target, q
 from tasks.report import Report
 
 BUNDLES = (
@@ -115,7 +115,7 @@ def facts_script(inv: Inventory, ca_pem: bytes) -> str:
     paths = [certs_d_path(inv), *{store_path(inv, f) for f in ("debian", "rhel", "boot2docker")}]
     line = pem_marker_line(ca_pem)
     lines = [
-        'emit() { printf \'%s\\t%s\\n\' "$1" "$2"; }',
+        EMIT,
         "if [ -r /etc/os-release ]; then . /etc/os-release; fi",
         'emit os "${ID:-}"; emit id_like "${ID_LIKE:-}"',
         "command -v update-ca-certificates >/dev/null 2>&1 && emit uca yes",
@@ -129,11 +129,7 @@ def facts_script(inv: Inventory, ca_pem: bytes) -> str:
         f'[ -n "${{b:-}}" ] && [ -f "$b" ] && grep -q -F -e {q(marker(inv, "BEGIN"))} "$b"'
         " && emit marked yes",
     ]
-    for path in paths:
-        lines.append(
-            f"[ -f {q(path)} ] && emit file:{q(path)} "
-            f"\"$(sha256sum < {q(path)} | cut -d' ' -f1) $(stat -c '%a %u %g' {q(path)})\""
-        )
+    lines += [file_fact(path) for path in paths]
     lines.append("true")
     return "\n".join(lines)
 
@@ -236,8 +232,7 @@ def trust_host(inv: Inventory, t: Target, rep: Report, login: tuple[str, str] | 
     store = store_path(inv, flavor)
     if store:
         files.append(Upload(store, ca_pem))
-    wanted = {f.path: f"{f.digest} {f.stat}" for f in files}
-    changed = [f for f in files if facts.files.get(f.path) != wanted[f.path]]
+    changed = [f for f in files if facts.files.get(f.path) != f.fact]
     system_changed = (store and store in {f.path for f in changed}) or (
         not store and (not facts.marked or facts.in_bundle != 1)
     )

@@ -155,6 +155,25 @@ def deployed_htpasswd(inv: Inventory) -> bytes:
     return htpasswd.to_string() + probe_credential(inv)[1].encode()
 
 
+def ask_username(username: str, password_stdin: bool) -> str:
+    """``username`` if given, else asked at the terminal; checked either way."""
+    if not username:
+        if password_stdin or not sys.stdin.isatty():
+            raise UsersError("give --username when the password comes from standard input")
+        username = input("Username: ").strip()
+    return check_username(username)
+
+
+def confirm_removal(username: str, yes: bool) -> None:
+    """Ask before removing a user, unless ``yes``."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsersError("confirmation needed: add --yes when not at a terminal")
+    if input(f"Remove user {username!r}? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise UsersError("not confirmed; nothing was changed")
+
+
 def ask_password(min_length: int, from_stdin: bool) -> str:
     """A new password: from stdin, or asked twice at the terminal."""
     if from_stdin:
@@ -174,11 +193,7 @@ def ask_password(min_length: int, from_stdin: bool) -> str:
 def add(c: Context, username: str = "", password_stdin: bool = False) -> None:
     """Add a registry user, or change a user's password, in the local password file."""
     inv = inventory.load()
-    if not username:
-        if password_stdin or not sys.stdin.isatty():
-            raise UsersError("give --username when the password comes from standard input")
-        username = input("Username: ").strip()
-    check_username(username)
+    username = ask_username(username, password_stdin)
     password = ask_password(inv.users.min_password_length, password_stdin)
     outcome = set_password(inv, username, password)
     Report().changed("local", f"user {username}", f"{outcome}, bcrypt")
@@ -192,11 +207,7 @@ def remove_user(c: Context, username: str, yes: bool = False) -> None:
     """Remove a registry user from the local password file."""
     inv = inventory.load()
     check_username(username)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UsersError("confirmation needed: add --yes when not at a terminal")
-        if input(f"Remove user {username!r}? [y/N] ").strip().lower() not in ("y", "yes"):
-            raise UsersError("not confirmed; nothing was changed")
+    confirm_removal(username, yes)
     remove(inv, username)
     Report().changed("local", f"user {username}", "removed")
 

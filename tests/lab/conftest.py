@@ -23,6 +23,7 @@ import pytest
 from invoke import Context
 
 from tasks import inventory as inventory_module
+from tasks import pki
 from tasks.connect import connect, open_connection
 from tasks.inventory import ENV_VAR, Inventory
 from tasks.lab import INVENTORY, LAB_DIR
@@ -158,6 +159,16 @@ def registry(lab: Lab) -> Lab:
         make_local_state(lab)
     must(fab(lab, "-H", "regbox", "deploy"))
     return lab
+
+
+def trust_by_certs_d(lab: Lab, conn: fabric.Connection) -> None:
+    """The plain per-registry trust Docker reads without a restart (trust-ca does more)."""
+    ca = pki.paths(lab.inventory).ca_cert.read_text()
+    sh(
+        conn,
+        f"mkdir -p /etc/docker/certs.d/{DOMAIN} && cat > /etc/docker/certs.d/{DOMAIN}/ca.crt",
+        ca,
+    )
 
 
 def login(conn: fabric.Connection) -> None:

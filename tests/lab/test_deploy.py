@@ -29,6 +29,7 @@ from tests.lab.conftest import (
     pull_digest,
     push_image,
     sh,
+    trust_by_certs_d,
 )
 
 
@@ -40,16 +41,6 @@ def containers(conn: fabric.Connection) -> dict[str, str]:
         "docker inspect --format '{{.Name}} {{.Id}} {{.State.StartedAt}}' $c; done",
     )
     return {line.split()[0].lstrip("/"): " ".join(line.split()[1:]) for line in out.splitlines()}
-
-
-def trust_by_certs_d(lab: Lab, conn: fabric.Connection) -> None:
-    """The plain per-registry trust Docker reads without a restart (trust-ca does more)."""
-    ca = pki.paths(lab.inventory).ca_cert.read_text()
-    sh(
-        conn,
-        f"mkdir -p /etc/docker/certs.d/{DOMAIN} && cat > /etc/docker/certs.d/{DOMAIN}/ca.crt",
-        ca,
-    )
 
 
 @pytest.fixture(scope="module")

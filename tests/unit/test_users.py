@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import inventory, users
+from tasks import accounts, inventory, users
 from tasks.errors import UsersError
 from tasks.inventory import Inventory
 
@@ -149,3 +149,15 @@ def test_cli_has_no_password_argument() -> None:
     assert "--password-stdin" in result.stdout
     assert "--password " not in result.stdout
     assert "--password=" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("password", "line"),
+    [
+        ("plain-password", 'user = "bob:plain-password"\n'),
+        ('with"quote', 'user = "bob:with\\"quote"\n'),
+        ("back\\slash", 'user = "bob:back\\\\slash"\n'),
+    ],
+)
+def test_curl_config_escapes_the_password(password: str, line: str) -> None:
+    assert accounts.curl_config("bob", password) == line
