@@ -1,0 +1,93 @@
+"""A host whose sudo asks for a password: a clear message, then Fabric's ways to give it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tasks import lab as lab_tasks
+from tests.lab.conftest import FAB, PASSPHRASE, REPO, Lab, must
+
+SUDO_PASSWORD = "admin-sudo-pw-7731"
+
+
+@pytest.fixture
+def password_sudo(registry: Lab) -> Iterator[Lab]:
+    """client2's admin needs a password for sudo for the duration of a test."""
+    engine = lab_tasks.Engine(lab_tasks.Settings())
+    container = lab_tasks.host_spec("client2").container
+    engine.exec(
+        container,
+        "echo 'admin ALL=(ALL) ALL' > /etc/sudoers.d/admin && chpasswd",
+        stdin=f"admin:{SUDO_PASSWORD}\n",
+    )
+    try:
+        yield registry
+    finally:
+        engine.exec(
+            container,
+            "echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/admin && usermod -p '*' admin",
+        )
+
+
+def fab_with(
+    lab: Lab, *args: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FAB, *args],
+        cwd=REPO,
+        env={**lab.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_missing_sudo_password_is_a_clear_message(password_sudo: Lab) -> None:
+    out = fab_with(password_sudo, "-H", "client2", "untrust-ca")
+    assert out.returncode == 1
+    assert (
+        "[client2] trust: failed (sudo needs a password for admin; run fab with "
+        "--prompt-for-sudo-password, or allow passwordless sudo for this user)"
+    ) in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_prompted_sudo_password_works(password_sudo: Lab) -> None:
+    out = fab_with(
+        password_sudo,
+        "--prompt-for-sudo-password",
+        "-H",
+        "client2",
+        "untrust-ca",
+        stdin=SUDO_PASSWORD + "\n",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    again = fab_with(
+        password_sudo, "-H", "client2", "trust-ca", env={"FABRIC_SUDO_PASSWORD": SUDO_PASSWORD}
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "[client2] system CA store (debian): changed (CA added)" in again.stdout
+    assert SUDO_PASSWORD not in again.stdout + again.stderr + out.stdout + out.stderr
+
+
+def test_wrong_sudo_password_is_a_clear_message(password_sudo: Lab) -> None:
+    out = fab_with(
+        password_sudo,
+        "--prompt-for-sudo-password",
+        "-H",
+        "client2",
+        "trust-ca",
+        stdin="not-the-password\n",
+    )
+    assert out.returncode == 1
+    assert "[client2] trust: failed (sudo refused the password" in out.stdout
+    must(
+        fab_with(
+            password_sudo, "-H", "client2", "trust-ca", env={"FABRIC_SUDO_PASSWORD": SUDO_PASSWORD}
+        )
+    )
