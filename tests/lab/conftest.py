@@ -13,8 +13,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,3 +205,48 @@ def pull_digest(conn: fabric.Connection, image: Pushed) -> str:
         f"docker rmi -f {image.ref} >/dev/null 2>&1; docker pull -q {image.ref} >/dev/null && "
         f"docker inspect --format '{{{{index .RepoDigests 0}}}}' {image.ref}",
     ).split("@")[-1]
+
+
+def _local_cmdlines() -> str:
+    out = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            out.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return "\n".join(out)
+
+
+@contextmanager
+def watch_processes(lab: Lab, alias: str) -> Iterator[dict[str, str]]:
+    """Sample every process's command line here and on ``alias`` while the block runs.
+
+    Yields a dict that holds, afterwards, ``local`` and ``remote``: all that was seen.
+    """
+    stop = "/tmp/regkit-watch-stop"
+    seen: dict[str, str] = {}
+    local: list[str] = []
+    done = threading.Event()
+    loop = (
+        f"rm -f {stop}; i=0; while [ ! -f {stop} ] && [ $i -lt 3000 ]; do "
+        f"ps -eo args; sleep 0.02; i=$((i+1)); done; rm -f {stop}"
+    )
+    watcher = lab.connect(alias)
+    remote = threading.Thread(target=lambda: seen.update(remote=sh(watcher, loop)))
+
+    def sample_local() -> None:
+        while not done.is_set():
+            local.append(_local_cmdlines())
+            time.sleep(0.02)
+
+    here = threading.Thread(target=sample_local)
+    remote.start()
+    here.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        sh(lab.connect(alias), f"touch {stop}")
+        here.join()
+        remote.join(timeout=120)
+        seen["local"] = "\n".join(local)

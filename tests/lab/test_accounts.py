@@ -6,7 +6,6 @@ import io
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +23,7 @@ from tests.lab.conftest import (
     push_image,
     sh,
     trust_by_certs_d,
+    watch_processes,
 )
 
 BOB, BOB_PASSWORD = "bob", "Zebra-unique-pw-8812"
@@ -64,16 +64,6 @@ def big_image(registry: Lab) -> Pushed:
     return Pushed(ref, next(w for w in out.split() if w.startswith("sha256:")))
 
 
-def proc_cmdlines() -> str:
-    out = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            out.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            continue
-    return "\n".join(out)
-
-
 def test_adduser_during_a_large_pull_keeps_nginx_and_the_pull(
     registry: Lab, big_image: Pushed
 ) -> None:
@@ -88,28 +78,10 @@ def test_adduser_during_a_large_pull_keeps_nginx_and_the_pull(
     time.sleep(1)
     assert puller.is_alive(), "the pull ended before adduser started; make the image larger"
 
-    regbox = registry.connect("regbox")
-    remote_ps: dict[str, str] = {}
-    remote_watch = threading.Thread(
-        target=lambda: remote_ps.update(
-            out=sh(regbox, "for i in $(seq 300); do ps -eo args; sleep 0.02; done")
+    with watch_processes(registry, "regbox") as seen:
+        out = fab(
+            registry, "adduser", "--username", BOB, "--password-stdin", stdin=BOB_PASSWORD + "\n"
         )
-    )
-    done = threading.Event()
-    local_ps: list[str] = []
-
-    def watch_local() -> None:
-        while not done.is_set():
-            local_ps.append(proc_cmdlines())
-            time.sleep(0.02)
-
-    local_watch = threading.Thread(target=watch_local)
-    remote_watch.start()
-    local_watch.start()
-    out = fab(registry, "adduser", "--username", BOB, "--password-stdin", stdin=BOB_PASSWORD + "\n")
-    done.set()
-    local_watch.join()
-    remote_watch.join(timeout=120)
     puller.join(timeout=600)
 
     assert out.returncode == 0, out.stdout + out.stderr
@@ -120,10 +92,9 @@ def test_adduser_during_a_large_pull_keeps_nginx_and_the_pull(
     assert nginx_identity(registry) == before
     assert BOB_PASSWORD not in out.stdout + out.stderr
     # The watchers saw the task's own commands, and never the password.
-    assert any("adduser" in seen for seen in local_ps)
-    assert not any(BOB_PASSWORD in seen for seen in local_ps)
-    assert "--cacert /etc/regkit/ca.crt" in remote_ps["out"]
-    assert BOB_PASSWORD not in remote_ps["out"]
+    assert "adduser" in seen["local"] and BOB_PASSWORD not in seen["local"]
+    assert "--cacert /etc/regkit/ca.crt" in seen["remote"]
+    assert BOB_PASSWORD not in seen["remote"]
 
     assert "Login Succeeded" in login_as(registry, "client1", BOB, BOB_PASSWORD).stdout
     assert push_image(registry.connect("client1")).digest.startswith("sha256:")

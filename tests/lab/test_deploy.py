@@ -19,6 +19,7 @@ from tasks.remote import Target, q
 from tasks.report import Report
 from tests.lab.conftest import (
     DOMAIN,
+    PASSPHRASE,
     PASSWORD,
     Lab,
     Pushed,
@@ -30,6 +31,7 @@ from tests.lab.conftest import (
     push_image,
     sh,
     trust_by_certs_d,
+    watch_processes,
 )
 
 
@@ -180,10 +182,32 @@ def test_broken_template_fails_at_nginx_t_and_proxy_keeps_serving(
     assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
 
 
-def test_fixed_template_converges(lab: Lab, pushed: Pushed) -> None:
-    again = fab(lab, "-H", "regbox", "deploy")
+def test_fixed_template_converges_and_no_secret_is_in_argv(lab: Lab, pushed: Pushed) -> None:
+    probe_password = users.probe_credential(lab.inventory)[0]
+    with watch_processes(lab, "regbox") as seen:
+        again = fab(lab, "-H", "regbox", "deploy")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "[regbox] verify: ok" in again.stdout
+    assert "[regbox] verify: ok (push/pull:" in again.stdout
+    assert "docker login" in seen["remote"] and "fab" in seen["local"]
+    for secret in (probe_password, PASSWORD, PASSPHRASE):
+        assert secret not in seen["remote"] and secret not in seen["local"]
+        assert secret not in again.stdout + again.stderr
+
+
+def test_preflight_stops_before_any_change(lab: Lab, pushed: Pushed) -> None:
+    c1 = lab.connect("client1")
+    sh(c1, "service docker stop >/dev/null 2>&1; true")
+    try:
+        out = fab(lab, "-H", "client1", "deploy")
+    finally:
+        sh(
+            c1,
+            "service docker start >/dev/null 2>&1; for i in $(seq 30); do "
+            "docker info >/dev/null 2>&1 && break; sleep 1; done",
+        )
+    assert out.returncode == 1
+    assert "[client1] deploy: failed (no Docker engine answers (docker version); " in out.stdout
+    assert sh(c1, "ls /etc/regkit 2>/dev/null || echo absent") == "absent"
 
 
 def test_registry_port_is_not_reachable_from_a_client(lab: Lab, pushed: Pushed) -> None:
