@@ -7,7 +7,7 @@ The remote tasks stand at the top level; the local collections follow. The local
 
 from invoke import Collection
 
-from tasks import accounts, deploy, inventory, lab, pki, render, trust
+from tasks import accounts, catalog, deploy, inventory, lab, pki, render, trust
 
 ns = Collection(
     deploy.deploy,
@@ -18,6 +18,7 @@ ns = Collection(
     accounts.adduser,
     accounts.deluser,
     accounts.list_users,
+    catalog.show_catalog,
     inventory,
     pki,
     render,

@@ -2,10 +2,12 @@
 # Install the Debian packages the tasks, the tests and the lab need, if any is missing.
 #   nginx-light, apache2-utils, openssl: the local nginx proxy test and htpasswd checks
 #   docker.io, debootstrap, openssh-client, iproute2, curl: the lab (real hosts in containers)
+#   chromium, fonts-dejavu-core: the catalog page test (headless, driven by Playwright)
 set -euo pipefail
 
 packages=(
-    apache2-utils ca-certificates curl debootstrap docker.io iproute2 make nginx-light
+    apache2-utils ca-certificates chromium curl debootstrap docker.io fonts-dejavu-core iproute2 make
+    nginx-light
     openssh-client openssl python3-venv
 )
 

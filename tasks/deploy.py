@@ -53,7 +53,12 @@ SPEC_LABEL = "regkit.spec"
 
 # Which files make which part change: build context -> rebuild nginx; registry
 # config -> recreate the registry; tls/auth -> reload nginx.
-NGINX_CONTEXT = ("Dockerfile", "nginx.conf", "registry.conf")
+NGINX_CONTEXT = (
+    "Dockerfile",
+    "nginx.conf",
+    "registry.conf",
+    *(f"ui/{name}" for name in render.UI_FILES),
+)
 
 
 def certs_d(inv: Inventory) -> str:

@@ -2,8 +2,9 @@
 
 ``<state_dir>/build/<alias>/`` gets:
 
-- ``nginx/Dockerfile``, ``nginx/nginx.conf``, ``nginx/registry.conf``: the proxy
-  image's build context (configuration only, no secrets);
+- ``nginx/Dockerfile``, ``nginx/nginx.conf``, ``nginx/registry.conf`` and
+  ``nginx/ui/``: the proxy image's build context (configuration and the catalog
+  page, no secrets);
 - ``registry/config.yml``: the registry's config, with its http secret (0600).
 
 Templates fail loudly: an undefined variable or a syntax error names the template
@@ -37,6 +38,7 @@ class Layout:
     tls_dir: str = "/etc/nginx/regkit/tls"
     auth_dir: str = "/etc/nginx/regkit/auth"
     site_conf: str = "/etc/nginx/regkit/registry.conf"
+    ui_dir: str = "/usr/share/regkit/ui"
     pid_file: str = "/run/nginx.pid"
     mime_types: str = "/etc/nginx/mime.types"
     access_log: str = "/dev/stdout"
@@ -54,6 +56,9 @@ FILES: dict[str, tuple[str, int]] = {
     "nginx/registry.conf": ("registry.conf.j2", 0o644),
     "registry/config.yml": ("config.yml.j2", 0o600),
 }
+
+# The catalog page (templates/ui), copied as it is into the proxy's build context.
+UI_FILES = ("index.html", "app.js", "style.css")
 
 
 class TemplateError(RegkitError):
@@ -100,7 +105,10 @@ def render(template: str, ctx: dict[str, object]) -> str:
 def render_all(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, tuple[str, int]]:
     """Every file of the build folder: relative path -> (content, mode)."""
     ctx = context(inv, layout)
-    return {rel: (render(tpl, ctx), mode) for rel, (tpl, mode) in FILES.items()}
+    files = {rel: (render(tpl, ctx), mode) for rel, (tpl, mode) in FILES.items()}
+    for name in UI_FILES:
+        files[f"nginx/ui/{name}"] = ((TEMPLATES / "ui" / name).read_text(), 0o644)
+    return files
 
 
 def build_dir(inv: Inventory, alias: str) -> Path:

@@ -26,8 +26,12 @@ from tasks.state import atomic_write, ensure_private_dir
 
 MAX_USERNAME = 64
 BCRYPT_MAX_BYTES = 72
-# The deploy's own login, used only to prove each deploy with a push and pull.
+# The deploy's own login, used to prove each deploy and to read the catalog.
 PROBE_USER = "regkit-probe"
+# nginx checks the bcrypt hash on every request, so the cost is paid per request.
+# The probe's password is 256 random bits: a slow hash adds nothing against
+# guessing it, so its entry uses a low cost and the tasks' API calls stay fast.
+PROBE_ROUNDS = 5
 
 
 def password_file(inv: Inventory) -> Path:
@@ -137,8 +141,12 @@ def probe_credential(inv: Inventory) -> tuple[str, str]:
         atomic_write(pw_path, secrets.token_urlsafe(32), mode=0o600)
         line_path.unlink(missing_ok=True)
     password = pw_path.read_text().strip()
-    if not line_path.exists():
-        htpasswd = load_empty(inv)
+    prefix = f"{PROBE_USER}:$2y${PROBE_ROUNDS:02d}$"
+    if not line_path.exists() or not line_path.read_text().startswith(prefix):
+        context = htpasswd_context.copy(
+            default="bcrypt", bcrypt__rounds=PROBE_ROUNDS, bcrypt__ident="2y"
+        )
+        htpasswd = HtpasswdFile(context=context)
         htpasswd.set_password(PROBE_USER, password)
         atomic_write(line_path, htpasswd.to_string(), mode=0o600)
     return password, line_path.read_text()

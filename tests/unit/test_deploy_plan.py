@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import deploy, pki, users
+from tasks import catalog, deploy, pki, users
 from tasks.deploy import Container, Facts, RunSpec
 from tasks.inventory import Inventory
 
@@ -105,6 +105,8 @@ def test_nginx_tag_follows_the_build_context_only(pki_inv: Inventory) -> None:
 def test_stable_probe_credential(inv: Inventory) -> None:
     first = users.probe_credential(inv)
     assert first == users.probe_credential(inv)
+    assert first[1].startswith("regkit-probe:$2y$05$")
+    assert len(first[0]) >= 43
     assert users.load_empty(inv).from_string(first[1]).check_password(users.PROBE_USER, first[0])
 
 
@@ -120,3 +122,47 @@ def test_preflight_refuses_a_busy_port(inv: Inventory) -> None:
 
 class _T:
     alias = "regbox"
+
+
+def test_catalog_table() -> None:
+    tags = [
+        catalog.Tag(
+            "team/app",
+            "1.0",
+            "sha256:" + "a" * 64,
+            5 * 1024 * 1024,
+            ["linux/amd64"],
+            "2026-11-28T03:00:00.123Z",
+        ),
+        catalog.Tag(
+            "team/multi",
+            "2",
+            "sha256:" + "b" * 64,
+            1234,
+            ["linux/amd64", "linux/arm64"],
+            index=True,
+        ),
+    ]
+    lines = catalog.table(tags, "registry.unit.test").splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED"]
+    assert lines[1].split() == [
+        "team/app",
+        "1.0",
+        "sha256:aaaaaaaaaaaa",
+        "5.0",
+        "MiB",
+        "linux/amd64",
+        "2026-11-28",
+        "03:00:00",
+    ]
+    assert "index: linux/amd64, linux/arm64" in lines[2]
+    assert catalog.table([], "registry.unit.test") == (
+        "no repositories yet; push one: docker push registry.unit.test/<name>:<tag>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 * 1024**3, "3.0 GiB")]
+)
+def test_human_size(size: int, text: str) -> None:
+    assert catalog.human_size(size) == text

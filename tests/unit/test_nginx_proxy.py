@@ -56,6 +56,16 @@ def free_port() -> int:
 
 
 @dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def getheader(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+@dataclass
 class Proxy:
     port: int
     ca: Path
@@ -64,7 +74,8 @@ class Proxy:
 
     def request(
         self, path: str, auth: tuple[str, str] | None = None, agent: str = "docker/27.0"
-    ) -> http.client.HTTPResponse:
+    ) -> Reply:
+        """GET ``path`` over TLS, verified against the CA for 127.0.0.1 (an IP SAN)."""
         ctx = ssl.create_default_context(cafile=str(self.ca))
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10)
         headers = {"User-Agent": agent}
@@ -72,9 +83,9 @@ class Proxy:
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
-        response.read()
+        reply = Reply(response.status, dict(response.getheaders()), response.read())
         conn.close()
-        return response
+        return reply
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +108,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         tls_dir=str(root / "tls"),
         auth_dir=str(root / "auth"),
         site_conf=str(root / "registry.conf"),
+        ui_dir=str(root / "ui"),
         pid_file=str(root / "nginx.pid"),
         access_log=str(root / "access.log"),
         worker_user="root",
@@ -105,6 +117,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     ctx = render.context(inv, layout)
     (root / "nginx.conf").write_text(render.render("nginx.conf.j2", ctx))
     (root / "registry.conf").write_text(render.render("registry.conf.j2", ctx))
+    shutil.copytree(render.TEMPLATES / "ui", root / "ui")
     (root / "tls").mkdir()
     (root / "auth").mkdir()
     shutil.copy(pki.paths(inv).server_cert, root / "tls/server.crt")
@@ -170,6 +183,20 @@ def test_wrong_password_or_user_is_401(proxy: Proxy, auth: tuple[str, str]) -> N
 def test_other_paths_need_a_login_too(proxy: Proxy) -> None:
     assert proxy.request("/anything").status == 401
     assert proxy.request("/anything", auth=("alice", PASSWORD)).status == 404
+
+
+def test_catalog_page_needs_a_login(proxy: Proxy) -> None:
+    assert proxy.request("/").status == 401
+    assert proxy.request("/ui/app.js").status == 401
+    page = proxy.request("/", auth=("alice", PASSWORD))
+    assert page.status == 200
+    assert b"<title>Registry</title>" in page.body
+    assert "script-src 'self'" in page.getheader("Content-Security-Policy")
+    script = proxy.request("/ui/app.js", auth=("alice", PASSWORD))
+    assert script.status == 200
+    assert script.getheader("Content-Type") == "application/javascript"
+    assert b"/v2/_catalog" in script.body
+    assert proxy.request("/ui/nope.js", auth=("alice", PASSWORD)).status == 404
 
 
 def test_ancient_docker_clients_are_refused(proxy: Proxy) -> None:

@@ -46,6 +46,7 @@ def test_dockerfile_bakes_in_no_secret(inv: Inventory) -> None:
     assert copies == [
         "COPY nginx.conf /etc/nginx/nginx.conf",
         "COPY registry.conf /etc/nginx/regkit/registry.conf",
+        "COPY ui/ /usr/share/regkit/ui/",
     ]
 
 
@@ -61,7 +62,7 @@ def test_registry_config_has_a_stable_secret(inv: Inventory) -> None:
 def test_build_folder_is_written_once_then_unchanged(inv: Inventory) -> None:
     rep = Report()
     root = render.write_build(inv, "regbox", rep)
-    assert rep.count("changed") == len(render.FILES)
+    assert rep.count("changed") == len(render.FILES) + len(render.UI_FILES)
     assert (root / "registry/config.yml").stat().st_mode & 0o777 == 0o600
     assert root.stat().st_mode & 0o777 == 0o700
     again = Report()

@@ -1,0 +1,216 @@
+"""``fab -H regbox catalog``: what was pushed, read through the registry's v2 API.
+
+The registry is reached through an SSH tunnel to the host's HTTPS port, checked
+against the local CA for the registry's domain, with the deploy's own login. The
+same API calls as the browser page (``templates/ui``): the catalog, each
+repository's tags, each tag's manifest (digest, size, index or image) and config
+blob (architecture, creation date).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import re
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from invoke import Collection, Context
+
+from tasks import inventory, pki, users
+from tasks.cli import task
+from tasks.errors import RegkitError, RemoteError
+from tasks.inventory import Inventory
+from tasks.remote import aliases_from, open_target
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+PAGE = 100
+_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+
+
+class ApiError(RegkitError):
+    """The registry answered something other than what was asked for."""
+
+
+@dataclass
+class Tag:
+    """One tag as the catalog shows it."""
+
+    repository: str
+    tag: str
+    digest: str = ""
+    size: int = 0
+    platforms: list[str] = field(default_factory=list)
+    created: str = ""
+    index: bool = False
+
+
+class _Tunnelled(http.client.HTTPSConnection):
+    """HTTPS to a local port (an SSH tunnel), verified for the registry's real name."""
+
+    def __init__(self, port: int, server_name: str, context: ssl.SSLContext) -> None:
+        super().__init__("127.0.0.1", port, context=context, timeout=30)
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)
+
+
+class RegistryApi:
+    """The few read-only calls of the distribution v2 API the catalog needs."""
+
+    def __init__(self, port: int, domain: str, host_header: str, cafile: str, user: str, pw: str):
+        self._conn = _Tunnelled(port, domain, ssl.create_default_context(cafile=cafile))
+        self._host = host_header
+        self._auth = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+
+    def get(self, path: str, accept: str = "application/json") -> tuple[Any, dict[str, str]]:
+        headers = {"Host": self._host, "Authorization": self._auth, "Accept": accept}
+        self._conn.request("GET", path, headers=headers)
+        response = self._conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise ApiError(f"GET {path}: {response.status} {response.reason}")
+        return json.loads(body or b"null"), {k.lower(): v for k, v in response.getheaders()}
+
+    def paged(self, path: str, key: str) -> Iterator[str]:
+        """Every item of a paginated list (``_catalog`` or ``tags/list``), following Link."""
+        url: str | None = f"{path}?n={PAGE}"
+        while url:
+            data, headers = self.get(url)
+            yield from (data or {}).get(key) or []
+            match = _NEXT.search(headers.get("link", ""))
+            url = match.group(1) if match else None
+
+    def tag(self, repo: str, tag: str) -> Tag:
+        base = f"/v2/{quote(repo)}"
+        manifest, headers = self.get(f"{base}/manifests/{quote(tag)}", MANIFEST_TYPES)
+        out = Tag(repo, tag, digest=headers.get("docker-content-digest", ""))
+        if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
+            out.index = True
+            out.platforms = [
+                f"{m['platform']['os']}/{m['platform']['architecture']}"
+                for m in manifest.get("manifests", [])
+                if m.get("platform")
+            ]
+            out.size = sum(m.get("size", 0) for m in manifest.get("manifests", []))
+            return out
+        config = manifest.get("config", {})
+        out.size = config.get("size", 0) + sum(
+            layer.get("size", 0) for layer in manifest.get("layers", [])
+        )
+        blob, _ = self.get(f"{base}/blobs/{config['digest']}")
+        arch = blob.get("architecture", "")
+        out.platforms = [f"{blob.get('os', '')}/{arch}"] if arch else []
+        out.created = blob.get("created", "") or ""
+        return out
+
+
+def read_catalog(api: RegistryApi) -> list[Tag]:
+    """Every tag of every repository, with its details."""
+    return [
+        api.tag(repo, tag)
+        for repo in api.paged("/v2/_catalog", "repositories")
+        for tag in sorted(api.paged(f"/v2/{quote(repo)}/tags/list", "tags"))
+    ]
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def table(tags: list[Tag], address: str) -> str:
+    """The catalog as an aligned text table (pure; unit-tested)."""
+    if not tags:
+        return f"no repositories yet; push one: docker push {address}/<name>:<tag>"
+    rows = [("REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED")]
+    for t in tags:
+        platform = ", ".join(t.platforms) or "-"
+        if t.index:
+            platform = f"index: {platform}"
+        rows.append(
+            (
+                t.repository,
+                t.tag,
+                t.digest[:19],
+                human_size(t.size),
+                platform,
+                t.created[:19].replace("T", " ") or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def wait_listening(port: int, seconds: float = 5.0) -> None:
+    """Fabric starts the tunnel's listener in a thread: wait until it accepts."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def fetch(inv: Inventory, c: Context, alias: str) -> list[Tag]:
+    """Read the catalog of the registry on ``alias`` through an SSH tunnel."""
+    t = open_target(inv, alias, c)
+    password = users.probe_credential(inv)[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reg = inv.registry
+    with t.conn.forward_local(local_port=port, remote_port=reg.port, remote_host="127.0.0.1"):
+        wait_listening(port)
+        api = RegistryApi(
+            port, reg.domain, reg.address, str(pki.paths(inv).ca_cert), users.PROBE_USER, password
+        )
+        try:
+            return read_catalog(api)
+        except ApiError as exc:
+            raise RemoteError(f"{alias}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise RemoteError(f"{alias}: cannot read the registry through SSH: {exc}") from None
+
+
+@task(name="catalog", help={"json": "Print JSON (a list of tags) instead of a table."})
+def show_catalog(c: Context, json_: bool = False) -> None:
+    """List what was pushed: repositories, tags, digests, sizes, platforms, push dates."""
+    inv = inventory.load()
+    for alias in aliases_from(c, inv, "registry", "catalog"):
+        tags = fetch(inv, c, alias)
+        if json_:
+            print(json.dumps([asdict(t) for t in tags], indent=2))
+        else:
+            print(table(tags, inv.registry.address))
+
+
+ns = Collection("catalog", show_catalog)

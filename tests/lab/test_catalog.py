@@ -1,0 +1,243 @@
+"""What was pushed: `fab catalog` and the browser page, checked against the registry's API.
+
+The page is driven in Debian's chromium (headless, through Playwright) from this
+machine, reaching regbox on the lab network, logged in with basic auth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, Route, sync_playwright
+
+from tasks import lab as lab_tasks
+from tasks import users
+from tests.lab.conftest import (
+    DOMAIN,
+    PASSWORD,
+    REPO,
+    USER,
+    Lab,
+    Pushed,
+    fab,
+    login,
+    must,
+    push_image,
+    sh,
+    trust_by_certs_d,
+)
+
+ARTIFACTS = REPO / "test-artifacts"
+MANY = 120  # more than one API page (100) and more than the page shows at first (50)
+# The API calls use the deploy's probe login: its low bcrypt cost keeps 100s of calls fast.
+CURL = (
+    f"curl -sS --fail --cacert /etc/docker/certs.d/{DOMAIN}/ca.crt "
+    f'-u {users.PROBE_USER}:"$(cat /root/.regkit-test-pw)" https://{DOMAIN}'
+)
+INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def split_ref(image: Pushed) -> tuple[str, str]:
+    repo, tag = image.ref.removeprefix(f"{DOMAIN}/").split(":")
+    return repo, tag
+
+
+@pytest.fixture(scope="module")
+def pushed(registry: Lab) -> dict[str, Pushed]:
+    """Two images, a repository with many tags, and a multi-arch index, from client1."""
+    c1 = registry.connect("client1")
+    trust_by_certs_d(registry, c1)
+    login(c1)
+    sh(
+        c1,
+        "umask 077 && cat > /root/.regkit-test-pw",
+        users.probe_credential(registry.inventory)[0],
+    )
+    images = {"app": push_image(c1), "app2": push_image(c1)}
+    repo, _ = split_ref(images["app"])
+    manifest = sh(c1, f"{CURL}/v2/{repo}/manifests/{images['app'].digest} -H 'Accept: {MANIFEST}'")
+    parsed = json.loads(manifest)
+    blobs = [parsed["config"]["digest"], *(layer["digest"] for layer in parsed["layers"])]
+    mounts = " && ".join(
+        f"{CURL}'/v2/team/many/blobs/uploads/?mount={d}&from={repo}' -X POST -o /dev/null"
+        for d in blobs
+    )
+    sh(
+        c1,
+        f"{mounts} && cat > /tmp/m.json && for i in $(seq -w 1 {MANY}); do "
+        f"{CURL}/v2/team/many/manifests/v$i -X PUT -H 'Content-Type: {MANIFEST}' "
+        "--data-binary @/tmp/m.json -o /dev/null || exit 1; done",
+        manifest,
+    )
+    platforms = [("linux", "amd64"), ("linux", "arm64")]
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX,
+            "manifests": [
+                {
+                    "mediaType": MANIFEST,
+                    "digest": images["app"].digest,
+                    "size": len(manifest.encode()),
+                    "platform": {"os": os, "architecture": arch},
+                }
+                for os, arch in platforms
+            ],
+        }
+    )
+    headers = sh(
+        c1,
+        f"cat > /tmp/i.json && {CURL}/v2/{repo}/manifests/multi -X PUT "
+        f"-H 'Content-Type: {INDEX}' --data-binary @/tmp/i.json -D - -o /dev/null",
+        index,
+    )
+    digest = next(
+        line.split()[1]
+        for line in headers.splitlines()
+        if line.lower().startswith("docker-content-digest")
+    )
+    images["multi"] = Pushed(f"{DOMAIN}/{repo}:multi", digest)
+    return images
+
+
+def api_tags(registry: Lab) -> dict[tuple[str, str], str]:
+    """(repository, tag) -> digest, straight from the registry's API (curl on client1)."""
+    c1 = registry.connect("client1")
+    catalog = json.loads(sh(c1, f"{CURL}/v2/_catalog?n=1000"))["repositories"]
+    heads = []
+    for repo in catalog:
+        for tag in json.loads(sh(c1, f"{CURL}/v2/{repo}/tags/list?n=1000"))["tags"]:
+            heads.append(
+                f"echo {repo} {tag} $({CURL}/v2/{repo}/manifests/{tag} -I "
+                f"-H 'Accept: {INDEX}' -H 'Accept: {MANIFEST}' "
+                "| grep -i '^docker-content-digest' | cut -d' ' -f2 | tr -d '\\r')"
+            )
+    out = sh(c1, "\n".join(heads))
+    return {(r, t): d for r, t, d in (line.split() for line in out.splitlines())}
+
+
+def test_fab_catalog_matches_the_registry_api(registry: Lab, pushed: dict[str, Pushed]) -> None:
+    out = must(fab(registry, "-H", "regbox", "catalog", "--json"))
+    listed = {(t["repository"], t["tag"]): t for t in json.loads(out)}
+    assert {key: t["digest"] for key, t in listed.items()} == api_tags(registry)
+    app = listed[split_ref(pushed["app"])]
+    assert app["digest"] == pushed["app"].digest
+    assert app["platforms"] == ["linux/amd64"]
+    assert app["size"] > 1024 * 1024
+    assert app["created"]
+    multi = listed[(split_ref(pushed["app"])[0], "multi")]
+    assert multi["index"] and multi["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert multi["digest"] == pushed["multi"].digest
+    assert len([key for key in listed if key[0] == "team/many"]) == MANY
+
+
+def test_fab_catalog_table(registry: Lab, pushed: dict[str, Pushed]) -> None:
+    lines = must(fab(registry, "-H", "regbox", "catalog")).splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED"]
+    repo, tag = split_ref(pushed["app"])
+    row = next(line for line in lines if line.split()[:2] == [repo, tag])
+    assert pushed["app"].digest[:19] in row and "linux/amd64" in row
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless; registry.lab.test resolves to regbox on the lab network."""
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--host-resolver-rules=MAP {DOMAIN} {regbox_ip()}",
+    ]
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        yield chromium
+        chromium.close()
+
+
+def regbox_ip() -> str:
+    engine = lab_tasks.Engine(lab_tasks.Settings())
+    info = engine.inspect(lab_tasks.host_spec("regbox").container)
+    assert info is not None, "regbox is not running"
+    return info["NetworkSettings"]["Networks"][lab_tasks.NETWORK]["IPAddress"]
+
+
+def open_page(browser: Browser, routes: dict[str, Callable[[Route], None]] | None = None) -> Page:
+    """A logged-in page (the TLS chain is checked by the other tests, not here)."""
+    context = browser.new_context(
+        http_credentials={"username": USER, "password": PASSWORD},
+        ignore_https_errors=True,
+        viewport={"width": 1400, "height": 900},
+    )
+    page = context.new_page()
+    for pattern, handler in (routes or {}).items():
+        page.route(pattern, handler)
+    return page
+
+
+def expand(page: Page, repository: str) -> Locator:
+    details = page.locator(f'details[data-repository="{repository}"]')
+    details.wait_for(timeout=20000)
+    if details.get_attribute("open") is None:
+        details.locator("summary").click()
+    return details
+
+
+def test_page_shows_repositories_tags_and_digests(
+    browser: Browser, pushed: dict[str, Pushed]
+) -> None:
+    page = open_page(browser)
+    page.goto(f"https://{DOMAIN}/")
+    repo, tag = split_ref(pushed["app"])
+    details = expand(page, repo)
+    row = details.locator(f'tr[data-tag="{tag}"]')
+    row.locator("td.digest:not(.muted)").wait_for(timeout=20000)
+    assert row.locator("td.digest").inner_text() == pushed["app"].digest
+    assert row.locator("td.platform").inner_text() == "linux/amd64"
+    assert row.locator("td.size").inner_text() == "1.0 MiB"
+    assert row.locator("td.pull code").inner_text() == f"docker pull {pushed['app'].ref}"
+    multi = details.locator('tr[data-tag="multi"]')
+    multi.locator("td.digest:not(.muted)").wait_for(timeout=20000)
+    assert multi.locator("td.digest").inner_text() == pushed["multi"].digest
+    assert multi.locator("td.platform").inner_text() == "multi-arch index: linux/amd64, linux/arm64"
+
+    many = expand(page, "team/many")
+    many.locator(".count").filter(has_text=f"{MANY} tags").wait_for(timeout=20000)
+    assert many.locator("tbody tr").count() == 50
+    many.locator("button.more").click()
+    many.locator("tbody tr").nth(99).wait_for(timeout=20000)
+    page.evaluate("window.scrollTo(0, 0)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "catalog.png"))
+    assert (ARTIFACTS / "catalog.png").stat().st_size > 10_000
+
+
+def test_page_with_an_empty_registry(browser: Browser) -> None:
+    page = open_page(browser, {"**/v2/_catalog*": lambda r: r.fulfill(json={"repositories": []})})
+    page.goto(f"https://{DOMAIN}/")
+    status = page.locator("#status")
+    status.filter(has_text="No repositories yet").wait_for(timeout=20000)
+    assert f"docker push {DOMAIN}/<name>:<tag>" in status.inner_text()
+
+
+def test_page_shows_an_api_error(browser: Browser) -> None:
+    page = open_page(browser, {"**/v2/_catalog*": lambda r: r.fulfill(status=503, body="down")})
+    page.goto(f"https://{DOMAIN}/")
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=20000)
+    assert "503" in error.inner_text()
+
+
+def test_page_refuses_a_wrong_password(browser: Browser) -> None:
+    context = browser.new_context(
+        ignore_https_errors=True, http_credentials={"username": USER, "password": "wrong"}
+    )
+    page = context.new_page()
+    response = page.goto(f"https://{DOMAIN}/")
+    assert response is not None and response.status == 401
+    assert page.locator("#repositories").count() == 0
