@@ -7,11 +7,12 @@ The remote tasks stand at the top level; the local collections follow. The local
 
 from invoke import Collection
 
-from tasks import accounts, catalog, deploy, inventory, lab, pki, render, trust
+from tasks import accounts, catalog, deploy, health, inventory, lab, pki, render, trust
 
 ns = Collection(
     deploy.deploy,
-    deploy.status,
+    health.status,
+    health.check_expiry,
     deploy.undeploy,
     trust.trust_ca,
     trust.untrust_ca,

@@ -540,77 +540,6 @@ def deploy(c: Context, dry_run: bool = False) -> None:
     rep.info("next: make Docker hosts trust it with 'fab -H <client> trust-ca'")
 
 
-def status_script(inv: Inventory) -> str:
-    """Read-only: containers, health, users on the host, disk use and catalog size."""
-    reg = inv.registry
-    fmt = "{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}"
-    pw = f"{REMOTE_DIR}/probe-password"
-    url = reg.url
-    return f"""{EMIT}
-for c in {REGISTRY} {NGINX}; do
-  emit "ctr:$c" "$(docker inspect --format {q(fmt)} "$c" 2>/dev/null || echo missing)"
-done
-auth={REMOTE_DIR}/auth/htpasswd
-[ -f "$auth" ] && emit htpasswd "$(sha256sum < "$auth" | cut -d' ' -f1)"
-emit disk "$(du -sh {q(reg.data_dir)} 2>/dev/null | cut -f1)"
-if command -v curl >/dev/null 2>&1 && [ -f {pw} ]; then
-  emit ping "$(curl -s -o /dev/null -w '%{{http_code}}' --cacert {REMOTE_DIR}/ca.crt {url}/_ping)"
-  emit catalog "$(printf 'user = "%s:%s"\\n' {users.PROBE_USER} "$(cat {pw})" \\
-    | curl -s -K - --cacert {REMOTE_DIR}/ca.crt '{url}/v2/_catalog?n=100000' | tr -d '\\n')"
-else
-  emit ping "unknown (no curl on the host)"
-fi
-true"""
-
-
-def status_lines(values: dict[str, str]) -> list[str]:
-    """Readable lines from the status script's ``key<TAB>value`` output (pure)."""
-    lines = []
-    for name in (REGISTRY, NGINX):
-        state, started, image, restarts = (
-            values.get(f"ctr:{name}", "missing").split("|") + [""] * 3
-        )[:4]
-        detail = f", since {started[:19]}Z, {image}, {restarts} restarts" if started else ""
-        lines.append(f"{name}: {state}{detail}")
-    lines.append(f"health: /_ping answered {values.get('ping') or 'nothing'}")
-    try:
-        repos = len(json.loads(values.get("catalog", "")).get("repositories") or [])
-        catalog = f"{repos} repositories"
-    except (ValueError, AttributeError):
-        catalog = "unknown"
-    lines.append(f"registry data: {values.get('disk') or 'none yet'}; catalog: {catalog}")
-    return lines
-
-
-@task
-def status(c: Context) -> None:
-    """Show the registry host(s): containers, health, certificate days, users, disk, catalog."""
-    inv = inventory.load()
-    rep = Report()
-    server = pki.read_cert(pki.paths(inv).server_cert)
-    left = pki.days_left(server)
-    warn = " WARNING: renew soon (invoke pki.renew)" if left < inv.pki.warn_days else ""
-    local_users = sorted(users.load(inv).users())
-    wanted_auth = sha256(users.deployed_htpasswd(inv)) if local_users else ""
-    failed = []
-    for alias in aliases_from(c, inv, "registry", "status"):
-        try:
-            t = open_target(inv, alias, c)
-            out = t.check(status_script(inv), "reading status").stdout
-        except RegkitError as exc:
-            rep.failed(alias, "status", str(exc).removeprefix(f"{alias}: "))
-            failed.append(alias)
-            continue
-        values = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
-        for line in status_lines(values):
-            rep.info(f"[{alias}] {line}")
-        rep.info(f"[{alias}] certificate: {left} days left{warn}")
-        drift = "" if values.get("htpasswd") == wanted_auth else " (host differs: run deploy)"
-        rep.info(f"[{alias}] users: {', '.join(local_users) or 'none'}{drift}")
-    if failed:
-        raise RemoteError(f"status failed on {', '.join(failed)}")
-
-
 @task(
     help={
         "purge-data": "Also delete the registry's data (every pushed image) and /etc/regkit.",
@@ -657,4 +586,4 @@ true""",
     rep.summary()
 
 
-ns = Collection("deploy", deploy, status, undeploy)
+ns = Collection("deploy", deploy, undeploy)

@@ -250,6 +250,9 @@ def test_status_reports_the_registry(lab: Lab, pushed: Pushed) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[regbox] regkit-registry: running" in out.stdout
     assert "[regbox] regkit-nginx: running" in out.stdout
+    assert "[regbox] health: /_ping answered 200" in out.stdout
+    assert "[regbox] served certificate: serial " in out.stdout
+    assert "repositories" in out.stdout and "catalog: 0 repositories" not in out.stdout
     assert "[regbox] users: alice" in out.stdout
     assert "differs" not in out.stdout
 

@@ -1,0 +1,55 @@
+"""Status and expiry: reading what the host printed (the lab proves the reading itself)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tasks import health, pki
+
+NOT_AFTER = "notAfter=Dec 30 03:15:00 2027 GMT;serial=18C15D46;"
+
+
+def test_served_certificate_is_parsed() -> None:
+    not_after, serial = health.served_certificate(NOT_AFTER) or (None, "")
+    assert not_after == dt.datetime(2027, 12, 30, 3, 15, tzinfo=dt.UTC)
+    assert serial == "18C15D46"
+    assert health.served_certificate("") is None
+
+
+def near(days: int) -> str:
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(days=days, hours=1)
+    return f"notAfter={when:%b %d %H:%M:%S %Y} GMT;serial=01;"
+
+
+def test_expiry_problems() -> None:
+    key = pki.new_key("ec-p256")
+    ca = pki.build_ca(key, "org", "a.example", days=3650)
+    short_ca = pki.build_ca(key, "org", "a.example", days=40)
+    assert health.expiry_problems(ca, health.served_certificate(near(100)), 30) == []
+    [problem] = health.expiry_problems(ca, health.served_certificate(near(10)), 30)
+    assert problem.startswith("the served certificate expires in 10 days (under 30)")
+    assert health.expiry_problems(ca, None, 30) == [
+        "no certificate is served (is the proxy running?)"
+    ]
+    assert health.expiry_problems(short_ca, health.served_certificate(near(100)), 45) == [
+        "the CA expires in 39 days (under 45)"
+    ]
+
+
+def test_status_lines() -> None:
+    values = {
+        "ctr:regkit-registry": "running|2026-11-28T04:02:07.123Z|registry:2.8.3|0",
+        "ping": "200",
+        "served": near(20),
+        "catalog": '{"repositories":["a","b"]}',
+        "disk": "25M",
+    }
+    lines = health.status_lines(values)
+    assert (
+        lines[0]
+        == "regkit-registry: running, since 2026-11-28T04:02:07Z, registry:2.8.3, 0 restarts"
+    )
+    assert lines[1] == "regkit-nginx: missing"
+    assert lines[2] == "health: /_ping answered 200"
+    assert lines[3] == "served certificate: serial 01, 20 days left"
+    assert lines[4] == "registry data: 25M; catalog: 2 repositories"
