@@ -7,7 +7,18 @@ The remote tasks stand at the top level; the local collections follow. The local
 
 from invoke import Collection
 
-from tasks import accounts, catalog, deploy, health, inventory, lab, pki, render, trust
+from tasks import (
+    accounts,
+    catalog,
+    deploy,
+    health,
+    inventory,
+    lab,
+    maintenance,
+    pki,
+    render,
+    trust,
+)
 
 ns = Collection(
     deploy.deploy,
@@ -20,6 +31,8 @@ ns = Collection(
     accounts.deluser,
     accounts.list_users,
     catalog.show_catalog,
+    maintenance.gc,
+    maintenance.rollback,
     inventory,
     pki,
     render,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
 from invoke import Collection, Context
 
@@ -50,6 +51,8 @@ NGINX_IMAGE = "regkit-nginx"
 PROBE_REPO = "regkit/probe"
 MIN_FREE_KB = 1024 * 1024
 SPEC_LABEL = "regkit.spec"
+# What runs now and what ran before it, so that `fab rollback` can return to it.
+DEPLOYED = f"{REMOTE_DIR}/deployed.json"
 
 # Which files make which part change: build context -> rebuild nginx; registry
 # config -> recreate the registry; tls/auth -> reload nginx.
@@ -75,6 +78,11 @@ def wanted_files(inv: Inventory) -> list[Upload]:
     files = [Upload(f"{REMOTE_DIR}/nginx/{name}", build[f"nginx/{name}"]) for name in NGINX_CONTEXT]
     files += [
         Upload(f"{REMOTE_DIR}/registry/config.yml", build["registry/config.yml"], 0o600),
+        Upload(
+            f"{REMOTE_DIR}/registry-readonly/config.yml",
+            build["registry-readonly/config.yml"],
+            0o600,
+        ),
         Upload(f"{REMOTE_DIR}/tls/server.crt", p.server_cert.read_bytes()),
         Upload(f"{REMOTE_DIR}/tls/server.key", p.server_key.read_bytes(), 0o600),
         Upload(f"{REMOTE_DIR}/auth/htpasswd", users.deployed_htpasswd(inv), 0o640, 0, gid),
@@ -119,17 +127,20 @@ class RunSpec:
         return " ".join(q(a) for a in [*argv, *self.args, self.image])
 
 
-def registry_spec(inv: Inventory, config_digest: str) -> RunSpec:
+def registry_spec(
+    inv: Inventory, config_digest: str, image: str = "", config_dir: str = "registry"
+) -> RunSpec:
+    """The registry container; ``config_dir`` "registry-readonly" is the gc variant."""
     reg = inv.registry
     return RunSpec(
         REGISTRY,
-        reg.images.registry,
+        image or reg.images.registry,
         (
             "--network", NETWORK, "--network-alias", "registry",
             "--restart", "unless-stopped",
             "--label", f"regkit.config={config_digest[:16]}",
             "-v", f"{reg.data_dir}:/var/lib/registry",
-            "-v", f"{REMOTE_DIR}/registry:/etc/docker/registry:ro",
+            "-v", f"{REMOTE_DIR}/{config_dir}:/etc/docker/registry:ro",
         ),
     )  # fmt: skip
 
@@ -182,6 +193,7 @@ class Facts:
     containers: dict[str, Container] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)
     network: bool = False
+    deployed: dict[str, Any] = field(default_factory=dict)
 
 
 def facts_script(inv: Inventory, paths: list[str], image_refs: list[str]) -> str:
@@ -199,6 +211,7 @@ def facts_script(inv: Inventory, paths: list[str], image_refs: list[str]) -> str
         'emit disk_free_kb "$(df -Pk "$d" | awk \'NR==2 {print $4}\')"',
         f"emit port_holder \"$(ss -Htlnp 'sport = :{reg.port}' 2>/dev/null | head -1)\"",
         f"docker network inspect {NETWORK} >/dev/null 2>&1 && emit network yes",
+        f"[ -f {DEPLOYED} ] && emit deployed \"$(tr -d '\\n' < {DEPLOYED})\"",
     ]
     lines += [file_fact(path) for path in paths]
     fmt = f'{{{{.Id}}}}|{{{{.Image}}}}|{{{{index .Config.Labels "{SPEC_LABEL}"}}}}|'
@@ -240,6 +253,11 @@ def parse_facts(output: str) -> Facts:
             )
         elif key.startswith("img:"):
             f.images[key[4:]] = value
+        elif key == "deployed":
+            try:
+                f.deployed = json.loads(value)
+            except ValueError:
+                f.deployed = {}
     return f
 
 
@@ -496,6 +514,17 @@ def deploy_host(inv: Inventory, t: Target, rep: Report, dry_run: bool) -> None:
     proof = t.check(verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
     for line in proof.splitlines():
         rep.ok(a, "verify", line)
+    record_deployed(t, rep, facts.deployed, {"registry": reg_image, "nginx": tag})
+
+
+def record_deployed(t: Target, rep: Report, before: dict[str, Any], now: dict[str, str]) -> None:
+    """Keep on the host what runs now, and what ran before it (for ``fab rollback``)."""
+    current = {k: before.get(k) for k in ("registry", "nginx")}
+    if current == now:
+        return
+    record = {**now, "previous": current if all(current.values()) else before.get("previous")}
+    t.upload([Upload(DEPLOYED, (json.dumps(record, sort_keys=True) + "\n").encode())])
+    rep.changed(t.alias, "deploy record", f"{DEPLOYED} (rollback returns to the previous images)")
 
 
 def show_diffs(t: Target, rep: Report, changed: list[Upload], facts: Facts) -> None:

@@ -5,7 +5,8 @@
 - ``nginx/Dockerfile``, ``nginx/nginx.conf``, ``nginx/registry.conf`` and
   ``nginx/ui/``: the proxy image's build context (configuration and the catalog
   page, no secrets);
-- ``registry/config.yml``: the registry's config, with its http secret (0600).
+- ``registry/config.yml``: the registry's config, with its http secret (0600), and
+  ``registry-readonly/config.yml``, the same in read-only mode (for ``fab gc``).
 
 Templates fail loudly: an undefined variable or a syntax error names the template
 and the line.
@@ -85,6 +86,7 @@ def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
         "images": reg.images.model_dump(),
         "layout": asdict(layout),
         "http_secret": state.http_secret(inv.state_path),
+        "readonly": False,
     }
 
 
@@ -106,6 +108,10 @@ def render_all(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, tuple[st
     """Every file of the build folder: relative path -> (content, mode)."""
     ctx = context(inv, layout)
     files = {rel: (render(tpl, ctx), mode) for rel, (tpl, mode) in FILES.items()}
+    files["registry-readonly/config.yml"] = (
+        render("config.yml.j2", {**ctx, "readonly": True}),
+        0o600,
+    )
     for name in UI_FILES:
         files[f"nginx/ui/{name}"] = ((TEMPLATES / "ui" / name).read_text(), 0o644)
     return files

@@ -109,12 +109,14 @@ USER, PASSWORD = "alice", "alice-lab-password-1"
 DOMAIN = "registry.lab.test"
 
 
-def fab(lab: Lab, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def fab(
+    lab: Lab, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``fab ARGS`` against the lab, as a user would run it."""
     return subprocess.run(
         [FAB, *args],
         cwd=REPO,
-        env={**lab.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE},
+        env={**lab.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE, **(env or {})},
         input=stdin,
         capture_output=True,
         text=True,

@@ -111,7 +111,7 @@ def test_second_deploy_changes_nothing(lab: Lab, pushed: Pushed) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert ": changed" not in again.stdout
     assert "no changes" in again.stdout
-    assert "[regbox] files: unchanged (all 13 match" in again.stdout
+    assert "[regbox] files: unchanged (all 14 match" in again.stdout
     assert containers(regbox) == before
     assert sh(regbox, "docker image ls -q regkit-nginx | sort") == images
 

@@ -51,11 +51,7 @@ def test_server_certificate_rotates_under_a_request_loop(registry: Lab) -> None:
     )
     requests.start()
     try:
-        must(
-            invoke(
-                "pki.renew", env={**registry.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE}
-            )
-        )
+        must(invoke("pki.renew", env={**registry.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE}))
         out = must(fab(registry, "-H", "regbox", "deploy"))
     finally:
         sh(registry.connect("client1"), f"touch {STOP}")

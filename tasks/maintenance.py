@@ -1,0 +1,158 @@
+"""Day two on the registry host: ``fab gc`` and ``fab rollback``.
+
+Garbage collection follows distribution's rule: never while pushes can happen.
+The registry runs read-only (pulls work, pushes get a clear read-only error)
+while ``garbage-collect`` runs, after a dry run that says what would go.
+
+Rollback returns the registry and the proxy to the images the previous deploy
+ran (``/etc/regkit/deployed.json``); data and users are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from invoke import Collection, Context
+
+from tasks import deploy, inventory
+from tasks.cli import task
+from tasks.deploy import DEPLOYED, REGISTRY, Upload
+from tasks.errors import RegkitError
+from tasks.inventory import Inventory
+from tasks.remote import Target, aliases_from, open_target, q
+from tasks.report import Report
+
+# The registry binary: "registry" in the official image, "docker-registry" in Debian's.
+FIND_BINARY = "command -v registry || command -v docker-registry"
+
+
+def config_digest(inv: Inventory, readonly: bool) -> str:
+    folder = "registry-readonly" if readonly else "registry"
+    return next(
+        f.digest for f in deploy.wanted_files(inv) if f.path.endswith(f"/{folder}/config.yml")
+    )
+
+
+def set_readonly(inv: Inventory, t: Target, on: bool, image: str = "") -> None:
+    """Recreate the registry with the read-only (or the normal) config, then reload nginx."""
+    folder = "registry-readonly" if on else "registry"
+    spec = deploy.registry_spec(inv, config_digest(inv, on), image=image, config_dir=folder)
+    t.check(
+        deploy.replace_script(spec), f"restarting {REGISTRY} {'read-only' if on else 'read-write'}"
+    )
+    deploy.reload_nginx(t)
+
+
+def disk_use(inv: Inventory, t: Target) -> int:
+    out = t.check(f"du -sk {q(inv.registry.data_dir)} | cut -f1", "measuring disk use").stdout
+    return int(out.strip() or 0)
+
+
+def collect(t: Target, dry_run: bool, delete_untagged: bool) -> str:
+    flags = " ".join(
+        f for f, on in (("--dry-run", dry_run), ("--delete-untagged", delete_untagged)) if on
+    )
+    return t.check(
+        f'bin=$(docker exec {REGISTRY} sh -c {q(FIND_BINARY)}) && docker exec {REGISTRY} "$bin" '
+        f"garbage-collect {flags} /etc/docker/registry/config.yml 2>&1",
+        "garbage-collect" + (" --dry-run" if dry_run else ""),
+    ).stdout
+
+
+def eligible(output: str) -> int:
+    """How many blobs garbage-collect deletes (or would)."""
+    return len(re.findall(r"blob eligible for deletion", output))
+
+
+def current_image(t: Target) -> str:
+    return t.check(
+        f"docker inspect --format '{{{{.Config.Image}}}}' {REGISTRY}", "reading the registry image"
+    ).stdout.strip()
+
+
+@task(
+    help={
+        "dry-run": "Only say what would be deleted; the registry stays writable.",
+        "delete-untagged": "Also delete manifests that no tag points to any more.",
+    }
+)
+def gc(c: Context, dry_run: bool = False, delete_untagged: bool = False) -> None:
+    """Collect garbage safely: dry run, then read-only registry while blobs are deleted."""
+    inv = inventory.load()
+    rep = Report()
+    for alias in aliases_from(c, inv, "registry", "gc"):
+        t = open_target(inv, alias, c)
+        before = disk_use(inv, t)
+        planned = eligible(collect(t, dry_run=True, delete_untagged=delete_untagged))
+        rep.ok(
+            alias,
+            "gc dry run",
+            f"{planned} blobs eligible for deletion, {before // 1024} MiB in use",
+        )
+        if dry_run or not planned:
+            rep.unchanged(alias, "gc", "dry run only" if dry_run else "nothing to delete")
+            continue
+        image = current_image(t)
+        rep.info(f"[{alias}] registry read-only while collecting: pushes are refused, pulls work")
+        set_readonly(inv, t, True, image)
+        try:
+            deleted = eligible(collect(t, dry_run=False, delete_untagged=delete_untagged))
+        finally:
+            set_readonly(inv, t, False, image)
+        after = disk_use(inv, t)
+        rep.changed(
+            alias,
+            "gc",
+            f"{deleted} blobs deleted, {(before - after) // 1024} MiB freed "
+            f"({before // 1024} -> {after // 1024} MiB); registry writable again",
+        )
+    rep.summary()
+
+
+def rollback_host(inv: Inventory, t: Target, rep: Report) -> None:
+    raw = t.check(f"cat {DEPLOYED} 2>/dev/null || echo '{{}}'", "reading the deploy record").stdout
+    record = json.loads(raw or "{}")
+    previous = record.get("previous") or {}
+    if not previous.get("registry") or not previous.get("nginx"):
+        raise RegkitError(
+            f"{t.alias}: no previous deploy recorded in {DEPLOYED}; nothing to roll back to"
+        )
+    config = config_digest(inv, readonly=False)
+    if previous["registry"] != record.get("registry"):
+        t.check(
+            deploy.replace_script(deploy.registry_spec(inv, config, image=previous["registry"])),
+            f"starting {REGISTRY} {previous['registry']}",
+        )
+        rep.changed(t.alias, f"container {REGISTRY}", f"back to {previous['registry']}")
+    if previous["nginx"] != record.get("nginx"):
+        t.check(
+            deploy.replace_script(deploy.nginx_spec(inv, previous["nginx"])),
+            f"starting {deploy.NGINX} {previous['nginx']}",
+        )
+        rep.changed(t.alias, f"container {deploy.NGINX}", f"back to {previous['nginx']}")
+    else:
+        deploy.reload_nginx(t)
+    proof = t.check(deploy.verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
+    for line in proof.splitlines():
+        rep.ok(t.alias, "verify", line)
+    swapped = {**previous, "previous": {k: record.get(k) for k in ("registry", "nginx")}}
+    t.upload([Upload(DEPLOYED, (json.dumps(swapped, sort_keys=True) + "\n").encode())])
+    if inv.registry.images.registry != previous["registry"]:
+        rep.info(
+            f"[{t.alias}] note: the inventory still names {inv.registry.images.registry}; "
+            "set it back, or the next deploy upgrades again"
+        )
+
+
+@task
+def rollback(c: Context) -> None:
+    """Return the registry and proxy to the images the previous deploy ran (data kept)."""
+    inv = inventory.load()
+    rep = Report()
+    for alias in aliases_from(c, inv, "registry", "rollback"):
+        rollback_host(inv, open_target(inv, alias, c), rep)
+    rep.summary()
+
+
+ns = Collection("maintenance", gc, rollback)

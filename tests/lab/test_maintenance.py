@@ -1,0 +1,134 @@
+"""Day two: garbage collection (read-only while it runs) and upgrade then rollback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tasks import deploy, maintenance
+from tasks.remote import Target
+from tests.lab.conftest import (
+    DOMAIN,
+    PASSWORD,
+    USER,
+    Lab,
+    Pushed,
+    fab,
+    login,
+    must,
+    pull_digest,
+    push_image,
+    sh,
+    trust_by_certs_d,
+)
+
+CA_FILE = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
+
+
+def target(lab: Lab, alias: str) -> Target:
+    return Target(alias, lab.inventory.host(alias), lab.connect(alias))
+
+
+@pytest.fixture(scope="module")
+def clients(registry: Lab) -> Lab:
+    for alias in ("client1", "client2"):
+        conn = registry.connect(alias)
+        trust_by_certs_d(registry, conn)
+        login(conn)
+    return registry
+
+
+def delete_manifest(lab: Lab, image: Pushed) -> None:
+    repo = image.ref.removeprefix(f"{DOMAIN}/").split(":")[0]
+    code = sh(
+        lab.connect("client1"),
+        f"curl -s -o /dev/null -w '%{{http_code}}' -u {USER}:\"$(cat)\" --cacert {CA_FILE} "
+        f"-X DELETE https://{DOMAIN}/v2/{repo}/manifests/{image.digest}",
+        PASSWORD,
+    )
+    assert code == "202"
+
+
+def data_kib(lab: Lab) -> int:
+    return int(sh(lab.connect("regbox"), f"du -sk {lab.inventory.registry.data_dir} | cut -f1"))
+
+
+def test_pushes_are_refused_while_read_only_and_pulls_work(clients: Lab) -> None:
+    kept = push_image(clients.connect("client1"))
+    regbox = target(clients, "regbox")
+    image = maintenance.current_image(regbox)
+    maintenance.set_readonly(clients.inventory, regbox, True, image)
+    try:
+        c1 = clients.connect("client1")
+        refused = c1.run(
+            f"sudo -n sh -c 'd=$(mktemp -d) && head -c 4096 /dev/urandom > $d/f && "
+            f'printf "FROM scratch\\nCOPY f /f\\n" > $d/Dockerfile && '
+            f"docker build -q -t {DOMAIN}/team/ro:1 $d >/dev/null && "
+            f"docker push {DOMAIN}/team/ro:1'",
+            hide=True,
+            warn=True,
+            in_stream=False,
+        )
+        assert refused.failed
+        assert "the registry is read-only while garbage is collected (fab gc)" in refused.stderr
+        assert pull_digest(clients.connect("client2"), kept) == kept.digest
+    finally:
+        maintenance.set_readonly(clients.inventory, regbox, False, image)
+    assert push_image(clients.connect("client1")).digest.startswith("sha256:")
+
+
+def test_gc_frees_a_deleted_tag_and_keeps_the_rest(clients: Lab) -> None:
+    c1 = clients.connect("client1")
+    kept, doomed = push_image(c1), push_image(c1)
+    delete_manifest(clients, doomed)
+    before = data_kib(clients)
+    dry = must(fab(clients, "-H", "regbox", "gc", "--dry-run"))
+    assert "[regbox] gc: unchanged (dry run only)" in dry
+    assert data_kib(clients) == before
+    out = must(fab(clients, "-H", "regbox", "gc"))
+    assert "[regbox] gc: changed (" in out and "registry writable again" in out
+    assert data_kib(clients) <= before - 1024  # the deleted tag's 1 MiB layer is gone
+    c2 = clients.connect("client2")
+    assert pull_digest(c2, kept) == kept.digest
+    gone = c2.run(f"sudo -n docker pull {doomed.ref}", hide=True, warn=True, in_stream=False)
+    assert gone.failed
+    assert push_image(c1).digest.startswith("sha256:")
+
+
+def test_upgrade_then_rollback_keeps_images_and_users(clients: Lab) -> None:
+    kept = push_image(clients.connect("client1"))
+    regbox = clients.connect("regbox")
+    current = clients.inventory.registry.images.registry
+    upgraded = current + "-next"
+    sh(regbox, f"docker tag {current} {upgraded}")
+    data = yaml.safe_load(clients.inventory_path.read_text())
+    data["registry"]["images"]["registry"] = upgraded
+    newer = clients.inventory_path.with_name("inventory-upgrade.yaml")
+    newer.write_text(yaml.safe_dump(data))
+    env = {"REGISTRY_INVENTORY": str(newer)}
+    try:
+        up = fab(clients, "-H", "regbox", "deploy", env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert (
+            "[regbox] container regkit-registry: changed (recreated: its configuration changed)"
+            in up.stdout
+        )
+        assert f"'{upgraded}'" not in up.stdout
+        record = json.loads(sh(regbox, f"cat {deploy.DEPLOYED}"))
+        assert record["registry"] == upgraded and record["previous"]["registry"] == current
+        assert pull_digest(clients.connect("client2"), kept) == kept.digest
+        login(clients.connect("client2"))
+
+        back = fab(clients, "-H", "regbox", "rollback", env=env)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert f"[regbox] container regkit-registry: changed (back to {current})" in back.stdout
+        assert "the inventory still names" in back.stdout
+        assert sh(regbox, "docker inspect --format '{{.Config.Image}}' regkit-registry") == current
+        assert pull_digest(clients.connect("client2"), kept) == kept.digest
+        login(clients.connect("client2"))
+    finally:
+        newer.unlink()
+    again = must(fab(clients, "-H", "regbox", "deploy"))
+    assert "[regbox] verify: ok" in again and "failed" not in again
