@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from invoke import Collection, Context
 
-from tasks import deploy, inventory, users
+from tasks import deploy, inventory, pki, users
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
@@ -65,7 +65,7 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
   sleep 1
 done
 echo "$code"; exit 1"""
-    result = t.run(script, stdin=curl_config(user, password), what="login check")
+    result = t.run(script, root=False, stdin=curl_config(user, password), what="login check")
     code = result.stdout.strip()
     if code == "no curl":
         rep.skipped(t.alias, f"login check for {user}", "no curl on the host")
@@ -78,19 +78,24 @@ echo "$code"; exit 1"""
 def prove_gone(t: Target, rep: Report, user: str) -> None:
     """The host's password file no longer has ``user``."""
     count = t.check(
-        f"grep -c -F -e {q(user + ':')} {AUTH_FILE} | head -1; true", "checking the password file"
+        f"awk -F: -v u={q(user)} '$1 == u' {AUTH_FILE} | wc -l", "checking the password file"
     ).stdout.strip()
-    if count not in ("0", ""):
+    if count != "0":
         raise RemoteError(f"{t.alias}: {user} is still in {AUTH_FILE}")
     rep.ok(t.alias, f"{user} removed", "new logins as this user get 401")
 
 
 def each_registry_host(
-    c: Context, inv: Inventory, task_name: str, rep: Report, work: Callable[[Target], None]
+    c: Context,
+    inv: Inventory,
+    aliases: list[str],
+    task_name: str,
+    rep: Report,
+    work: Callable[[Target], None],
 ) -> None:
-    """Run ``work(target)`` on every registry host; raise naming those that failed."""
+    """Run ``work(target)`` on each host; raise naming those that failed."""
     failed = []
-    for alias in aliases_from(c, inv, "registry", task_name):
+    for alias in aliases:
         try:
             work(open_target(inv, alias, c))
         except RegkitError as exc:
@@ -113,6 +118,10 @@ def each_registry_host(
 def adduser(c: Context, username: str = "", password_stdin: bool = False) -> None:
     """Add a registry user, or change a password, live on every registry host."""
     inv = inventory.load()
+    aliases = aliases_from(c, inv, "registry", "adduser")
+    if not aliases:
+        return
+    pki.require(inv)
     username = users.ask_username(username, password_stdin)
     password = users.ask_password(inv.users.min_password_length, password_stdin)
     rep = Report()
@@ -123,13 +132,17 @@ def adduser(c: Context, username: str = "", password_stdin: bool = False) -> Non
         push_password_file(inv, t, rep)
         prove_login(inv, t, rep, username, password)
 
-    each_registry_host(c, inv, "adduser", rep, work)
+    each_registry_host(c, inv, aliases, "adduser", rep, work)
 
 
 @task(help={"username": "The user to remove.", "yes": "Do not ask for confirmation."})
 def deluser(c: Context, username: str, yes: bool = False) -> None:
     """Remove a registry user, live on every registry host (the last user is kept)."""
     inv = inventory.load()
+    aliases = aliases_from(c, inv, "registry", "deluser")
+    if not aliases:
+        return
+    pki.require(inv)
     users.check_username(username)
     users.confirm_removal(username, yes)
     users.remove(inv, username)
@@ -140,13 +153,16 @@ def deluser(c: Context, username: str, yes: bool = False) -> None:
         push_password_file(inv, t, rep)
         prove_gone(t, rep, username)
 
-    each_registry_host(c, inv, "deluser", rep, work)
+    each_registry_host(c, inv, aliases, "deluser", rep, work)
 
 
 @task(name="users")
 def list_users(c: Context) -> None:
     """List registry users (and hash scheme); flag any host whose password file differs."""
     inv = inventory.load()
+    aliases = aliases_from(c, inv, "registry", "users")
+    if not aliases:
+        return
     htpasswd = users.load(inv)
     for name in sorted(htpasswd.users()):
         print(f"{name}\t{users.scheme(htpasswd, name)}")
@@ -164,7 +180,7 @@ def list_users(c: Context) -> None:
             raise RemoteError(f"{t.alias}: its password file differs from the local one")
         rep.ok(t.alias, "password file", "same as local")
 
-    each_registry_host(c, inv, "users", rep, work)
+    each_registry_host(c, inv, aliases, "users", rep, work)
 
 
 ns = Collection("accounts", adduser, deluser, list_users)

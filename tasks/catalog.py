@@ -183,13 +183,20 @@ def wait_listening(port: int, seconds: float = 5.0) -> None:
 def fetch(inv: Inventory, c: Context, alias: str) -> list[Tag]:
     """Read the catalog of the registry on ``alias`` through an SSH tunnel."""
     t = open_target(inv, alias, c)
+    if not (inv.state_path / "probe-password").exists():
+        raise RemoteError(
+            f"{inv.state_path}: no deploy login here; run 'fab -H {alias} deploy' first"
+        )
     password = users.probe_credential(inv)[0]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     reg = inv.registry
     with t.conn.forward_local(local_port=port, remote_port=reg.port, remote_host="127.0.0.1"):
-        wait_listening(port)
+        try:
+            wait_listening(port)
+        except OSError as exc:
+            raise RemoteError(f"{alias}: the SSH tunnel did not open: {exc}") from None
         api = RegistryApi(
             port, reg.domain, reg.address, str(pki.paths(inv).ca_cert), users.PROBE_USER, password
         )
@@ -197,6 +204,10 @@ def fetch(inv: Inventory, c: Context, alias: str) -> list[Tag]:
             return read_catalog(api)
         except ApiError as exc:
             raise RemoteError(f"{alias}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RemoteError(
+                f"{alias}: the registry answered something unexpected: {exc!r}"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise RemoteError(f"{alias}: cannot read the registry through SSH: {exc}") from None
 

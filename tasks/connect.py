@@ -11,6 +11,7 @@ pinned in the inventory (``host_key``) or be in a known_hosts file.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import socket
 
@@ -18,7 +19,7 @@ import fabric
 import paramiko
 from invoke import Context
 
-from tasks.errors import RemoteError
+from tasks.errors import InventoryError, RemoteError
 from tasks.inventory import Inventory
 
 # paramiko logs a traceback for failures we report in one line ourselves.
@@ -66,9 +67,21 @@ def connect(inv: Inventory, alias: str, ctx: Context | None = None) -> fabric.Co
     client = conn.client
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     if inv.known_hosts:
-        client.load_host_keys(str(inv.resolve(inv.known_hosts)))
+        path = inv.resolve(inv.known_hosts)
+        try:
+            client.load_host_keys(str(path))
+        except OSError as exc:
+            raise InventoryError(
+                f"{inv.source}: known_hosts: cannot read {path}: {exc.strerror}"
+            ) from None
     if h.host_key:
-        key = parse_host_key(h.host_key)
+        try:
+            key = parse_host_key(h.host_key)
+        except (ValueError, binascii.Error, paramiko.SSHException):
+            raise InventoryError(
+                f"{inv.source}: hosts.{alias}.host_key: not a valid {h.host_key.split()[0]} key; "
+                "copy the line again from ssh-keyscan"
+            ) from None
         client.get_host_keys().add(_known_hosts_name(conn.host, conn.port), key.get_name(), key)
     return conn
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from invoke import Collection, Context
 
 from tasks import inventory, pki, render, users
 from tasks.cli import task
-from tasks.errors import RegkitError, RemoteError
+from tasks.errors import PkiError, RegkitError, RemoteError
 from tasks.inventory import Inventory
 from tasks.remote import (
     EMIT,
@@ -70,6 +71,7 @@ def certs_d(inv: Inventory) -> str:
 
 def wanted_files(inv: Inventory) -> list[Upload]:
     """Everything deploy places on a registry host, from local state."""
+    pki.require(inv)
     p = pki.paths(inv)
     build = {rel: content.encode() for rel, (content, _mode) in render.render_all(inv).items()}
     gid = render.CONTAINER.worker_gid
@@ -310,10 +312,12 @@ def replace_script(spec: RunSpec) -> str:
     return f"""set -u
 docker rm -f {old} >/dev/null 2>&1
 if docker inspect {spec.name} >/dev/null 2>&1; then
-  docker stop -t 30 {spec.name} >/dev/null && docker rename {spec.name} {old} || exit 1
+  docker stop -t 30 {spec.name} >/dev/null || exit 1
+  docker rename {spec.name} {old} || {{ docker start {spec.name} >/dev/null; exit 1; }}
 fi
 if {spec.docker_run()} >/dev/null && sleep 2 \\
-   && [ "$(docker inspect --format '{{{{.State.Running}}}}' {spec.name})" = true ]; then
+   && [ "$(docker inspect --format '{{{{.State.Running}}}} {{{{.RestartCount}}}}' {spec.name})" \\
+        = "true 0" ]; then
   docker rm -f {old} >/dev/null 2>&1
   exit 0
 fi
@@ -345,27 +349,27 @@ def verify_script(inv: Inventory) -> str:
     user = users.PROBE_USER
     return f"""set -eu
 fail() {{ echo "$1" >&2; exit 1; }}
-err=$(mktemp)
+work=$(mktemp -d)
+cleanup() {{ docker logout {addr} >/dev/null 2>&1; docker rmi -f {ref} >/dev/null 2>&1; }}
+trap 'cleanup; rm -rf "$work"' EXIT
 if command -v curl >/dev/null 2>&1; then
-  # A reload just before is asynchronous: give the new workers a moment.
+  login() {{ printf 'user = "%s:%s"\\n' {user} "$(cat {pw})"; }}
+  # Through nginx to the registry: waits out an asynchronous reload just before.
   for i in 1 2 3 4 5 6 7 8 9 10; do
-    code=$(curl -sS -o /dev/null -w '%{{http_code}}' --cacert {ca} {url}/_ping 2>"$err") && break
+    code=$(login | curl -sS -K - -o /dev/null -w '%{{http_code}}' --cacert {ca} {url}/v2/ \\
+      2>"$work/err") && [ "$code" = 200 ] && break
     sleep 1
   done
-  [ "$code" = 200 ] || fail "{url}/_ping failed ($(tail -1 "$err")); does {inv.registry.domain} \\
-resolve to this host, and does the host trust the CA?"
+  [ "$code" = 200 ] || fail "{url}/v2/ with a valid login: $code $(tail -1 "$work/err"); \\
+does {inv.registry.domain} resolve to this host, and does the host trust the CA?"
+  code=$(curl -sS -o /dev/null -w '%{{http_code}}' --cacert {ca} {url}/_ping)
+  [ "$code" = 200 ] || fail "{url}/_ping answered $code, not 200"
   hdr=$(curl -sS -o /dev/null -D - --cacert {ca} {url}/v2/)
   echo "$hdr" | head -1 | grep -q ' 401' || fail "{url}/v2/ without a login did not answer 401"
   echo "$hdr" | grep -qi '^docker-distribution-api-version: registry/2.0' \\
     || fail "the 401 from {url}/v2/ lacks Docker-Distribution-Api-Version"
-  code=$(printf 'user = "%s:%s"\\n' {user} "$(cat {pw})" \\
-    | curl -sS -K - -o /dev/null -w '%{{http_code}}' --cacert {ca} {url}/v2/)
-  [ "$code" = 200 ] || fail "{url}/v2/ with a valid login answered $code, not 200"
-  echo "http: ping 200, /v2/ 401 without login, 200 with"
+  echo "http: /v2/ 200 with a login, 401 without; /_ping 200"
 fi
-work=$(mktemp -d)
-cleanup() {{ docker logout {addr} >/dev/null 2>&1; docker rmi -f {ref} >/dev/null 2>&1; }}
-trap 'cleanup; rm -rf "$work" "$err"' EXIT
 export DOCKER_CONFIG="$work/docker"
 mkdir -p "$DOCKER_CONFIG" "$work/ctx"
 out=$(docker login -u {user} --password-stdin {addr} < {pw} 2>&1) \\
@@ -387,10 +391,12 @@ echo "push/pull: {ref} $pushed"
 """
 
 
-def ensure_local(inv: Inventory, rep: Report) -> None:
+def ensure_local(inv: Inventory, rep: Report, dry_run: bool = False) -> None:
     """Local material: a CA and server certificate matching the inventory, rendered files."""
     p = pki.paths(inv)
     if not pki.ca_exists(p):
+        if dry_run:
+            raise PkiError(f"{p.root}: no CA yet (a dry run makes none); run 'invoke pki.init'")
         rep.info("no CA yet: making one (the CA passphrase is asked once, then kept encrypted)")
         pki.init_pki(inv, pki.ask_passphrase(confirm=True))
         rep.changed(
@@ -443,16 +449,12 @@ def deploy_host(inv: Inventory, t: Target, rep: Report, dry_run: bool) -> None:
         rep.unchanged(a, "files", f"all {len(files)} match (sha256, mode, owner)")
     if dry_run:
         show_diffs(t, rep, changed, facts)
+        plan_containers(inv, rep, a, facts, files, tag)
         return
     t.upload(changed)
     changed_paths = {f.path for f in changed}
 
-    if facts.network:
-        rep.unchanged(a, f"network {NETWORK}")
-    else:
-        t.check(f"docker network create {NETWORK} >/dev/null", f"creating network {NETWORK}")
-        rep.changed(a, f"network {NETWORK}", "created")
-
+    # First what can fail without touching anything that runs: the images, nginx -t.
     config = next(f for f in files if f.path.endswith("/registry/config.yml"))
     reg = registry_spec(inv, config.digest)
     if reg_image not in facts.images:
@@ -461,51 +463,34 @@ def deploy_host(inv: Inventory, t: Target, rep: Report, dry_run: bool) -> None:
         facts.images[reg_image] = t.check(
             f"docker image inspect --format '{{{{.Id}}}}' {q(reg_image)}", "reading image id"
         ).stdout.strip()
-    why = container_change(facts.containers.get(REGISTRY), reg, facts.images[reg_image])
-    if why:
+    built = build_nginx(t, rep, tag, facts)
+    spec = nginx_spec(inv, tag)
+    nginx_why = container_change(facts.containers.get(NGINX), spec, facts.images.get(tag, ""))
+    if built or nginx_why:
+        test_nginx(t, rep, tag)
+
+    if facts.network:
+        rep.unchanged(a, f"network {NETWORK}")
+    else:
+        t.check(f"docker network create {NETWORK} >/dev/null", f"creating network {NETWORK}")
+        rep.changed(a, f"network {NETWORK}", "created")
+    registry_why = container_change(facts.containers.get(REGISTRY), reg, facts.images[reg_image])
+    if registry_why:
         t.check(replace_script(reg), f"starting {REGISTRY}")
-        rep.changed(a, f"container {REGISTRY}", why)
+        rep.changed(a, f"container {REGISTRY}", registry_why)
     else:
         rep.unchanged(a, f"container {REGISTRY}", "running, same image and configuration")
 
-    built = False
-    if tag in facts.images:
-        rep.unchanged(a, f"image {tag}", "build context unchanged")
-    else:
-        rep.info(f"[{a}] image {tag}: building ...")
-        start = time.monotonic()
-        t.check(
-            f"docker build -t {q(tag)} {REMOTE_DIR}/nginx",
-            f"building {tag}",
-            stream=stream_to(rep, a, "build: "),
-        )
-        rep.changed(a, f"image {tag}", f"built in {time.monotonic() - start:.1f} s")
-        built = True
-
-    spec = nginx_spec(inv, tag)
-    current = facts.containers.get(NGINX)
-    why = container_change(current, spec, facts.images.get(tag, ""))
-    if built or why:
-        test = t.run(
-            f"docker run --rm --network {NETWORK} {' '.join(q(x) for x in nginx_mounts())} "
-            f"{q(tag)} nginx -t",
-            what="nginx -t",
-        )
-        if test.failed:
-            raise RemoteError(
-                f"{a}: nginx -t failed in the new image {tag}; the running proxy was left "
-                f"untouched:\n{test.stderr.strip()}"
-            )
-        rep.ok(a, "nginx -t", "new configuration is valid")
+    if built or nginx_why:
         t.check(replace_script(spec), f"starting {NGINX}")
-        rep.changed(a, f"container {NGINX}", why or "recreated: its image changed")
+        rep.changed(a, f"container {NGINX}", nginx_why or "recreated: its image changed")
     else:
         rep.unchanged(a, f"container {NGINX}", "running, same image and configuration")
         # nginx reads the password file on every request: a new one needs no reload.
         reasons = []
         if any("/tls/" in p for p in changed_paths):
             reasons.append("certificate changed")
-        if container_change(facts.containers.get(REGISTRY), reg, facts.images[reg_image]):
+        if registry_why:
             reasons.append("registry recreated")
         if reasons:
             reload_nginx(t)
@@ -515,6 +500,57 @@ def deploy_host(inv: Inventory, t: Target, rep: Report, dry_run: bool) -> None:
     for line in proof.splitlines():
         rep.ok(a, "verify", line)
     record_deployed(t, rep, facts.deployed, {"registry": reg_image, "nginx": tag})
+
+
+def plan_containers(
+    inv: Inventory, rep: Report, a: str, facts: Facts, files: list[Upload], tag: str
+) -> None:
+    """For a dry run: which image would be built and which container (re)created."""
+    config = next(f for f in files if f.path.endswith("/registry/config.yml"))
+    reg = registry_spec(inv, config.digest)
+    image_id = facts.images.get(inv.registry.images.registry, "")
+    specs = [(REGISTRY, reg, image_id), (NGINX, nginx_spec(inv, tag), facts.images.get(tag, ""))]
+    if tag not in facts.images:
+        rep.changed(a, f"image {tag}", "would build (dry run)")
+    for name, spec, wanted_id in specs:
+        why = container_change(facts.containers.get(name), spec, wanted_id)
+        if name == NGINX and tag not in facts.images and not why:
+            why = "recreated: its image changed"
+        if why:
+            rep.changed(a, f"container {name}", f"would be {why} (dry run)")
+        else:
+            rep.unchanged(a, f"container {name}", "running, same image and configuration")
+
+
+def build_nginx(t: Target, rep: Report, tag: str, facts: Facts) -> bool:
+    """Build the proxy image unless an image with this context hash exists; True if built."""
+    if tag in facts.images:
+        rep.unchanged(t.alias, f"image {tag}", "build context unchanged")
+        return False
+    rep.info(f"[{t.alias}] image {tag}: building ...")
+    start = time.monotonic()
+    t.check(
+        f"docker build -t {q(tag)} {REMOTE_DIR}/nginx",
+        f"building {tag}",
+        stream=stream_to(rep, t.alias, "build: "),
+    )
+    rep.changed(t.alias, f"image {tag}", f"built in {time.monotonic() - start:.1f} s")
+    return True
+
+
+def test_nginx(t: Target, rep: Report, tag: str) -> None:
+    """``nginx -t`` in the new image with the new files, before anything running changes."""
+    mounts = " ".join(q(x) for x in nginx_mounts())
+    test = t.run(
+        f"docker run --rm --add-host registry:127.0.0.1 {mounts} {q(tag)} nginx -t",
+        what="nginx -t",
+    )
+    if test.failed:
+        raise RemoteError(
+            f"{t.alias}: nginx -t failed in the new image {tag}; nothing running was changed:"
+            f"\n{test.stderr.strip()}"
+        )
+    rep.ok(t.alias, "nginx -t", "new configuration is valid")
 
 
 def record_deployed(t: Target, rep: Report, before: dict[str, Any], now: dict[str, str]) -> None:
@@ -546,10 +582,13 @@ def show_diffs(t: Target, rep: Report, changed: list[Upload], facts: Facts) -> N
 def deploy(c: Context, dry_run: bool = False) -> None:
     """Deploy the registry and its TLS proxy to the registry host(s), then prove it."""
     inv = inventory.load()
+    aliases = aliases_from(c, inv, "registry", "deploy")
+    if not aliases:
+        return
     rep = Report()
-    ensure_local(inv, rep)
+    ensure_local(inv, rep, dry_run)
     failed = []
-    for alias in aliases_from(c, inv, "registry", "deploy"):
+    for alias in aliases:
         start = time.monotonic()
         try:
             t = open_target(inv, alias, c)
@@ -578,9 +617,13 @@ def deploy(c: Context, dry_run: bool = False) -> None:
 def undeploy(c: Context, purge_data: bool = False, yes: bool = False) -> None:
     """Stop and remove the registry and proxy containers; keep pushed images unless told."""
     inv = inventory.load()
-    rep = Report()
     aliases = aliases_from(c, inv, "registry", "undeploy")
+    if not aliases:
+        return
+    rep = Report()
     if purge_data and not yes:
+        if not sys.stdin.isatty():
+            raise RegkitError("--purge-data needs confirmation: add --yes when not at a terminal")
         answer = input(
             f"Delete every pushed image in {inv.registry.data_dir} on {', '.join(aliases)}? "
             "Type 'purge' to confirm: "

@@ -65,7 +65,10 @@ def served_certificate(value: str) -> tuple[dt.datetime, str] | None:
     fields = dict(part.split("=", 1) for part in value.split(";") if "=" in part)
     if "notAfter" not in fields:
         return None
-    not_after = dt.datetime.strptime(fields["notAfter"], "%b %d %H:%M:%S %Y %Z")
+    try:
+        not_after = dt.datetime.strptime(fields["notAfter"], "%b %d %H:%M:%S %Y %Z")
+    except ValueError:
+        return None
     return not_after.replace(tzinfo=dt.UTC), fields.get("serial", "")
 
 
@@ -116,12 +119,15 @@ def status_lines(values: dict[str, str]) -> list[str]:
 def status(c: Context) -> None:
     """Show the registry host(s): containers, health, certificates, users, disk, catalog."""
     inv = inventory.load()
+    aliases = aliases_from(c, inv, "registry", "status")
+    if not aliases:
+        return
     rep = Report()
     ca = pki.read_cert(pki.paths(inv).ca_cert)
     local_users = sorted(users.load(inv).users())
     wanted_auth = sha256(users.deployed_htpasswd(inv)) if local_users else ""
     failed = []
-    for alias in aliases_from(c, inv, "registry", "status"):
+    for alias in aliases:
         try:
             values = parse_values(
                 open_target(inv, alias, c).check(status_script(inv), "reading status").stdout
@@ -147,11 +153,14 @@ def status(c: Context) -> None:
 def check_expiry(c: Context) -> None:
     """Exit non-zero if the CA or a served certificate expires within pki.warn_days (cron/CI)."""
     inv = inventory.load()
+    aliases = aliases_from(c, inv, "registry", "check-expiry")
+    if not aliases:
+        return
     ca = pki.read_cert(pki.paths(inv).ca_cert)
     rep = Report()
     problems = []
     script = f"{EMIT}\n{served_script(inv)}"
-    for alias in aliases_from(c, inv, "registry", "check-expiry"):
+    for alias in aliases:
         values = parse_values(
             open_target(inv, alias, c).check(script, "reading certificates").stdout
         )

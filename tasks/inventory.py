@@ -109,7 +109,9 @@ class Registry(_Strict):
     port: Port = 443
     extra_names: list[str] = []
     extra_ips: list[str] = []
-    data_dir: Annotated[str, StringConstraints(pattern=r"^/")] = "/var/lib/regkit/registry"
+    data_dir: Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9._-]+){2,}/?$")] = (
+        "/var/lib/regkit/registry"
+    )
     images: Images = Images()
 
     @field_validator("domain")
@@ -296,7 +298,10 @@ def _describe(error: dict[str, Any]) -> str:
     if kind in ("greater_than_equal", "less_than_equal"):
         return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {given!r}"
     if kind == "string_pattern_mismatch":
-        return f"expected an absolute path, got {given!r}"
+        return (
+            f"expected an absolute path at least two folders deep (e.g. /var/lib/regkit/registry), "
+            f"of letters, digits, '.', '_' and '-', got {given!r}"
+        )
     return f"{error['msg']}, got {given!r}"
 
 

@@ -81,7 +81,10 @@ def gc(c: Context, dry_run: bool = False, delete_untagged: bool = False) -> None
     """Collect garbage safely: dry run, then read-only registry while blobs are deleted."""
     inv = inventory.load()
     rep = Report()
-    for alias in aliases_from(c, inv, "registry", "gc"):
+    aliases = aliases_from(c, inv, "registry", "gc")
+    if not aliases:
+        return
+    for alias in aliases:
         t = open_target(inv, alias, c)
         before = disk_use(inv, t)
         planned = eligible(collect(t, dry_run=True, delete_untagged=delete_untagged))
@@ -150,7 +153,10 @@ def rollback(c: Context) -> None:
     """Return the registry and proxy to the images the previous deploy ran (data kept)."""
     inv = inventory.load()
     rep = Report()
-    for alias in aliases_from(c, inv, "registry", "rollback"):
+    aliases = aliases_from(c, inv, "registry", "rollback")
+    if not aliases:
+        return
+    for alias in aliases:
         rollback_host(inv, open_target(inv, alias, c), rep)
     rep.summary()
 

@@ -308,6 +308,14 @@ def init_pki(inv: Inventory, passphrase: str, force: bool = False) -> Path | Non
     return backup
 
 
+def require(inv: Inventory) -> None:
+    """Raise PkiError naming the fix unless the CA and the server key and certificate exist."""
+    p = paths(inv)
+    for path in (p.ca_cert, p.server_cert, p.server_key):
+        if not path.exists():
+            raise PkiError(f"{path}: missing; run 'invoke pki.init' (or 'invoke pki.renew')")
+
+
 def check_server(inv: Inventory) -> None:
     """Refuse to deploy a server certificate that is damaged, expired, not from this CA,
     not for this key, or for other names than the inventory's."""

@@ -86,13 +86,33 @@ class Target:
             return inner
         return inner if self._has_sudo_password() else f"sudo -n {inner}"
 
-    def _with_stdin(self, script: str, root: bool, stdin: str) -> tuple[str, str]:
-        inner = f"sh -c {q(script)}"
-        if not (root and self.spec.sudo):
-            return inner, stdin
-        if self._has_sudo_password():
-            return f"sudo -k -S -p '' {inner}", f"{self.conn.config.sudo.password}\n{stdin}"
-        return f"sudo -n {inner}", stdin
+    def _sudo_with_stdin(
+        self, script: str, stdin: str, kwargs: dict[str, object]
+    ) -> fabric.runners.Result:
+        """sudo reads its password from stdin, so the secret goes through a private file.
+
+        The file sits in a 0700 folder of the login user, is read by the root shell
+        (never on a command line) and is removed right after.
+        """
+        folder = self._private_folder()
+        try:
+            self.conn.sftp().putfo(io.BytesIO(stdin.encode()), f"{folder}/stdin")
+            wrapped = f"( {script}\n) < {q(folder + '/stdin')}"
+            return self.conn.sudo(f"sh -c {q(wrapped)}", **kwargs)
+        finally:
+            self._remove(folder)
+
+    def _remove(self, folder: str) -> None:
+        self.commands += 1
+        self.conn.run(f"rm -rf {q(folder)}", hide=True, warn=True, in_stream=False)
+
+    def _private_folder(self) -> str:
+        """A fresh 0700 temp folder of the login user, for files on their way to root."""
+        self.commands += 1
+        tmp = self.conn.run("umask 077 && mktemp -d", hide=True, warn=True, in_stream=False)
+        if tmp.failed:
+            raise RemoteError(f"{self.alias}: cannot make a temp folder: {tmp.stderr.strip()}")
+        return tmp.stdout.strip()
 
     def _has_sudo_password(self) -> bool:
         return self.conn.config.sudo.password is not None
@@ -121,9 +141,12 @@ class Target:
             kwargs["out_stream"] = _LineStream(stream)
             kwargs["err_stream"] = _LineStream(stream)
         try:
-            if stdin is not None:
-                command, feed = self._with_stdin(script, root, stdin)
-                result = self.conn.run(command, **{**kwargs, "in_stream": io.StringIO(feed)})
+            if stdin is not None and root and self.spec.sudo and self._has_sudo_password():
+                result = self._sudo_with_stdin(script, stdin, kwargs)
+            elif stdin is not None:
+                command = f"sudo -n sh -c {q(script)}" if root and self.spec.sudo else None
+                command = command or f"sh -c {q(script)}"
+                result = self.conn.run(command, **{**kwargs, "in_stream": io.StringIO(stdin)})
             elif root and self.spec.sudo and self._has_sudo_password():
                 result = self.conn.sudo(self._as_root(script), **kwargs)
             elif root:
@@ -157,26 +180,26 @@ class Target:
         files = list(files)
         if not files:
             return
-        tmp = self.run("umask 077 && mktemp -d", root=False, what="make upload folder")
-        if tmp.failed:
-            raise RemoteError(f"{self.alias}: cannot make a temp folder: {tmp.stderr.strip()}")
-        folder = tmp.stdout.strip()
-        sftp = self.conn.sftp()
+        folder = self._private_folder()
         lines = ["set -e"]
-        for i, f in enumerate(files):
-            staged = f"{folder}/{i}"
-            sftp.putfo(io.BytesIO(f.content), staged)
-            dest = PurePosixPath(f.path)
-            part = f"{dest.parent}/.{dest.name}.regkit-new"
-            lines += [
-                f"mkdir -p {q(str(dest.parent))}",
-                f"install -o {f.uid} -g {f.gid} -m {f.mode:o} {q(staged)} {q(part)}",
-                f"mv -f {q(part)} {q(str(dest))}",
-            ]
-        lines.append(f"rm -rf {q(folder)}")
-        result = self.run("\n".join(lines), what="install uploaded files")
+        try:
+            sftp = self.conn.sftp()
+            for i, f in enumerate(files):
+                staged = f"{folder}/{i}"
+                sftp.putfo(io.BytesIO(f.content), staged)
+                dest = PurePosixPath(f.path)
+                part = f"{dest.parent}/.{dest.name}.regkit-new"
+                lines += [
+                    f"mkdir -p {q(str(dest.parent))}",
+                    f"install -o {f.uid} -g {f.gid} -m {f.mode:o} {q(staged)} {q(part)}",
+                    f"mv -f {q(part)} {q(str(dest))}",
+                ]
+            result = self.run("\n".join(lines), what="install uploaded files")
+        except OSError as exc:
+            raise RemoteError(f"{self.alias}: uploading files failed: {exc}") from None
+        finally:
+            self._remove(folder)
         if result.failed:
-            self.run(f"rm -rf {q(folder)}", root=False, what="clean upload folder")
             raise RemoteError(f"{self.alias}: installing files failed: {result.stderr.strip()}")
 
 

@@ -268,18 +268,20 @@ def trust_host(inv: Inventory, t: Target, rep: Report, login: tuple[str, str] | 
 def login_script(inv: Inventory, user: str, password: str) -> tuple[str, str]:
     """A script that logs in only if root's Docker config lacks exactly these credentials.
 
-    The stored credential is compared by its SHA-256, so nothing secret is sent
-    back; the password reaches ``docker login`` on stdin, never on a command line.
+    Its stdin carries the SHA-256 of the wanted credential, then the password: the
+    stored credential is compared by hash (nothing secret is sent back), the
+    password reaches ``docker login`` on stdin, and neither is ever in argv.
     """
     addr = inv.registry.address
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     wanted = hashlib.sha256(auth.encode()).hexdigest()
-    script = f"""cfg="${{DOCKER_CONFIG:-$HOME/.docker}}/config.json"
+    script = f"""read -r wanted
+cfg="${{DOCKER_CONFIG:-$HOME/.docker}}/config.json"
 have=$(tr -d ' \\t\\n' < "$cfg" 2>/dev/null | grep -o {q(f'"{addr}":{{"auth":"[^"]*"')} \\
   | sed 's/.*"auth":"\\([^"]*\\)"/\\1/' | tr -d '\\n' | sha256sum | cut -d' ' -f1)
-if [ "$have" = {wanted} ]; then cat >/dev/null; echo unchanged; exit 0; fi
+if [ "$have" = "$wanted" ]; then cat >/dev/null; echo unchanged; exit 0; fi
 docker login -u {q(user)} --password-stdin {q(addr)} >/dev/null && echo changed"""
-    return script, password + "\n"
+    return script, f"{wanted}\n{password}\n"
 
 
 def ensure_login(inv: Inventory, t: Target, rep: Report, user: str, password: str) -> None:
@@ -331,6 +333,9 @@ def run_parallel(
         except RegkitError as exc:
             rep.failed(alias, "trust", str(exc).removeprefix(f"{alias}: "))
             return alias
+        except Exception as exc:  # one host's surprise must not hide the others
+            rep.failed(alias, "trust", f"unexpected {type(exc).__name__}: {exc}")
+            return alias
         return None
 
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(aliases))) as pool:
@@ -369,6 +374,7 @@ def untrust_ca(c: Context) -> None:
     aliases = aliases_from(c, inv, "client", "untrust-ca")
     if not aliases:
         return
+    pki.read_cert(pki.paths(inv).ca_cert)
     rep = Report()
     failed = run_parallel(inv, c, aliases, rep, untrust_host)
     rep.summary()

@@ -184,3 +184,13 @@ def test_unpinned_or_malformed_image_refs_are_refused(ref: str) -> None:
 def test_repo_example_inventory_is_valid() -> None:
     inv = inventory.load(ROOT / "inventory.yaml")
     assert inv.with_role("registry") == ["regbox"]
+
+
+@pytest.mark.parametrize("data_dir", ["/", "/var", "relative/path", "/var/lib/a:b", "/var/lib/a,b"])
+def test_data_dir_that_purge_or_docker_would_mishandle_is_refused(
+    write_inventory: Callable[..., Path], data_dir: str
+) -> None:
+    with pytest.raises(
+        InventoryError, match=r"registry\.data_dir: expected an absolute path at least two"
+    ):
+        inventory.load(write_inventory(changed("registry.data_dir", data_dir)))
