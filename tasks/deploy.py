@@ -65,10 +65,6 @@ NGINX_CONTEXT = (
 )
 
 
-def certs_d(inv: Inventory) -> str:
-    return f"/etc/docker/certs.d/{inv.registry.address}/ca.crt"
-
-
 def wanted_files(inv: Inventory) -> list[Upload]:
     """Everything deploy places on a registry host, from local state."""
     pki.require(inv)
@@ -90,7 +86,7 @@ def wanted_files(inv: Inventory) -> list[Upload]:
         Upload(f"{REMOTE_DIR}/auth/htpasswd", users.deployed_htpasswd(inv), 0o640, 0, gid),
         Upload(f"{REMOTE_DIR}/ca.crt", ca),
         Upload(f"{REMOTE_DIR}/probe-password", probe_password.encode(), 0o600),
-        Upload(certs_d(inv), ca),
+        Upload(inv.registry.certs_d, ca),
     ]
     return files
 
@@ -649,7 +645,7 @@ true""",
         if purge_data:
             t.check(
                 f"rm -rf {q(inv.registry.data_dir)} {REMOTE_DIR} "
-                f"{q(str(PurePosixPath(certs_d(inv)).parent))}",
+                f"{q(str(PurePosixPath(inv.registry.certs_d).parent))}",
                 "purging data",
             )
             rep.changed(alias, f"data {inv.registry.data_dir}", "deleted with /etc/regkit")

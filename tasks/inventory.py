@@ -150,6 +150,11 @@ class Registry(_Strict):
     def url(self) -> str:
         return f"https://{self.address}"
 
+    @property
+    def certs_d(self) -> str:
+        """Where Docker looks for this registry's CA: no daemon restart needed."""
+        return f"/etc/docker/certs.d/{self.address}/ca.crt"
+
 
 class Pki(_Strict):
     """How keys and certificates are made."""

@@ -49,10 +49,6 @@ def cert_name(inv: Inventory) -> str:
     return "regkit-" + inv.registry.address.replace(":", "_")
 
 
-def certs_d_path(inv: Inventory) -> str:
-    return f"/etc/docker/certs.d/{inv.registry.address}/ca.crt"
-
-
 def marker(inv: Inventory, edge: str) -> str:
     return f"# {edge} {cert_name(inv)} (managed by regkit trust-ca)"
 
@@ -112,7 +108,7 @@ def pem_marker_line(ca_pem: bytes) -> str:
 
 
 def facts_script(inv: Inventory, ca_pem: bytes) -> str:
-    paths = [certs_d_path(inv), *{store_path(inv, f) for f in ("debian", "rhel", "boot2docker")}]
+    paths = [inv.registry.certs_d, *{store_path(inv, f) for f in ("debian", "rhel", "boot2docker")}]
     line = pem_marker_line(ca_pem)
     lines = [
         EMIT,
@@ -209,8 +205,8 @@ def verify_script(inv: Inventory, ca_sha: str, bundle: str, line: str) -> str:
     """The registry verifies with the system store alone; the CA is on disk exactly once."""
     url = inv.registry.url
     return f"""set -u
-got=$(sha256sum < {q(certs_d_path(inv))} | cut -d' ' -f1)
-[ "$got" = {ca_sha} ] || {{ echo "{certs_d_path(inv)} is not the local CA" >&2; exit 1; }}
+got=$(sha256sum < {q(inv.registry.certs_d)} | cut -d' ' -f1)
+[ "$got" = {ca_sha} ] || {{ echo "{inv.registry.certs_d} is not the local CA" >&2; exit 1; }}
 n=$(grep -c -F -e {q(line)} {q(bundle)})
 [ "$n" = 1 ] || {{ echo "the system bundle holds the CA $n times, not once" >&2; exit 1; }}
 if command -v curl >/dev/null 2>&1; then
@@ -228,7 +224,7 @@ def trust_host(inv: Inventory, t: Target, rep: Report, login: tuple[str, str] | 
     ca_cert = pki.read_cert(pki.paths(inv).ca_cert)
     facts = parse_facts(t.check(facts_script(inv, ca_pem), "reading facts").stdout)
     flavor = detect_flavor(t.spec.flavor, facts)
-    files = [Upload(certs_d_path(inv), ca_pem)]
+    files = [Upload(inv.registry.certs_d, ca_pem)]
     store = store_path(inv, flavor)
     if store:
         files.append(Upload(store, ca_pem))
@@ -253,7 +249,7 @@ def trust_host(inv: Inventory, t: Target, rep: Report, login: tuple[str, str] | 
     else:
         rep.unchanged(a, f"system CA store ({flavor})", "CA present once")
     if not changed:
-        rep.unchanged(a, "Docker trust", certs_d_path(inv))
+        rep.unchanged(a, "Docker trust", inv.registry.certs_d)
     after = parse_facts(t.check(facts_script(inv, ca_pem), "reading facts").stdout)
     bundle = after.bundle or BUNDLES[0]
     out = t.check(
@@ -300,7 +296,7 @@ def untrust_host(inv: Inventory, t: Target, rep: Report) -> None:
     facts = parse_facts(t.check(facts_script(inv, ca_pem), "reading facts").stdout)
     flavor = detect_flavor(t.spec.flavor, facts)
     store = store_path(inv, flavor)
-    certs_d = certs_d_path(inv)
+    certs_d = inv.registry.certs_d
     gone = [p for p in (certs_d, store) if p and p in facts.files]
     if gone:
         folder = certs_d.rsplit("/", 1)[0]

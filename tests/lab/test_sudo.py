@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tasks import lab as lab_tasks
-from tests.lab.conftest import FAB, PASSPHRASE, REPO, Lab, must
+from tests.lab.conftest import Lab, fab, must
 
 SUDO_PASSWORD = "admin-sudo-pw-7731"
 
@@ -32,23 +31,8 @@ def password_sudo(registry: Lab) -> Iterator[Lab]:
         )
 
 
-def fab_with(
-    lab: Lab, *args: str, env: dict[str, str] | None = None, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FAB, *args],
-        cwd=REPO,
-        env={**lab.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE, **(env or {})},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 def test_missing_sudo_password_is_a_clear_message(password_sudo: Lab) -> None:
-    out = fab_with(password_sudo, "-H", "client2", "untrust-ca")
+    out = fab(password_sudo, "-H", "client2", "untrust-ca")
     assert out.returncode == 1
     assert (
         "[client2] trust: failed (sudo needs a password for admin; run fab with "
@@ -58,7 +42,7 @@ def test_missing_sudo_password_is_a_clear_message(password_sudo: Lab) -> None:
 
 
 def test_prompted_sudo_password_works(password_sudo: Lab) -> None:
-    out = fab_with(
+    out = fab(
         password_sudo,
         "--prompt-for-sudo-password",
         "-H",
@@ -67,7 +51,7 @@ def test_prompted_sudo_password_works(password_sudo: Lab) -> None:
         stdin=SUDO_PASSWORD + "\n",
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    again = fab_with(
+    again = fab(
         password_sudo, "-H", "client2", "trust-ca", env={"FABRIC_SUDO_PASSWORD": SUDO_PASSWORD}
     )
     assert again.returncode == 0, again.stdout + again.stderr
@@ -76,7 +60,7 @@ def test_prompted_sudo_password_works(password_sudo: Lab) -> None:
 
 
 def test_wrong_sudo_password_is_a_clear_message(password_sudo: Lab) -> None:
-    out = fab_with(
+    out = fab(
         password_sudo,
         "--prompt-for-sudo-password",
         "-H",
@@ -87,7 +71,5 @@ def test_wrong_sudo_password_is_a_clear_message(password_sudo: Lab) -> None:
     assert out.returncode == 1
     assert "[client2] trust: failed (sudo refused the password" in out.stdout
     must(
-        fab_with(
-            password_sudo, "-H", "client2", "trust-ca", env={"FABRIC_SUDO_PASSWORD": SUDO_PASSWORD}
-        )
+        fab(password_sudo, "-H", "client2", "trust-ca", env={"FABRIC_SUDO_PASSWORD": SUDO_PASSWORD})
     )
