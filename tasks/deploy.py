@@ -71,7 +71,7 @@ def wanted_files(inv: Inventory) -> list[Upload]:
     p = pki.paths(inv)
     build = {rel: content.encode() for rel, (content, _mode) in render.render_all(inv).items()}
     gid = render.CONTAINER.worker_gid
-    ca = p.ca_cert.read_bytes()
+    ca = pki.trust_bundle(inv)
     probe_password = users.probe_credential(inv)[0]
     files = [Upload(f"{REMOTE_DIR}/nginx/{name}", build[f"nginx/{name}"]) for name in NGINX_CONTEXT]
     files += [

@@ -57,6 +57,14 @@ class Paths:
         return self.root / "ca.crt"
 
     @property
+    def next_ca_key(self) -> Path:
+        return self.root / "ca-next.key"
+
+    @property
+    def next_ca_cert(self) -> Path:
+        return self.root / "ca-next.crt"
+
+    @property
     def server_key(self) -> Path:
         return self.root / "server.key"
 
@@ -274,6 +282,55 @@ def issue_server(inv: Inventory, passphrase: str) -> x509.Certificate:
     return cert
 
 
+def trusted_cas(inv: Inventory) -> list[x509.Certificate]:
+    """The CAs clients must trust: the current one, and the next one during a rotation."""
+    p = paths(inv)
+    cas = [read_cert(p.ca_cert)]
+    if p.next_ca_cert.exists():
+        cas.append(read_cert(p.next_ca_cert))
+    return cas
+
+
+def trust_bundle(inv: Inventory) -> bytes:
+    """Every trusted CA as one PEM file (Docker's certs.d and the host's own check use it)."""
+    return b"".join(cert_pem(ca) for ca in trusted_cas(inv))
+
+
+def rotate_ca(inv: Inventory, passphrase: str) -> x509.Certificate:
+    """Make the next CA beside the current one; nothing it signs is served yet."""
+    p = paths(inv)
+    read_key(p.ca_key, passphrase)
+    if p.next_ca_cert.exists() or p.next_ca_key.exists():
+        raise PkiError(
+            f"{p.next_ca_cert}: a CA rotation is already under way; finish it with "
+            "'invoke pki.retire-ca' (after 'fab trust-ca' and 'fab deploy')"
+        )
+    key = new_key(inv.pki.key_type)
+    ca = build_ca(key, inv.pki.organization, inv.registry.domain, inv.pki.ca_days)
+    atomic_write(p.next_ca_key, key_pem(key, passphrase), mode=0o600)
+    atomic_write(p.next_ca_cert, cert_pem(ca), mode=0o644)
+    return ca
+
+
+def retire_ca(inv: Inventory, passphrase: str) -> Path:
+    """Make the next CA the current one, re-issue the server certificate from it, and
+    keep the old CA in a ``pki.retired-*`` folder. Returns that folder."""
+    p = paths(inv)
+    if not p.next_ca_cert.exists():
+        raise PkiError(
+            f"{p.next_ca_cert}: no CA rotation under way; start one with 'invoke pki.rotate-ca'"
+        )
+    read_key(p.next_ca_key, passphrase)
+    retired = p.root.parent / f"pki.retired-{_now():%Y%m%dT%H%M%SZ}"
+    ensure_private_dir(retired)
+    for old in (p.ca_key, p.ca_cert, p.server_key, p.server_cert):
+        shutil.copy2(old, retired / old.name)
+    os.replace(p.next_ca_key, p.ca_key)
+    os.replace(p.next_ca_cert, p.ca_cert)
+    issue_server(inv, passphrase)
+    return retired
+
+
 def ca_exists(p: Paths) -> bool:
     return p.ca_key.exists() or p.ca_cert.exists()
 
@@ -409,6 +466,9 @@ def show(c: Context) -> None:
     ca, server = read_cert(p.ca_cert), read_cert(p.server_cert)
     for line in describe("CA", ca, warn) + describe("server certificate", server, warn):
         print(line)
+    if p.next_ca_cert.exists():
+        for line in describe("next CA (rotation under way)", read_cert(p.next_ca_cert), warn):
+            print(line)
     wanted = [str(n.value) for n in wanted_sans(inv)]
     if cert_sans(server) != wanted:
         print(
@@ -417,4 +477,27 @@ def show(c: Context) -> None:
         )
 
 
-ns = Collection("pki", init, renew, show)
+@task(name="rotate-ca")
+def rotate_ca_task(c: Context) -> None:
+    """Start a CA rotation: make the next CA beside the current one (see README, Day two)."""
+    inv = inventory.load()
+    ca = rotate_ca(inv, ask_passphrase(confirm=False))
+    rep = Report()
+    rep.changed("local", "next CA", f"{paths(inv).next_ca_cert}, SHA-256 {fingerprint(ca)}")
+    rep.info(
+        "next: 'fab trust-ca' and 'fab deploy' (both CAs trusted), then 'invoke pki.retire-ca'"
+    )
+
+
+@task(name="retire-ca")
+def retire_ca_task(c: Context) -> None:
+    """Finish a CA rotation: the next CA signs a new server certificate; the old CA retires."""
+    inv = inventory.load()
+    retired = retire_ca(inv, ask_passphrase(confirm=False))
+    rep = Report()
+    rep.changed("local", "CA", f"the next CA is now current; the old one is kept in {retired}")
+    rep.changed("local", "server certificate", "issued by the new CA")
+    rep.info("next: 'fab deploy' (serves it), then 'fab trust-ca' (clients drop the old CA)")
+
+
+ns = Collection("pki", init, renew, show, rotate_ca_task, retire_ca_task)

@@ -31,7 +31,7 @@ from tasks import inventory, pki
 from tasks.cli import read_secret_stdin, task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import EMIT, Target, Upload, aliases_from, file_fact, open_target, q
+from tasks.remote import EMIT, Target, Upload, aliases_from, file_fact, open_target, q, sha256
 from tasks.report import Report
 
 BUNDLES = (
@@ -67,8 +67,8 @@ class TrustFacts:
     docker: bool = False
     bundle: str = ""
     files: dict[str, str] = field(default_factory=dict)
-    in_bundle: int = 0
-    marked: bool = False
+    in_bundle: dict[int, int] = field(default_factory=dict)
+    block: str = ""
 
 
 def detect_flavor(declared: str | None, facts: TrustFacts) -> str:
@@ -91,9 +91,12 @@ def detect_flavor(declared: str | None, facts: TrustFacts) -> str:
     return "generic"
 
 
-def store_path(inv: Inventory, flavor: str) -> str:
-    """Where the CA goes in the system store for ``flavor`` ("" for the generic bundle)."""
-    name = cert_name(inv)
+def store_path(inv: Inventory, flavor: str, suffix: str = "") -> str:
+    """Where a CA goes in the system store for ``flavor`` ("" for the generic bundle).
+
+    ``suffix`` is "-next" for the next CA during a rotation.
+    """
+    name = cert_name(inv) + suffix
     return {
         "debian": f"/usr/local/share/ca-certificates/{name}.crt",
         "alpine": f"/usr/local/share/ca-certificates/{name}.crt",
@@ -102,14 +105,23 @@ def store_path(inv: Inventory, flavor: str) -> str:
     }.get(flavor, "")
 
 
+SUFFIXES = ("", "-next")
+
+
 def pem_marker_line(ca_pem: bytes) -> str:
     """A line of the CA's PEM unique to it (its serial is in it): for counting copies."""
     return ca_pem.decode().splitlines()[1]
 
 
-def facts_script(inv: Inventory, ca_pem: bytes) -> str:
-    paths = [inv.registry.certs_d, *{store_path(inv, f) for f in ("debian", "rhel", "boot2docker")}]
-    line = pem_marker_line(ca_pem)
+def generic_block(inv: Inventory, bundle: bytes) -> str:
+    """The marker block the generic flavor keeps in the system bundle."""
+    return f"{marker(inv, 'BEGIN')}\n{bundle.decode()}{marker(inv, 'END')}\n"
+
+
+def facts_script(inv: Inventory, pems: list[bytes]) -> str:
+    flavors = ("debian", "rhel", "boot2docker")
+    paths = [inv.registry.certs_d, *{store_path(inv, f, x) for f in flavors for x in SUFFIXES}]
+    begin, end = q(marker(inv, "BEGIN")), q(marker(inv, "END"))
     lines = [
         EMIT,
         "if [ -r /etc/os-release ]; then . /etc/os-release; fi",
@@ -120,11 +132,14 @@ def facts_script(inv: Inventory, ca_pem: bytes) -> str:
         "command -v service >/dev/null 2>&1 && emit service yes",
         "lr=$(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null) && emit docker yes"
         ' && emit live_restore "$lr"',
-        f'for b in {" ".join(BUNDLES)}; do [ -f "$b" ] && {{ emit bundle "$b"; break; }}; done',
-        f'[ -n "${{b:-}}" ] && [ -f "$b" ] && emit in_bundle "$(grep -c -F -e {q(line)} "$b")"',
-        f'[ -n "${{b:-}}" ] && [ -f "$b" ] && grep -q -F -e {q(marker(inv, "BEGIN"))} "$b"'
-        " && emit marked yes",
+        f"b=; for c in {' '.join(BUNDLES)}; do "
+        '[ -f "$c" ] && { b=$c; emit bundle "$b"; break; }; done',
+        f'[ -n "$b" ] && emit block "$(awk -v b={begin} -v e={end} '
+        "'$0==b{on=1} on{print} $0==e{on=0}' \"$b\" | sha256sum | cut -d' ' -f1)\"",
     ]
+    for i, pem in enumerate(pems):
+        line = q(pem_marker_line(pem))
+        lines.append(f'[ -n "$b" ] && emit in_bundle:{i} "$(grep -c -F -e {line} "$b")"')
     lines += [file_fact(path) for path in paths]
     lines.append("true")
     return "\n".join(lines)
@@ -138,21 +153,50 @@ def parse_facts(output: str) -> TrustFacts:
         "systemd": "systemd",
         "service": "service",
         "docker": "docker",
-        "marked": "marked",
     }
     for row in output.splitlines():
         key, _, value = row.partition("\t")
         if key in flags:
             setattr(f, flags[key], value == "yes")
-        elif key in ("os", "id_like", "bundle"):
+        elif key in ("os", "id_like", "bundle", "block"):
             setattr(f, key, value)
         elif key == "live_restore":
             f.live_restore = value == "true"
-        elif key == "in_bundle":
-            f.in_bundle = int(value) if value.isdigit() else 0
+        elif key.startswith("in_bundle:"):
+            f.in_bundle[int(key[10:])] = int(value) if value.isdigit() else 0
         elif key.startswith("file:"):
             f.files[key[5:]] = value
     return f
+
+
+@dataclass
+class Plan:
+    """What trust-ca changes on one host (pure; unit-tested)."""
+
+    uploads: list[Upload]
+    stale: list[str]
+    system_changed: bool
+
+
+def plan(inv: Inventory, flavor: str, facts: TrustFacts, pems: list[bytes]) -> Plan:
+    bundle = b"".join(pems)
+    files = [Upload(inv.registry.certs_d, bundle)]
+    wanted_store = {store_path(inv, flavor, x): pem for x, pem in zip(SUFFIXES, pems, strict=False)}
+    files += [Upload(path, pem) for path, pem in wanted_store.items() if path]
+    uploads = [f for f in files if facts.files.get(f.path) != f.fact]
+    stale = [
+        path
+        for x in SUFFIXES
+        if (path := store_path(inv, flavor, x)) and path not in wanted_store and path in facts.files
+    ]
+    if flavor == "generic":
+        system_changed = facts.block != sha256(generic_block(inv, bundle).encode())
+    else:
+        store_paths = set(wanted_store) - {""}
+        system_changed = bool(stale) or any(f.path in store_paths for f in uploads)
+        # Persisted but not loaded (boot2docker's store after a manual change).
+        system_changed |= any(facts.in_bundle.get(i, 0) != 1 for i in range(len(pems)))
+    return Plan(uploads, stale, system_changed)
 
 
 def restart_command(flavor: str, facts: TrustFacts) -> str:
@@ -172,43 +216,48 @@ def restart_command(flavor: str, facts: TrustFacts) -> str:
     )
 
 
-def activate_script(inv: Inventory, flavor: str, facts: TrustFacts, ca_pem: bytes) -> str:
-    """Make the system store include (or, with ``ca_pem`` empty, drop) the CA now."""
+def activate_script(inv: Inventory, flavor: str, facts: TrustFacts, bundle: bytes) -> str:
+    """Make the system store hold exactly the CAs in ``bundle`` (none when empty), now."""
     name = cert_name(inv)
     if flavor in ("debian", "alpine"):
-        return "update-ca-certificates >/dev/null 2>&1"
+        return "update-ca-certificates --fresh >/dev/null 2>&1"
     if flavor == "rhel":
         return "update-ca-trust extract"
     if flavor == "boot2docker":
-        link = f"{B2D_LINKS}/{name}.pem.crt"
-        if not ca_pem:
-            return f"rm -f {q(link)}\nupdate-ca-certificates >/dev/null 2>&1"
-        # As boot2docker's bootsync.sh does at every boot.
+        # As boot2docker's bootsync.sh does at every boot, for this registry's files.
         return (
-            f"mkdir -p {B2D_LINKS}\nln -sfT {q(store_path(inv, flavor))} {q(link)}\n"
-            "update-ca-certificates >/dev/null 2>&1"
+            f"mkdir -p {B2D_LINKS}\nrm -f {B2D_LINKS}/{q(name)}*\n"
+            f"for f in {B2D_CERTS}/{q(name)}*.pem; do\n"
+            f'  [ -e "$f" ] && ln -sfT "$f" {B2D_LINKS}/"$(basename "$f").crt"\n'
+            "done\nupdate-ca-certificates --fresh >/dev/null 2>&1"
         )
-    bundle = facts.bundle or BUNDLES[0]
+    target = facts.bundle or BUNDLES[0]
     begin, end = marker(inv, "BEGIN"), marker(inv, "END")
-    block = f"{begin}\n{ca_pem.decode()}{end}\n" if ca_pem else ""
+    block = generic_block(inv, bundle) if bundle else ""
     return (
         "set -e\n"
-        f"tmp=$(mktemp {q(bundle)}.XXXXXX)\n"
+        f"tmp=$(mktemp {q(target)}.XXXXXX)\n"
         f"awk -v b={q(begin)} -v e={q(end)} '$0==b{{skip=1}} !skip{{print}} $0==e{{skip=0}}' "
-        f'{q(bundle)} > "$tmp"\n'
+        f'{q(target)} > "$tmp"\n'
         f"printf '%s' {q(block)} >> \"$tmp\"\n"
-        f'chmod --reference={q(bundle)} "$tmp"\nmv -f "$tmp" {q(bundle)}'
+        f'chmod 644 "$tmp"\nmv -f "$tmp" {q(target)}'
     )
 
 
-def verify_script(inv: Inventory, ca_sha: str, bundle: str, line: str) -> str:
-    """The registry verifies with the system store alone; the CA is on disk exactly once."""
+def verify_script(inv: Inventory, bundle: bytes, system_bundle: str) -> str:
+    """The registry verifies with the system store alone; each CA is on disk exactly once."""
     url = inv.registry.url
+    checks = "\n".join(
+        f"n=$(grep -c -F -e {q(pem_marker_line(pem))} {q(system_bundle)})\n"
+        f'[ "$n" = 1 ] || {{ echo "the system bundle holds CA {i + 1} $n times, not once" >&2; '
+        "exit 1; }"
+        for i, pem in enumerate(split_pems(bundle))
+    )
     return f"""set -u
 got=$(sha256sum < {q(inv.registry.certs_d)} | cut -d' ' -f1)
-[ "$got" = {ca_sha} ] || {{ echo "{inv.registry.certs_d} is not the local CA" >&2; exit 1; }}
-n=$(grep -c -F -e {q(line)} {q(bundle)})
-[ "$n" = 1 ] || {{ echo "the system bundle holds the CA $n times, not once" >&2; exit 1; }}
+[ "$got" = {sha256(bundle)} ] \\
+  || {{ echo "{inv.registry.certs_d} does not hold the local CA(s)" >&2; exit 1; }}
+{checks}
 if command -v curl >/dev/null 2>&1; then
   err=$(curl -sS -o /dev/null {url}/_ping 2>&1) \\
     || {{ echo "{url}/_ping with the system store: $err" >&2; exit 1; }}
@@ -218,28 +267,29 @@ else
 fi"""
 
 
+def split_pems(bundle: bytes) -> list[bytes]:
+    end = b"-----END CERTIFICATE-----\n"
+    return [part + end for part in bundle.split(end) if part.strip()]
+
+
 def trust_host(inv: Inventory, t: Target, rep: Report, login: tuple[str, str] | None) -> None:
     a = t.alias
-    ca_pem = pki.paths(inv).ca_cert.read_bytes()
-    ca_cert = pki.read_cert(pki.paths(inv).ca_cert)
-    facts = parse_facts(t.check(facts_script(inv, ca_pem), "reading facts").stdout)
+    pems = [pki.cert_pem(ca) for ca in pki.trusted_cas(inv)]
+    bundle = b"".join(pems)
+    facts = parse_facts(t.check(facts_script(inv, pems), "reading facts").stdout)
     flavor = detect_flavor(t.spec.flavor, facts)
-    files = [Upload(inv.registry.certs_d, ca_pem)]
-    store = store_path(inv, flavor)
-    if store:
-        files.append(Upload(store, ca_pem))
-    changed = [f for f in files if facts.files.get(f.path) != f.fact]
-    system_changed = (store and store in {f.path for f in changed}) or (
-        not store and (not facts.marked or facts.in_bundle != 1)
-    )
-    if flavor == "boot2docker" and not system_changed and facts.in_bundle == 0:
-        system_changed = True  # persisted but not loaded (e.g. removed by hand since)
-    t.upload(changed)
-    for f in changed:
+    todo = plan(inv, flavor, facts, pems)
+    t.upload(todo.uploads)
+    for f in todo.uploads:
         rep.changed(a, f"file {f.path}", "new" if f.path not in facts.files else "replaced")
-    if system_changed:
-        t.check(activate_script(inv, flavor, facts, ca_pem), f"updating the {flavor} CA store")
-        rep.changed(a, f"system CA store ({flavor})", "CA added")
+    if todo.stale:
+        t.check(f"rm -f {' '.join(q(p) for p in todo.stale)}", "removing a retired CA")
+        for path in todo.stale:
+            rep.changed(a, f"file {path}", "removed (a CA no longer trusted)")
+    if todo.system_changed:
+        t.check(activate_script(inv, flavor, facts, bundle), f"updating the {flavor} CA store")
+        what = "CA trusted" if len(pems) == 1 else f"{len(pems)} CAs trusted (rotation under way)"
+        rep.changed(a, f"system CA store ({flavor})", what)
         if facts.docker:
             note = "" if facts.live_restore else "; running containers restart with it"
             rep.info(f"[{a}] restarting the Docker daemon to load the system store{note}")
@@ -248,14 +298,9 @@ def trust_host(inv: Inventory, t: Target, rep: Report, login: tuple[str, str] | 
             rep.changed(a, "docker daemon", f"restarted in {time.monotonic() - start:.1f} s")
     else:
         rep.unchanged(a, f"system CA store ({flavor})", "CA present once")
-    if not changed:
+    if not todo.uploads:
         rep.unchanged(a, "Docker trust", inv.registry.certs_d)
-    after = parse_facts(t.check(facts_script(inv, ca_pem), "reading facts").stdout)
-    bundle = after.bundle or BUNDLES[0]
-    out = t.check(
-        verify_script(inv, pki.sha256_pem(ca_cert), bundle, pem_marker_line(ca_pem)),
-        "verifying trust",
-    )
+    out = t.check(verify_script(inv, bundle, facts.bundle or BUNDLES[0]), "verifying trust")
     rep.ok(a, "verify", out.stdout.strip())
     if login:
         ensure_login(inv, t, rep, *login)
@@ -292,19 +337,23 @@ def ensure_login(inv: Inventory, t: Target, rep: Report, user: str, password: st
 
 def untrust_host(inv: Inventory, t: Target, rep: Report) -> None:
     a = t.alias
-    ca_pem = pki.paths(inv).ca_cert.read_bytes()
-    facts = parse_facts(t.check(facts_script(inv, ca_pem), "reading facts").stdout)
+    pems = [pki.cert_pem(ca) for ca in pki.trusted_cas(inv)]
+    facts = parse_facts(t.check(facts_script(inv, pems), "reading facts").stdout)
     flavor = detect_flavor(t.spec.flavor, facts)
-    store = store_path(inv, flavor)
     certs_d = inv.registry.certs_d
-    gone = [p for p in (certs_d, store) if p and p in facts.files]
+    stores = [p for x in SUFFIXES if (p := store_path(inv, flavor, x))]
+    gone = [p for p in (certs_d, *stores) if p in facts.files]
     if gone:
         folder = certs_d.rsplit("/", 1)[0]
         paths = " ".join(q(p) for p in gone)
         t.check(f"rm -f {paths}\nrmdir {q(folder)} 2>/dev/null\ntrue", "removing CA files")
         for p in gone:
             rep.changed(a, f"file {p}", "removed")
-    system_changed = (store and store in gone) or (not store and facts.marked)
+    empty = sha256(generic_block(inv, b"").encode())
+    if stores:
+        system_changed = any(p in gone for p in stores)
+    else:
+        system_changed = facts.block not in ("", empty, sha256(b""))
     if system_changed:
         t.check(activate_script(inv, flavor, facts, b""), f"updating the {flavor} CA store")
         rep.changed(a, f"system CA store ({flavor})", "CA removed")

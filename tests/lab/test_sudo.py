@@ -55,7 +55,7 @@ def test_prompted_sudo_password_works(password_sudo: Lab) -> None:
         password_sudo, "-H", "client2", "trust-ca", env={"FABRIC_SUDO_PASSWORD": SUDO_PASSWORD}
     )
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "[client2] system CA store (debian): changed (CA added)" in again.stdout
+    assert "[client2] system CA store (debian): changed (CA trusted)" in again.stdout
     assert SUDO_PASSWORD not in again.stdout + again.stderr + out.stdout + out.stderr
 
 

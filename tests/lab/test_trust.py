@@ -48,7 +48,7 @@ def pushed(registry: Lab, trusted: str) -> Pushed:
 def test_first_run_installs_and_restarts_where_needed(trusted: str) -> None:
     for alias, store in [("client1", "debian"), ("client2", "debian"), ("b2d", "boot2docker")]:
         assert f"[{alias}] file /etc/docker/certs.d/{DOMAIN}/ca.crt: changed (new)" in trusted
-        assert f"[{alias}] system CA store ({store}): changed (CA added)" in trusted
+        assert f"[{alias}] system CA store ({store}): changed (CA trusted)" in trusted
         assert f"[{alias}] docker daemon: changed (restarted in" in trusted
         assert (
             f"[{alias}] verify: ok (https://{DOMAIN}/_ping verifies with the system store"

@@ -162,3 +162,35 @@ def test_server_cert_never_outlives_the_ca() -> None:
     ca = pki.build_ca(key, "org", "a.example", days=30)
     leaf = pki.build_server_cert(ca, key, pki.new_key("ec-p256"), [x509.DNSName("a.example")], 397)
     assert leaf.not_valid_after_utc <= ca.not_valid_after_utc
+
+
+def test_ca_rotation_then_retirement(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    old = pki.read_cert(p.ca_cert)
+    new = pki.rotate_ca(pki_inv, PASSPHRASE)
+    assert [c.serial_number for c in pki.trusted_cas(pki_inv)] == [
+        old.serial_number,
+        new.serial_number,
+    ]
+    assert pki.trust_bundle(pki_inv) == pki.cert_pem(old) + pki.cert_pem(new)
+    with pytest.raises(PkiError, match="a CA rotation is already under way"):
+        pki.rotate_ca(pki_inv, PASSPHRASE)
+    pki.read_cert(p.server_cert).verify_directly_issued_by(old)
+
+    retired = pki.retire_ca(pki_inv, PASSPHRASE)
+    assert pki.read_cert(retired / "ca.crt") == old
+    assert pki.trusted_cas(pki_inv) == [new]
+    pki.read_cert(p.server_cert).verify_directly_issued_by(new)
+    pki.check_server(pki_inv)
+    result = openssl(
+        "verify", "-purpose", "sslserver", "-CAfile", str(p.ca_cert), str(p.server_cert)
+    )
+    assert result.returncode == 0
+    with pytest.raises(PkiError, match="no CA rotation under way"):
+        pki.retire_ca(pki_inv, PASSPHRASE)
+
+
+def test_rotation_needs_the_right_passphrase(pki_inv: Inventory) -> None:
+    with pytest.raises(PkiError, match="wrong CA passphrase"):
+        pki.rotate_ca(pki_inv, "not-the-passphrase")
+    assert not pki.paths(pki_inv).next_ca_cert.exists()

@@ -45,8 +45,9 @@ def test_restart_uses_the_hosts_own_way(flavor: str, facts: TrustFacts, command:
 
 
 def test_parse_facts() -> None:
-    out = "os\tdebian\nuca\tyes\nsystemd\tyes\nlive_restore\tfalse\nin_bundle\t1\nmarked\tyes\n"
-    out += "bundle\t/etc/ssl/certs/ca-certificates.crt\nfile:/x.crt\tabc 644 0 0\n"
+    out = "os\tdebian\nuca\tyes\nsystemd\tyes\nlive_restore\tfalse\nin_bundle:0\t1\n"
+    out += "in_bundle:1\t0\nblock\tfeed\nbundle\t/etc/ssl/certs/ca-certificates.crt\n"
+    out += "file:/x.crt\tabc 644 0 0\n"
     f = trust.parse_facts(out)
     assert (f.os, f.update_ca_certificates, f.systemd, f.live_restore) == (
         "debian",
@@ -54,7 +55,8 @@ def test_parse_facts() -> None:
         True,
         False,
     )
-    assert (f.in_bundle, f.marked, f.bundle) == (1, True, "/etc/ssl/certs/ca-certificates.crt")
+    assert (f.in_bundle, f.block) == ({0: 1, 1: 0}, "feed")
+    assert f.bundle == "/etc/ssl/certs/ca-certificates.crt"
     assert f.files == {"/x.crt": "abc 644 0 0"}
 
 
@@ -87,3 +89,25 @@ def test_generic_bundle_holds_the_ca_once_however_often_it_runs(
     assert bundle.stat().st_mode & 0o777 == 0o644
     run_generic(pki_inv, bundle, b"")
     assert bundle.read_text() == other
+
+
+def test_plan_carries_both_cas_during_a_rotation_then_drops_the_old(pki_inv: Inventory) -> None:
+    current = pki.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
+    following = pki.cert_pem(pki.build_ca(pki.new_key("ec-p256"), "org", "a.example", 3650))
+    store, store_next = (trust.store_path(pki_inv, "debian", x) for x in trust.SUFFIXES)
+    rotating = trust.plan(pki_inv, "debian", TrustFacts(), [current, following])
+    assert {u.path: u.content for u in rotating.uploads} == {
+        pki_inv.registry.certs_d: current + following,
+        store: current,
+        store_next: following,
+    }
+    assert rotating.system_changed and not rotating.stale
+
+    installed = {u.path: u.fact for u in rotating.uploads}
+    settled = TrustFacts(files=installed, in_bundle={0: 1, 1: 1})
+    assert not trust.plan(pki_inv, "debian", settled, [current, following]).system_changed
+
+    retired = trust.plan(pki_inv, "debian", settled, [following])
+    assert retired.stale == [store_next]
+    assert retired.system_changed
+    assert {u.path for u in retired.uploads} == {pki_inv.registry.certs_d, store}
