@@ -346,8 +346,7 @@ def verify_script(inv: Inventory) -> str:
     return f"""set -eu
 fail() {{ echo "$1" >&2; exit 1; }}
 work=$(mktemp -d)
-cleanup() {{ docker logout {addr} >/dev/null 2>&1; docker rmi -f {ref} >/dev/null 2>&1; }}
-trap 'cleanup; rm -rf "$work"' EXIT
+trap 'docker logout {addr} >/dev/null 2>&1; rm -rf "$work"' EXIT
 if command -v curl >/dev/null 2>&1; then
   login() {{ printf 'user = "%s:%s"\\n' {user} "$(cat {pw})"; }}
   # Through nginx to the registry: waits out an asynchronous reload just before.
@@ -370,9 +369,12 @@ export DOCKER_CONFIG="$work/docker"
 mkdir -p "$DOCKER_CONFIG" "$work/ctx"
 out=$(docker login -u {user} --password-stdin {addr} < {pw} 2>&1) \\
   || fail "docker login {addr}: $(echo "$out" | grep -v -e WARNING -e 'credential' | tail -2)"
-printf 'regkit deploy probe\\n' > "$work/ctx/probe.txt"
-printf 'FROM scratch\\nCOPY probe.txt /probe.txt\\n' > "$work/ctx/Dockerfile"
-out=$(docker build -q -t {ref} "$work/ctx" 2>&1) || fail "building the probe image: $out"
+# The probe image is kept (1 KiB) and pushed again next time: same digest, nothing piles up.
+if ! docker image inspect {ref} >/dev/null 2>&1; then
+  printf 'regkit deploy probe\\n' > "$work/ctx/probe.txt"
+  printf 'FROM scratch\\nCOPY probe.txt /probe.txt\\n' > "$work/ctx/Dockerfile"
+  out=$(docker build -q -t {ref} "$work/ctx" 2>&1) || fail "building the probe image: $out"
+fi
 out=$(docker push {ref} 2>&1) || fail "docker push {ref}: $(echo "$out" | tail -2)"
 pushed=$(echo "$out" | sed -n 's/.*digest: \\(sha256:[0-9a-f]*\\).*/\\1/p')
 [ -n "$pushed" ] || fail "docker push {ref} reported no digest"
