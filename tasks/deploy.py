@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -38,6 +39,7 @@ from tasks.remote import (
     Upload,
     aliases_from,
     file_fact,
+    host_lock,
     open_target,
     q,
     sha256,
@@ -590,7 +592,8 @@ def deploy(c: Context, dry_run: bool = False) -> None:
         start = time.monotonic()
         try:
             t = open_target(inv, alias, c)
-            deploy_host(inv, t, rep, dry_run)
+            with nullcontext() if dry_run else host_lock(t, "deploy"):
+                deploy_host(inv, t, rep, dry_run)
             rep.info(
                 f"[{alias}] done in {time.monotonic() - start:.1f} s, {t.commands} SSH commands"
             )
@@ -604,6 +607,35 @@ def deploy(c: Context, dry_run: bool = False) -> None:
     rep.info(f"registry: {inv.registry.url}")
     rep.info(f"CA SHA-256 fingerprint: {pki.fingerprint(ca)}")
     rep.info("next: make Docker hosts trust it with 'fab -H <client> trust-ca'")
+
+
+def undeploy_host(inv: Inventory, t: Target, rep: Report, purge_data: bool) -> None:
+    """Remove the containers, network and proxy images; the data only with ``purge_data``."""
+    out = t.check(
+        f"""for c in {NGINX} {REGISTRY}; do
+  docker rm -f "$c" >/dev/null 2>&1 && echo "container $c"
+done
+docker network rm {NETWORK} >/dev/null 2>&1 && echo "network {NETWORK}"
+for i in $(docker image ls -q {NGINX_IMAGE} | sort -u); do
+  docker rmi -f "$i" >/dev/null 2>&1
+done
+true""",
+        "removing containers",
+    ).stdout.split("\n")
+    removed = [line for line in out if line]
+    for thing in removed:
+        rep.changed(t.alias, thing, "removed")
+    if not removed:
+        rep.unchanged(t.alias, "containers", "none were running")
+    data = inv.registry.data_dir
+    if purge_data:
+        t.check(
+            f"rm -rf {q(data)} {REMOTE_DIR} {q(str(PurePosixPath(inv.registry.certs_d).parent))}",
+            "purging data",
+        )
+        rep.changed(t.alias, f"data {data}", "deleted with /etc/regkit")
+    else:
+        rep.unchanged(t.alias, f"data {data}", "kept (--purge-data deletes it)")
 
 
 @task(
@@ -630,29 +662,8 @@ def undeploy(c: Context, purge_data: bool = False, yes: bool = False) -> None:
             raise RegkitError("not confirmed; nothing was changed")
     for alias in aliases:
         t = open_target(inv, alias, c)
-        out = t.check(
-            f"""for c in {NGINX} {REGISTRY}; do
-  docker rm -f "$c" >/dev/null 2>&1 && echo "container $c"
-done
-docker network rm {NETWORK} >/dev/null 2>&1 && echo "network {NETWORK}"
-for i in $(docker image ls -q {NGINX_IMAGE} | sort -u); do docker rmi -f "$i" >/dev/null 2>&1; done
-true""",
-            "removing containers",
-        ).stdout.split("\n")
-        removed = [line for line in out if line]
-        for thing in removed:
-            rep.changed(alias, thing, "removed")
-        if not removed:
-            rep.unchanged(alias, "containers", "none were running")
-        if purge_data:
-            t.check(
-                f"rm -rf {q(inv.registry.data_dir)} {REMOTE_DIR} "
-                f"{q(str(PurePosixPath(inv.registry.certs_d).parent))}",
-                "purging data",
-            )
-            rep.changed(alias, f"data {inv.registry.data_dir}", "deleted with /etc/regkit")
-        else:
-            rep.unchanged(alias, f"data {inv.registry.data_dir}", "kept (--purge-data deletes it)")
+        with host_lock(t, "undeploy"):
+            undeploy_host(inv, t, rep, purge_data)
     rep.summary()
 
 

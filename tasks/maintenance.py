@@ -20,7 +20,7 @@ from tasks.cli import task
 from tasks.deploy import DEPLOYED, REGISTRY, Upload
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
-from tasks.remote import Target, aliases_from, open_target, q
+from tasks.remote import Target, aliases_from, host_lock, open_target, q
 from tasks.report import Report
 
 # The registry binary: "registry" in the official image, "docker-registry" in Debian's.
@@ -86,31 +86,38 @@ def gc(c: Context, dry_run: bool = False, delete_untagged: bool = False) -> None
         return
     for alias in aliases:
         t = open_target(inv, alias, c)
-        before = disk_use(inv, t)
-        planned = eligible(collect(t, dry_run=True, delete_untagged=delete_untagged))
-        rep.ok(
-            alias,
-            "gc dry run",
-            f"{planned} blobs eligible for deletion, {before // 1024} MiB in use",
-        )
-        if dry_run or not planned:
-            rep.unchanged(alias, "gc", "dry run only" if dry_run else "nothing to delete")
-            continue
-        image = current_image(t)
-        rep.info(f"[{alias}] registry read-only while collecting: pushes are refused, pulls work")
-        set_readonly(inv, t, True, image)
-        try:
-            deleted = eligible(collect(t, dry_run=False, delete_untagged=delete_untagged))
-        finally:
-            set_readonly(inv, t, False, image)
-        after = disk_use(inv, t)
-        rep.changed(
-            alias,
-            "gc",
-            f"{deleted} blobs deleted, {(before - after) // 1024} MiB freed "
-            f"({before // 1024} -> {after // 1024} MiB); registry writable again",
-        )
+        with host_lock(t, "gc"):
+            collect_garbage(inv, t, rep, dry_run, delete_untagged)
     rep.summary()
+
+
+def collect_garbage(
+    inv: Inventory, t: Target, rep: Report, dry_run: bool, delete_untagged: bool
+) -> None:
+    """Dry run, then (unless ``dry_run``) collect with the registry read-only."""
+    alias = t.alias
+    before = disk_use(inv, t)
+    planned = eligible(collect(t, dry_run=True, delete_untagged=delete_untagged))
+    rep.ok(
+        alias, "gc dry run", f"{planned} blobs eligible for deletion, {before // 1024} MiB in use"
+    )
+    if dry_run or not planned:
+        rep.unchanged(alias, "gc", "dry run only" if dry_run else "nothing to delete")
+        return
+    image = current_image(t)
+    rep.info(f"[{alias}] registry read-only while collecting: pushes are refused, pulls work")
+    set_readonly(inv, t, True, image)
+    try:
+        deleted = eligible(collect(t, dry_run=False, delete_untagged=delete_untagged))
+    finally:
+        set_readonly(inv, t, False, image)
+    after = disk_use(inv, t)
+    rep.changed(
+        alias,
+        "gc",
+        f"{deleted} blobs deleted, {(before - after) // 1024} MiB freed "
+        f"({before // 1024} -> {after // 1024} MiB); registry writable again",
+    )
 
 
 def rollback_host(inv: Inventory, t: Target, rep: Report) -> None:
@@ -157,7 +164,9 @@ def rollback(c: Context) -> None:
     if not aliases:
         return
     for alias in aliases:
-        rollback_host(inv, open_target(inv, alias, c), rep)
+        t = open_target(inv, alias, c)
+        with host_lock(t, "rollback"):
+            rollback_host(inv, t, rep)
     rep.summary()
 
 

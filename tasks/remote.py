@@ -9,11 +9,15 @@ half-written file never stands where a service reads it.
 
 from __future__ import annotations
 
+import datetime as dt
+import getpass
 import hashlib
 import io
 import re
 import shlex
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -228,6 +232,33 @@ def open_target(inv: Inventory, alias: str, ctx: Context | None = None) -> Targe
     """Connect to ``alias`` (pinned host key) and return a Target."""
     conn = open_connection(connect(inv, alias, ctx))
     return Target(alias, inv.host(alias), conn)
+
+
+# One task at a time changes a host: deploy, gc, rollback and undeploy take this lock.
+# It lives under /run, so a reboot clears a lock left by a killed task.
+LOCK = "/run/lock/regkit"
+
+
+@contextmanager
+def host_lock(t: Target, task: str) -> Iterator[None]:
+    """Hold the host's lock for ``task``; refuse, naming the holder, if it is taken."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    owner = f"{task} from {getpass.getuser()}@{socket.gethostname()} since {stamp}"
+    out = t.check(
+        f"mkdir -p /run/lock\nif mkdir {LOCK} 2>/dev/null; then "
+        f"printf '%s\\n' {q(owner)} > {LOCK}/owner; echo acquired; "
+        f"else cat {LOCK}/owner 2>/dev/null || echo 'an unknown task'; fi",
+        "taking the host lock",
+    ).stdout.strip()
+    if out != "acquired":
+        raise RemoteError(
+            f"{t.alias}: busy: {out} holds the lock; wait for it to finish, or if no task "
+            f"is running there, remove {LOCK} on the host"
+        )
+    try:
+        yield
+    finally:
+        t.run(f"rm -rf {LOCK}", what="releasing the host lock")
 
 
 _handled: set[tuple[str, str]] = set()

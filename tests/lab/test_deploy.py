@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import fabric
@@ -206,6 +207,25 @@ def test_preflight_stops_before_any_change(lab: Lab, pushed: Pushed) -> None:
     assert out.returncode == 1
     assert "[client1] deploy: failed (no Docker engine answers (docker version); " in out.stdout
     assert sh(c1, "ls /etc/regkit 2>/dev/null || echo absent") == "absent"
+    assert sh(c1, "ls -d /run/lock/regkit 2>/dev/null || echo free") == "free"
+
+
+def test_two_deploys_at_once_never_interleave(lab: Lab, pushed: Pushed) -> None:
+    results: list[subprocess.CompletedProcess[str]] = []
+    runs = [
+        threading.Thread(target=lambda: results.append(fab(lab, "-H", "regbox", "deploy")))
+        for _ in range(2)
+    ]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=600)
+    assert sorted(r.returncode for r in results) == [0, 1]
+    refused = next(r for r in results if r.returncode == 1)
+    assert "[regbox] deploy: failed (busy: deploy from " in refused.stdout
+    assert "holds the lock; wait for it to finish" in refused.stdout
+    assert sh(lab.connect("regbox"), "ls -d /run/lock/regkit 2>/dev/null || echo free") == "free"
+    assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
 
 
 def test_registry_port_is_not_reachable_from_a_client(lab: Lab, pushed: Pushed) -> None:
