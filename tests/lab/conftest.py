@@ -252,3 +252,12 @@ def watch_processes(lab: Lab, alias: str) -> Iterator[dict[str, str]]:
         here.join()
         remote.join(timeout=120)
         seen["local"] = "\n".join(local)
+
+
+def served(lab: Lab, field: str) -> str:
+    """A field of the certificate regbox serves, read from client1 (``serial``, ``issuer``)."""
+    return sh(
+        lab.connect("client1"),
+        f"openssl s_client -connect {DOMAIN}:443 -servername {DOMAIN} </dev/null 2>/dev/null "
+        f"| openssl x509 -noout -{field}",
+    )

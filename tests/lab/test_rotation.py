@@ -13,20 +13,13 @@ from tests.lab.conftest import (
     fab,
     invoke,
     must,
+    served,
     sh,
     trust_by_certs_d,
 )
 
 CA_FILE = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
 STOP = "/tmp/regkit-loop-stop"
-
-
-def served_serial(lab: Lab) -> str:
-    return sh(
-        lab.connect("client1"),
-        f"openssl s_client -connect {DOMAIN}:443 -servername {DOMAIN} -CAfile {CA_FILE} "
-        "</dev/null 2>/dev/null | openssl x509 -noout -serial",
-    )
 
 
 def nginx_id(lab: Lab) -> str:
@@ -38,7 +31,7 @@ def nginx_id(lab: Lab) -> str:
 def test_server_certificate_rotates_under_a_request_loop(registry: Lab) -> None:
     c1 = registry.connect("client1")
     trust_by_certs_d(registry, c1)
-    before, container = served_serial(registry), nginx_id(registry)
+    before, container = served(registry, "serial"), nginx_id(registry)
     codes: dict[str, str] = {}
     # Every request is a new TLS handshake through the proxy; bounded in count.
     loop = (
@@ -60,7 +53,7 @@ def test_server_certificate_rotates_under_a_request_loop(registry: Lab) -> None:
     assert len(answers) > 20, "the loop did not run during the rotation"
     assert set(answers) == {"200"}, f"{len(answers) - answers.count('200')} failed requests"
     assert "[regbox] nginx reload: changed (certificate changed)" in out
-    assert served_serial(registry) != before
+    assert served(registry, "serial") != before
     assert nginx_id(registry) == container
 
 
