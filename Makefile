@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(CURDIR)/$(VENV)/bin
 
-.PHONY: deps system-deps demo test unit lint format clean
+.PHONY: deps system-deps demo test unit bench lint format clean
 
 ## deps: Debian packages and the Python virtualenv
 deps: system-deps $(VENV)/.installed
@@ -28,6 +28,10 @@ test: deps
 ## unit: only the unit tests (seconds, no lab)
 unit: deps
 	PATH=$(BIN):$$PATH $(PY) -m pytest tests/unit
+
+## bench: speed on the lab (no-op redeploy, fan-out, local material); see docs/benchmarks.md
+bench: deps
+	PATH=$(BIN):$$PATH $(PY) -m bench.run
 
 ## lint: ruff, as CI runs it
 lint: $(VENV)/.installed
