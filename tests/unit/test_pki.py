@@ -194,3 +194,22 @@ def test_rotation_needs_the_right_passphrase(pki_inv: Inventory) -> None:
     with pytest.raises(PkiError, match="wrong CA passphrase"):
         pki.rotate_ca(pki_inv, "not-the-passphrase")
     assert not pki.paths(pki_inv).next_ca_cert.exists()
+
+
+def test_damaged_local_state_is_caught_before_any_upload(pki_inv: Inventory) -> None:
+    p = pki.paths(pki_inv)
+    pki.check_server(pki_inv)
+    good_key = p.server_key.read_bytes()
+    p.server_key.write_bytes(pki.key_pem(pki.new_key("ec-p256")))
+    with pytest.raises(
+        PkiError, match=r"server\.crt: does not match server\.key; run 'invoke pki\.renew'"
+    ):
+        pki.check_server(pki_inv)
+    p.server_key.write_bytes(good_key)
+    renamed = pki_inv.model_copy(
+        update={
+            "registry": pki_inv.registry.model_copy(update={"extra_names": ["other.unit.test"]})
+        }
+    )
+    with pytest.raises(PkiError, match=r"differ from the inventory's .*run 'invoke pki\.renew'"):
+        pki.check_server(renamed)
