@@ -7,15 +7,13 @@ takes effect at once: no rebuild, no restart, no reload, no dropped connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from invoke import Collection, Context
 
 from tasks import deploy, inventory, pki, users
 from tasks.cli import task
-from tasks.errors import RegkitError, RemoteError
+from tasks.errors import RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import EMIT, Target, Upload, aliases_from, file_fact, open_target, q, sha256
+from tasks.remote import EMIT, Target, Upload, aliases_from, each_host, file_fact, q, sha256
 from tasks.report import Report
 
 AUTH_FILE = f"{deploy.REMOTE_DIR}/auth/htpasswd"
@@ -85,28 +83,8 @@ def prove_gone(t: Target, rep: Report, user: str) -> None:
     rep.ok(t.alias, f"{user} removed", "new logins as this user get 401")
 
 
-def each_registry_host(
-    c: Context,
-    inv: Inventory,
-    aliases: list[str],
-    task_name: str,
-    rep: Report,
-    work: Callable[[Target], None],
-) -> None:
-    """Run ``work(target)`` on each host; raise naming those that failed."""
-    failed = []
-    for alias in aliases:
-        try:
-            work(open_target(inv, alias, c))
-        except RegkitError as exc:
-            rep.failed(alias, task_name, str(exc).removeprefix(f"{alias}: "))
-            failed.append(alias)
-    rep.summary()
-    if failed:
-        raise RemoteError(
-            f"{task_name} failed on {', '.join(failed)}; to bring the password file there "
-            f"in line with the local one, run 'fab -H {','.join(failed)} deploy'"
-        )
+# A host that failed keeps its old password file until a deploy brings it in line.
+IN_LINE = "; bring their password files in line with the local one: fab -H <those hosts> deploy"
 
 
 @task(
@@ -132,7 +110,7 @@ def adduser(c: Context, username: str = "", password_stdin: bool = False) -> Non
         push_password_file(inv, t, rep)
         prove_login(inv, t, rep, username, password)
 
-    each_registry_host(c, inv, aliases, "adduser", rep, work)
+    each_host(c, inv, aliases, rep, "adduser", work, hint=IN_LINE)
 
 
 @task(help={"username": "The user to remove.", "yes": "Do not ask for confirmation."})
@@ -153,7 +131,7 @@ def deluser(c: Context, username: str, yes: bool = False) -> None:
         push_password_file(inv, t, rep)
         prove_gone(t, rep, username)
 
-    each_registry_host(c, inv, aliases, "deluser", rep, work)
+    each_host(c, inv, aliases, rep, "deluser", work, hint=IN_LINE)
 
 
 @task(name="users")
@@ -180,7 +158,7 @@ def list_users(c: Context) -> None:
             raise RemoteError(f"{t.alias}: its password file differs from the local one")
         rep.ok(t.alias, "password file", "same as local")
 
-    each_registry_host(c, inv, aliases, "users", rep, work)
+    each_host(c, inv, aliases, rep, "users", work, hint=IN_LINE)
 
 
 ns = Collection("accounts", adduser, deluser, list_users)

@@ -38,9 +38,9 @@ from tasks.remote import (
     Target,
     Upload,
     aliases_from,
+    each_host,
     file_fact,
     host_lock,
-    open_target,
     q,
     sha256,
 )
@@ -587,22 +587,15 @@ def deploy(c: Context, dry_run: bool = False) -> None:
         return
     rep = Report()
     ensure_local(inv, rep, dry_run)
-    failed = []
-    for alias in aliases:
+
+    def work(t: Target) -> None:
         start = time.monotonic()
-        try:
-            t = open_target(inv, alias, c)
-            with nullcontext() if dry_run else host_lock(t, "deploy"):
-                deploy_host(inv, t, rep, dry_run)
-            rep.info(
-                f"[{alias}] done in {time.monotonic() - start:.1f} s, {t.commands} SSH commands"
-            )
-        except RegkitError as exc:
-            rep.failed(alias, "deploy", str(exc).removeprefix(f"{alias}: "))
-            failed.append(alias)
-    rep.summary()
-    if failed:
-        raise RemoteError(f"deploy failed on {', '.join(failed)}")
+        with nullcontext() if dry_run else host_lock(t, "deploy"):
+            deploy_host(inv, t, rep, dry_run)
+        took = time.monotonic() - start
+        rep.info(f"[{t.alias}] done in {took:.1f} s, {t.commands} SSH commands")
+
+    each_host(c, inv, aliases, rep, "deploy", work)
     ca = pki.read_cert(pki.paths(inv).ca_cert)
     rep.info(f"registry: {inv.registry.url}")
     rep.info(f"CA SHA-256 fingerprint: {pki.fingerprint(ca)}")
@@ -660,11 +653,12 @@ def undeploy(c: Context, purge_data: bool = False, yes: bool = False) -> None:
         )
         if answer.strip() != "purge":
             raise RegkitError("not confirmed; nothing was changed")
-    for alias in aliases:
-        t = open_target(inv, alias, c)
+
+    def work(t: Target) -> None:
         with host_lock(t, "undeploy"):
             undeploy_host(inv, t, rep, purge_data)
-    rep.summary()
+
+    each_host(c, inv, aliases, rep, "undeploy", work)
 
 
 ns = Collection("deploy", deploy, undeploy)

@@ -20,7 +20,7 @@ from tasks.cli import task
 from tasks.deploy import DEPLOYED, REGISTRY, Upload
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
-from tasks.remote import Target, aliases_from, host_lock, open_target, q
+from tasks.remote import Target, aliases_from, each_host, host_lock, q
 from tasks.report import Report
 
 # The registry binary: "registry" in the official image, "docker-registry" in Debian's.
@@ -84,11 +84,12 @@ def gc(c: Context, dry_run: bool = False, delete_untagged: bool = False) -> None
     aliases = aliases_from(c, inv, "registry", "gc")
     if not aliases:
         return
-    for alias in aliases:
-        t = open_target(inv, alias, c)
+
+    def work(t: Target) -> None:
         with host_lock(t, "gc"):
             collect_garbage(inv, t, rep, dry_run, delete_untagged)
-    rep.summary()
+
+    each_host(c, inv, aliases, rep, "gc", work)
 
 
 def collect_garbage(
@@ -163,11 +164,12 @@ def rollback(c: Context) -> None:
     aliases = aliases_from(c, inv, "registry", "rollback")
     if not aliases:
         return
-    for alias in aliases:
-        t = open_target(inv, alias, c)
+
+    def work(t: Target) -> None:
         with host_lock(t, "rollback"):
             rollback_host(inv, t, rep)
-    rep.summary()
+
+    each_host(c, inv, aliases, rep, "rollback", work)
 
 
 ns = Collection("maintenance", gc, rollback)

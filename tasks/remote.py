@@ -17,6 +17,7 @@ import re
 import shlex
 import socket
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -26,10 +27,13 @@ from invoke import Context
 from invoke.exceptions import AuthFailure
 
 from tasks.connect import connect, open_connection
-from tasks.errors import RemoteError
+from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Host, Inventory
+from tasks.report import Report
 
 q = shlex.quote
+# How many hosts a parallel task talks to at once.
+MAX_PARALLEL = 32
 
 
 def sha256(data: bytes) -> str:
@@ -259,6 +263,44 @@ def host_lock(t: Target, task: str) -> Iterator[None]:
         yield
     finally:
         t.run(f"rm -rf {LOCK}", what="releasing the host lock")
+
+
+def each_host(
+    c: Context,
+    inv: Inventory,
+    aliases: list[str],
+    rep: Report,
+    task: str,
+    work: Callable[[Target], None],
+    *,
+    step: str = "",
+    parallel: bool = False,
+    hint: str = "",
+) -> None:
+    """Run ``work`` on each host (at once when ``parallel``); one host's failure never
+    stops the others. Each failure is a ``failed`` line; at the end the summary, then
+    one error naming the hosts that failed (with ``hint``, what to do about it).
+    """
+
+    def one(alias: str) -> str | None:
+        try:
+            work(open_target(inv, alias, c))
+        except RegkitError as exc:
+            rep.failed(alias, step or task, str(exc).removeprefix(f"{alias}: "))
+            return alias
+        except Exception as exc:  # one host's surprise must not hide the others
+            rep.failed(alias, step or task, f"unexpected {type(exc).__name__}: {exc}")
+            return alias
+        return None
+
+    if parallel:
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(aliases))) as pool:
+            failed = [alias for alias in pool.map(one, aliases) if alias]
+    else:
+        failed = [alias for alias in aliases if one(alias)]
+    rep.summary()
+    if failed:
+        raise RemoteError(f"{task} failed on {', '.join(failed)}{hint}")
 
 
 _handled: set[tuple[str, str]] = set()

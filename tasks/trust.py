@@ -21,17 +21,14 @@ import base64
 import getpass
 import hashlib
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from invoke import Collection, Context
 
 from tasks import inventory, pki
 from tasks.cli import read_secret_stdin, task
-from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import EMIT, Target, Upload, aliases_from, file_fact, open_target, q, sha256
+from tasks.remote import EMIT, Target, Upload, aliases_from, each_host, file_fact, q, sha256
 from tasks.report import Report
 
 BUNDLES = (
@@ -41,7 +38,6 @@ BUNDLES = (
 )
 B2D_CERTS = "/var/lib/boot2docker/certs"
 B2D_LINKS = "/usr/local/share/ca-certificates/boot2docker"
-MAX_PARALLEL = 32
 
 
 def cert_name(inv: Inventory) -> str:
@@ -364,29 +360,6 @@ def untrust_host(inv: Inventory, t: Target, rep: Report) -> None:
         rep.unchanged(a, "trust", "this CA was not installed")
 
 
-Work = Callable[[Inventory, Target, Report], None]
-
-
-def run_parallel(
-    inv: Inventory, c: Context, aliases: list[str], rep: Report, work: Work
-) -> list[str]:
-    """Run ``work(inv, target, rep)`` on every host at once; return the failed aliases."""
-
-    def one(alias: str) -> str | None:
-        try:
-            work(inv, open_target(inv, alias, c), rep)
-        except RegkitError as exc:
-            rep.failed(alias, "trust", str(exc).removeprefix(f"{alias}: "))
-            return alias
-        except Exception as exc:  # one host's surprise must not hide the others
-            rep.failed(alias, "trust", f"unexpected {type(exc).__name__}: {exc}")
-            return alias
-        return None
-
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(aliases))) as pool:
-        return [alias for alias in pool.map(one, aliases) if alias]
-
-
 @task(
     name="trust-ca",
     help={
@@ -406,10 +379,16 @@ def trust_ca(c: Context, login: str = "", password_stdin: bool = False) -> None:
         password = read_secret_stdin("password") if password_stdin else getpass.getpass()
         credentials = (login, password)
     rep = Report()
-    failed = run_parallel(inv, c, aliases, rep, lambda i, t, r: trust_host(i, t, r, credentials))
-    rep.summary()
-    if failed:
-        raise RemoteError(f"trust-ca failed on {', '.join(failed)}")
+    each_host(
+        c,
+        inv,
+        aliases,
+        rep,
+        "trust-ca",
+        lambda t: trust_host(inv, t, rep, credentials),
+        step="trust",
+        parallel=True,
+    )
 
 
 @task(name="untrust-ca")
@@ -421,10 +400,16 @@ def untrust_ca(c: Context) -> None:
         return
     pki.read_cert(pki.paths(inv).ca_cert)
     rep = Report()
-    failed = run_parallel(inv, c, aliases, rep, untrust_host)
-    rep.summary()
-    if failed:
-        raise RemoteError(f"untrust-ca failed on {', '.join(failed)}")
+    each_host(
+        c,
+        inv,
+        aliases,
+        rep,
+        "untrust-ca",
+        lambda t: untrust_host(inv, t, rep),
+        step="trust",
+        parallel=True,
+    )
 
 
 ns = Collection("trust", trust_ca, untrust_ca)
