@@ -3,8 +3,10 @@
 Every command is one shell script string whose variable parts went through
 ``shlex.quote``. Root steps run as ``sudo sh -c <script>`` when the inventory
 says ``sudo: true``, so a whole step is one SSH command. Files reach root-owned
-places by upload to a private temp folder, then ``install`` into place, so a
-half-written file never stands where a service reads it.
+places as one tar stream on a root command's stdin: unpacked into a private
+folder under /run, then ``install``-ed and moved into place, so a half-written
+file never stands where a service reads it, and a connection lost halfway
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import io
 import re
 import shlex
 import socket
+import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import fabric
+import paramiko
 from invoke import Context
 from invoke.exceptions import AuthFailure
 
@@ -94,34 +98,6 @@ class Target:
             return inner
         return inner if self._has_sudo_password() else f"sudo -n {inner}"
 
-    def _sudo_with_stdin(
-        self, script: str, stdin: str, kwargs: dict[str, object]
-    ) -> fabric.runners.Result:
-        """sudo reads its password from stdin, so the secret goes through a private file.
-
-        The file sits in a 0700 folder of the login user, is read by the root shell
-        (never on a command line) and is removed right after.
-        """
-        folder = self._private_folder()
-        try:
-            self.conn.sftp().putfo(io.BytesIO(stdin.encode()), f"{folder}/stdin")
-            wrapped = f"( {script}\n) < {q(folder + '/stdin')}"
-            return self.conn.sudo(f"sh -c {q(wrapped)}", **kwargs)
-        finally:
-            self._remove(folder)
-
-    def _remove(self, folder: str) -> None:
-        self.commands += 1
-        self.conn.run(f"rm -rf {q(folder)}", hide=True, warn=True, in_stream=False)
-
-    def _private_folder(self) -> str:
-        """A fresh 0700 temp folder of the login user, for files on their way to root."""
-        self.commands += 1
-        tmp = self.conn.run("umask 077 && mktemp -d", hide=True, warn=True, in_stream=False)
-        if tmp.failed:
-            raise RemoteError(f"{self.alias}: cannot make a temp folder: {tmp.stderr.strip()}")
-        return tmp.stdout.strip()
-
     def _has_sudo_password(self) -> bool:
         return self.conn.config.sudo.password is not None
 
@@ -138,10 +114,12 @@ class Target:
         """Run ``script`` (as root unless ``root=False``); one SSH command.
 
         ``stream`` receives output lines as they come (for long steps). ``what``
-        names the step in error messages. ``stdin`` is fed to the script (for
-        secrets: never on a command line); with a sudo password, sudo reads its
-        password first from the same stream, and ``-k`` makes it always ask.
+        names the step in error messages. ``stdin`` is fed to a script that runs
+        as the login user (for secrets: never on a command line); root scripts
+        read stdin through :meth:`feed`.
         """
+        if stdin is not None and root:
+            raise ValueError("a root script reads its stdin through Target.feed")
         self.commands += 1
         self.log.append(what or script.split("\n", 1)[0][:60])
         kwargs: dict[str, object] = {"hide": True, "warn": warn, "in_stream": False}
@@ -149,12 +127,9 @@ class Target:
             kwargs["out_stream"] = _LineStream(stream)
             kwargs["err_stream"] = _LineStream(stream)
         try:
-            if stdin is not None and root and self.spec.sudo and self._has_sudo_password():
-                result = self._sudo_with_stdin(script, stdin, kwargs)
-            elif stdin is not None:
-                command = f"sudo -n sh -c {q(script)}" if root and self.spec.sudo else None
-                command = command or f"sh -c {q(script)}"
-                result = self.conn.run(command, **{**kwargs, "in_stream": io.StringIO(stdin)})
+            if stdin is not None:
+                in_stream = io.StringIO(stdin)
+                result = self.conn.run(f"sh -c {q(script)}", **{**kwargs, "in_stream": in_stream})
             elif root and self.spec.sudo and self._has_sudo_password():
                 result = self.conn.sudo(self._as_root(script), **kwargs)
             elif root:
@@ -165,15 +140,27 @@ class Target:
             raise RemoteError(
                 f"{self.alias}: sudo refused the password; check it, or the user's sudo rights"
             ) from None
-        err = result.stderr or ""
-        if root and self.spec.sudo and "sudo: a password is required" in err:
+        if result.exited == -1:
+            raise self.lost(what or "a command")
+        if root:
+            self.check_sudo(result.stderr or "")
+        return result
+
+    def check_sudo(self, err: str) -> None:
+        """Raise a clear error when ``err`` shows sudo refused to run the script."""
+        if not self.spec.sudo:
+            return
+        if "sudo: a password is required" in err:
             raise RemoteError(
                 f"{self.alias}: sudo needs a password for {self.conn.user}; run fab with "
                 "--prompt-for-sudo-password, or allow passwordless sudo for this user"
             )
-        if root and self.spec.sudo and "is not in the sudoers file" in err:
+        if "incorrect password attempt" in err:
+            raise RemoteError(
+                f"{self.alias}: sudo refused the password; check it, or the user's sudo rights"
+            )
+        if "is not in the sudoers file" in err:
             raise RemoteError(f"{self.alias}: {self.conn.user} may not use sudo on this host")
-        return result
 
     def check(self, script: str, what: str, **kwargs: object) -> fabric.runners.Result:
         """Run and raise RemoteError naming ``what`` when the script fails."""
@@ -183,32 +170,88 @@ class Target:
             raise RemoteError(f"{self.alias}: {what} failed: {' / '.join(detail) or 'no output'}")
         return result
 
+    def lost(self, what: str) -> RemoteError:
+        """The error for a connection that dropped while ``what`` ran."""
+        return RemoteError(
+            f"{self.alias}: the SSH connection was lost during {what}; run the task again: "
+            "it reads what is on the host and finishes the job"
+        )
+
+    def open_channel(self, script: str, what: str) -> tuple[paramiko.Channel, bytes]:
+        """Start ``script`` as root on its own channel; return it and what to send first.
+
+        For streams that Fabric's runner would copy a byte at a time. With a sudo
+        password, sudo reads it first from the same stdin (``-k``: always asked).
+        """
+        self.commands += 1
+        self.log.append(what)
+        command, first = f"sh -c {q(script)}", b""
+        if self.spec.sudo and self._has_sudo_password():
+            command = f"sudo -k -S -p '' {command}"
+            first = f"{self.conn.config.sudo.password}\n".encode()
+        elif self.spec.sudo:
+            command = f"sudo -n {command}"
+        try:
+            channel = self.conn.client.get_transport().open_session()
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError, AttributeError):
+            raise self.lost(what) from None
+        return channel, first
+
+    def feed(self, script: str, data: bytes, what: str) -> str:
+        """Run ``script`` as root with ``data`` on its stdin and return its output;
+        raise naming ``what`` on failure."""
+        channel, first = self.open_channel(script, what)
+        try:
+            channel.sendall(first + data)
+            channel.shutdown_write()
+            out = channel.makefile("rb").read().decode(errors="replace")
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            status = channel.recv_exit_status()
+        except (paramiko.SSHException, EOFError, OSError):
+            raise self.lost(what) from None
+        finally:
+            channel.close()
+        if status == -1:
+            raise self.lost(what)
+        self.check_sudo(err)
+        if status != 0:
+            detail = (err.strip() or out.strip()).splitlines()[-3:]
+            raise RemoteError(f"{self.alias}: {what} failed: {' / '.join(detail) or 'no output'}")
+        return out
+
     def upload(self, files: Iterable[Upload]) -> None:
-        """Place ``files`` atomically as root: private temp folder, then install + mv."""
+        """Place ``files`` as root, each atomically, in one SSH command.
+
+        One tar stream on stdin is unpacked into a private folder under /run (root's,
+        in memory, gone at reboot), then each file is ``install``-ed beside its place
+        and moved over it. If the stream breaks, tar fails, the folder is removed and
+        nothing was placed.
+        """
         files = list(files)
         if not files:
             return
-        folder = self._private_folder()
-        lines = ["set -e"]
-        try:
-            sftp = self.conn.sftp()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for i, f in enumerate(files):
-                staged = f"{folder}/{i}"
-                sftp.putfo(io.BytesIO(f.content), staged)
-                dest = PurePosixPath(f.path)
-                part = f"{dest.parent}/.{dest.name}.regkit-new"
-                lines += [
-                    f"mkdir -p {q(str(dest.parent))}",
-                    f"install -o {f.uid} -g {f.gid} -m {f.mode:o} {q(staged)} {q(part)}",
-                    f"mv -f {q(part)} {q(str(dest))}",
-                ]
-            result = self.run("\n".join(lines), what="install uploaded files")
-        except OSError as exc:
-            raise RemoteError(f"{self.alias}: uploading files failed: {exc}") from None
-        finally:
-            self._remove(folder)
-        if result.failed:
-            raise RemoteError(f"{self.alias}: installing files failed: {result.stderr.strip()}")
+                info = tarfile.TarInfo(str(i))
+                info.size, info.mode = len(f.content), 0o600
+                tar.addfile(info, io.BytesIO(f.content))
+        lines = [
+            "set -e",
+            "d=$(mktemp -d /run/regkit-upload.XXXXXX)",
+            "trap 'rm -rf \"$d\"' EXIT",
+            'tar -x -f - -C "$d"',
+        ]
+        for i, f in enumerate(files):
+            dest = PurePosixPath(f.path)
+            part = f"{dest.parent}/.{dest.name}.regkit-new"
+            lines += [
+                f"mkdir -p {q(str(dest.parent))}",
+                f'install -o {f.uid} -g {f.gid} -m {f.mode:o} "$d/{i}" {q(part)}',
+                f"mv -f {q(part)} {q(str(dest))}",
+            ]
+        self.feed("\n".join(lines), archive.getvalue(), f"uploading {len(files)} file(s)")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -239,8 +282,10 @@ def open_target(inv: Inventory, alias: str, ctx: Context | None = None) -> Targe
 
 
 # One task at a time changes a host: deploy, gc, rollback and undeploy take this lock.
-# It lives under /run, so a reboot clears a lock left by a killed task.
-LOCK = "/run/lock/regkit"
+# It is an flock held by a remote process that lives as long as the task's SSH
+# connection: a task that ends, fails, is killed or loses its connection frees it.
+LOCK = "/run/lock/regkit.lock"
+LOCK_OWNER = "/run/lock/regkit.owner"
 
 
 @contextmanager
@@ -248,21 +293,42 @@ def host_lock(t: Target, task: str) -> Iterator[None]:
     """Hold the host's lock for ``task``; refuse, naming the holder, if it is taken."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     owner = f"{task} from {getpass.getuser()}@{socket.gethostname()} since {stamp}"
-    out = t.check(
-        f"mkdir -p /run/lock\nif mkdir {LOCK} 2>/dev/null; then "
-        f"printf '%s\\n' {q(owner)} > {LOCK}/owner; echo acquired; "
-        f"else cat {LOCK}/owner 2>/dev/null || echo 'an unknown task'; fi",
+    held = (
+        f"printf '%s\\n' {q(owner)} > {LOCK_OWNER}; echo acquired; "
+        f"cat >/dev/null; rm -f {LOCK_OWNER}"
+    )
+    channel, first = t.open_channel(
+        f"mkdir -p /run/lock\nflock -n {LOCK} sh -c {q(held)} && exit\n"
+        # The holder writes its name right after it locks: give it a moment.
+        f"for i in 1 2 3 4 5 6 7 8 9 10; do [ -s {LOCK_OWNER} ] && break; sleep 0.1; done\n"
+        f"cat {LOCK_OWNER} 2>/dev/null || echo 'an unknown task'",
         "taking the host lock",
-    ).stdout.strip()
-    if out != "acquired":
+    )
+    try:
+        channel.sendall(first)
+        answer = channel.makefile("rb").readline().decode(errors="replace").strip()
+    except (paramiko.SSHException, EOFError, OSError):
+        channel.close()
+        raise t.lost("taking the host lock") from None
+    if answer != "acquired":
+        if not answer:
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            channel.close()
+            t.check_sudo(err)
+            raise RemoteError(f"{t.alias}: taking the host lock failed: {err.strip()}")
+        channel.close()
         raise RemoteError(
-            f"{t.alias}: busy: {out} holds the lock; wait for it to finish, or if no task "
-            f"is running there, remove {LOCK} on the host"
+            f"{t.alias}: busy: {answer or 'another task'} holds the lock; wait for it to finish"
         )
     try:
         yield
     finally:
-        t.run(f"rm -rf {LOCK}", what="releasing the host lock")
+        try:
+            channel.shutdown_write()
+            channel.recv_exit_status()
+        except (paramiko.SSHException, EOFError, OSError):
+            pass  # the connection is gone, and with it the lock
+        channel.close()
 
 
 def each_host(

@@ -323,7 +323,7 @@ docker login -u {q(user)} --password-stdin {q(addr)} >/dev/null && echo changed"
 
 def ensure_login(inv: Inventory, t: Target, rep: Report, user: str, password: str) -> None:
     script, stdin = login_script(inv, user, password)
-    out = t.check(script, f"docker login as {user}", stdin=stdin).stdout.strip()
+    out = t.feed(script, stdin.encode(), f"docker login as {user}").strip()
     where = f"{user} at {inv.registry.address} (root's Docker config)"
     if out.endswith("unchanged"):
         rep.unchanged(t.alias, "docker login", where)

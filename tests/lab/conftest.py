@@ -30,6 +30,7 @@ from tasks import pki
 from tasks.connect import connect, open_connection
 from tasks.inventory import ENV_VAR, Inventory
 from tasks.lab import INVENTORY, LAB_DIR
+from tasks.remote import LOCK, LOCK_OWNER
 
 HERE = Path(__file__).resolve().parent
 REPO = LAB_DIR.parent
@@ -136,6 +137,14 @@ def sh(conn: fabric.Connection, script: str, stdin: str | None = None) -> str:
     if result.failed:
         pytest.fail(f"{conn.host}:{conn.port}: {script!r} failed:\n{result.stdout}{result.stderr}")
     return result.stdout.strip()
+
+
+def lock_state(conn: fabric.Connection) -> str:
+    """``free`` when no task holds the host lock and no owner is recorded, else ``held``."""
+    return sh(
+        conn,
+        f"[ ! -e {LOCK_OWNER} ] && flock -n {LOCK} true && echo free || echo held",
+    )
 
 
 def make_local_state(lab: Lab) -> None:

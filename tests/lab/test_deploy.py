@@ -25,6 +25,7 @@ from tests.lab.conftest import (
     Lab,
     Pushed,
     fab,
+    lock_state,
     login,
     make_local_state,
     must,
@@ -207,7 +208,7 @@ def test_preflight_stops_before_any_change(lab: Lab, pushed: Pushed) -> None:
     assert out.returncode == 1
     assert "[client1] deploy: failed (no Docker engine answers (docker version); " in out.stdout
     assert sh(c1, "ls /etc/regkit 2>/dev/null || echo absent") == "absent"
-    assert sh(c1, "ls -d /run/lock/regkit 2>/dev/null || echo free") == "free"
+    assert lock_state(c1) == "free"
 
 
 def test_two_deploys_at_once_never_interleave(lab: Lab, pushed: Pushed) -> None:
@@ -224,7 +225,7 @@ def test_two_deploys_at_once_never_interleave(lab: Lab, pushed: Pushed) -> None:
     refused = next(r for r in results if r.returncode == 1)
     assert "[regbox] deploy: failed (busy: deploy from " in refused.stdout
     assert "holds the lock; wait for it to finish" in refused.stdout
-    assert sh(lab.connect("regbox"), "ls -d /run/lock/regkit 2>/dev/null || echo free") == "free"
+    assert lock_state(lab.connect("regbox")) == "free"
     assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
 
 
