@@ -45,6 +45,8 @@ done
 auth={REMOTE_DIR}/auth/htpasswd
 [ -f "$auth" ] && emit htpasswd "$(sha256sum < "$auth" | cut -d' ' -f1)"
 emit disk "$(du -sh {q(reg.data_dir)} 2>/dev/null | cut -f1)"
+d={q(reg.data_dir)}; [ -d "$d" ] || d=$(dirname "$d")
+emit space "$(df -Pk "$d" 2>/dev/null | awk 'NR==2 {{print $4, $2}}')"
 {served_script(inv)}
 if command -v curl >/dev/null 2>&1 && [ -f {pw} ]; then
   emit ping "$(curl -s -o /dev/null -w '%{{http_code}}' --cacert {REMOTE_DIR}/ca.crt {url}/_ping)"
@@ -112,7 +114,42 @@ def status_lines(values: dict[str, str]) -> list[str]:
     except (ValueError, AttributeError):
         catalog = "unknown"
     lines.append(f"registry data: {values.get('disk') or 'none yet'}; catalog: {catalog}")
+    space = free_space(values)
+    if space:
+        lines.append(f"disk: {mib(space[0])} free of {mib(space[1])}")
     return lines
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.0f} MiB" if kib < 10 * 1024 * 1024 else f"{kib / 1024 / 1024:.0f} GiB"
+
+
+def free_space(values: dict[str, str]) -> tuple[int, int] | None:
+    """(free, size) in KiB of the file system under the registry's data, if known."""
+    try:
+        free, size = (int(x) for x in values.get("space", "").split())
+    except ValueError:
+        return None
+    return free, size
+
+
+# Below this share of the disk free, status warns: pushes fail when it is full.
+LOW_SPACE = 0.10
+
+
+def disk_problems(values: dict[str, str], data_dir: str) -> list[str]:
+    """Warnings about the disk under ``data_dir`` (pure; unit-tested)."""
+    space = free_space(values)
+    if not space or not space[1]:
+        return []
+    free, size = space
+    what = f"{mib(free)} free of {mib(size)} under {data_dir}"
+    todo = "free space there, or delete tags and run 'fab gc'"
+    if free < 1024:
+        return [f"the registry's disk is full ({what}): pushes fail; {todo}"]
+    if free < size * LOW_SPACE:
+        return [f"the registry's disk is nearly full ({what}); {todo}"]
+    return []
 
 
 @task
@@ -142,6 +179,8 @@ def status(c: Context) -> None:
         for problem in expiry_problems(
             ca, served_certificate(values.get("served", "")), inv.pki.warn_days
         ):
+            rep.info(f"[{alias}] WARNING: {problem}")
+        for problem in disk_problems(values, inv.registry.data_dir):
             rep.info(f"[{alias}] WARNING: {problem}")
         drift = "" if values.get("htpasswd") == wanted_auth else " (host differs: run deploy)"
         rep.info(f"[{alias}] users: {', '.join(local_users) or 'none'}{drift}")

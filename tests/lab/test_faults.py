@@ -7,8 +7,10 @@ pushed still pulls with the same digest, and that the next run puts things right
 from __future__ import annotations
 
 import io
+import json
 import shlex
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -20,8 +22,12 @@ from tasks.errors import RemoteError
 from tasks.remote import Target, host_lock
 from tasks.report import Report
 from tests.lab.conftest import (
+    DOMAIN,
+    PASSWORD,
+    USER,
     Lab,
     Pushed,
+    fab,
     lock_state,
     login,
     pull_digest,
@@ -29,6 +35,8 @@ from tests.lab.conftest import (
     sh,
     trust_by_certs_d,
 )
+
+CA_FILE = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +164,136 @@ def test_connection_killed_mid_deploy_then_next_deploy_converges(
     assert pull_digest(registry.connect("client2"), image) == image.digest
     dockerfile.write_text(original)
     deploy_in_process(registry)
+
+
+def build_random_image(conn: fabric.Connection, repo: str, mib: int) -> str:
+    """A one-layer image of ``mib`` MiB of random data on ``conn``; returns its ref."""
+    ref = f"{DOMAIN}/{repo}:{uuid.uuid4().hex[:8]}"
+    sh(
+        conn,
+        f"d=$(mktemp -d) && head -c {mib}M /dev/urandom > $d/blob && "
+        "printf 'FROM scratch\\nCOPY blob /blob\\n' > $d/Dockerfile && "
+        f"docker build -q -t {ref} $d >/dev/null && rm -rf $d",
+    )
+    return ref
+
+
+def pushed_digest(output: str) -> str:
+    return next(w for w in output.split() if w.startswith("sha256:"))
+
+
+def served_blobs_match(conn: fabric.Connection, ref: str) -> list[str]:
+    """Fetch every blob of ``ref``'s manifest through the proxy; return those whose
+    content does not hash to their digest (an empty list when none is corrupt)."""
+    name, tag = ref.removeprefix(f"{DOMAIN}/").split(":")
+    auth = f'user = "{USER}:{PASSWORD}"\n'
+    accept = "application/vnd.docker.distribution.manifest.v2+json"
+    manifest = json.loads(
+        sh(
+            conn,
+            f"curl -sSf -K - --cacert {CA_FILE} -H 'Accept: {accept}' https://{DOMAIN}/v2/{name}/manifests/{tag}",
+            auth,
+        )
+    )
+    digests = [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
+    bad = []
+    for digest in digests:
+        got = sh(
+            conn,
+            f"curl -sSfL -K - --cacert {CA_FILE} https://{DOMAIN}/v2/{name}/blobs/{digest} "
+            "| sha256sum | cut -c1-64",
+            auth,
+        )
+        if f"sha256:{got}" != digest:
+            bad.append(digest)
+    return bad
+
+
+def wait_for_proxy(conn: fabric.Connection) -> None:
+    sh(
+        conn,
+        "for i in $(seq 60); do "
+        "[ \"$(docker inspect --format '{{.State.Running}}' regkit-nginx 2>/dev/null)\" = true ] "
+        "&& [ \"$(docker inspect --format '{{.State.Running}}' regkit-registry)\" = true ] "
+        "&& break; sleep 1; done",
+    )
+
+
+def test_daemon_restart_during_a_large_push(registry: Lab, image: Pushed) -> None:
+    c1, regbox = registry.connect("client1"), registry.connect("regbox")
+    ref = build_random_image(c1, "team/big", 256)
+    uploads = f"{registry.inventory.registry.data_dir}/docker/registry/v2/repositories/team/big"
+    first: dict[str, object] = {}
+    pusher = registry.connect("client1")
+    push = threading.Thread(
+        target=lambda: first.update(
+            result=pusher.run(f"sudo -n docker push {ref}", hide=True, warn=True, in_stream=False)
+        )
+    )
+    push.start()
+    # Restart Docker on regbox once the registry has received part of the big layer.
+    sh(
+        regbox,
+        f"for i in $(seq 600); do [ -n \"$(find {uploads} -path '*_uploads*' -name data "
+        '-size +32M 2>/dev/null)" ] && break; sleep 0.1; done; '
+        "service docker restart >/dev/null 2>&1",
+    )
+    push.join(timeout=600)
+    wait_for_proxy(regbox)
+    interrupted = first["result"]
+    print("the interrupted push:", interrupted.stdout[-300:], interrupted.stderr[-300:])  # type: ignore[attr-defined]
+    assert interrupted.failed or "digest: sha256:" in interrupted.stdout  # type: ignore[attr-defined]
+
+    again = sh(c1, f"docker push {ref}")
+    digest = pushed_digest(again)
+    c2 = registry.connect("client2")
+    assert pull_digest(c2, Pushed(ref, digest)) == digest
+    assert served_blobs_match(c2, ref) == []
+    assert pull_digest(c2, image) == image.digest
+
+
+def test_full_disk_fails_pushes_keeps_pulls_and_recovers(registry: Lab, image: Pushed) -> None:
+    regbox, c1 = registry.connect("regbox"), registry.connect("client1")
+    data = registry.inventory.registry.data_dir
+    aside = f"{data}.full-test"
+    assert fab(registry, "-H", "regbox", "undeploy").returncode == 0
+    try:
+        # The registry's data moves onto its own file system (a tmpfs). It is shrunk
+        # after the deploy, whose preflight wants 1 GiB free, to 64 MiB over its use.
+        sh(
+            regbox,
+            f"mv {data} {aside} && mkdir -p {data} && "
+            f"mount -t tmpfs -o size=2g regkit-full {data} && cp -a {aside}/. {data}/",
+        )
+        assert fab(registry, "-H", "regbox", "deploy").returncode == 0
+        sh(regbox, f"mount -o remount,size=$(( $(du -sm {data} | cut -f1) + 64 ))m {data}")
+        small = push_image(c1)
+        filler = f"{data}/filler"
+        sh(regbox, f"head -c 1G /dev/zero > {filler} 2>/dev/null; true")
+
+        status = fab(registry, "-H", "regbox", "status")
+        assert "[regbox] WARNING: the registry's disk is full" in status.stdout, status.stdout
+        big = build_random_image(c1, "team/full", 8)
+        failed = c1.run(f"sudo -n docker push {big}", hide=True, warn=True, in_stream=False)
+        # Docker shows any 5xx as a bare status and drops its body: the cause is in the
+        # registry's log, and `fab status` (above) says what to do.
+        assert failed.failed
+        assert "500 Internal Server Error" in failed.stderr
+        assert "no space left on device" in sh(
+            regbox, "docker logs regkit-registry 2>&1 | tail -50"
+        )
+        for pushed in (image, small):
+            assert pull_digest(registry.connect("client2"), pushed) == pushed.digest
+
+        sh(regbox, f"rm -f {filler}")
+        assert pushed_digest(sh(c1, f"docker push {big}"))
+        assert served_blobs_match(registry.connect("client2"), big) == []
+    finally:
+        fab(registry, "-H", "regbox", "undeploy")
+        sh(
+            regbox,
+            f"if [ -d {aside} ]; then mountpoint -q {data} && umount {data}; "
+            f"rm -rf {data} && mv {aside} {data}; fi",
+        )
+        assert fab(registry, "-H", "regbox", "deploy").returncode == 0
+    assert pull_digest(registry.connect("client2"), image) == image.digest

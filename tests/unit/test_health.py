@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from tasks import health, pki
 
 NOT_AFTER = "notAfter=Dec 30 03:15:00 2027 GMT;serial=18C15D46;"
@@ -43,6 +45,7 @@ def test_status_lines() -> None:
         "served": near(20),
         "catalog": '{"repositories":["a","b"]}',
         "disk": "25M",
+        "space": "1048576 20971520",
     }
     lines = health.status_lines(values)
     assert (
@@ -53,3 +56,24 @@ def test_status_lines() -> None:
     assert lines[2] == "health: /_ping answered 200"
     assert lines[3] == "served certificate: serial 01, 20 days left"
     assert lines[4] == "registry data: 25M; catalog: 2 repositories"
+    assert lines[5] == "disk: 1024 MiB free of 20 GiB"
+
+
+@pytest.mark.parametrize(
+    ("space", "warning"),
+    [
+        ("0 98304", "the registry's disk is full (0 MiB free of 96 MiB under /srv/r/data): "),
+        ("512 98304", "the registry's disk is full"),
+        ("9000 98304", "the registry's disk is nearly full (9 MiB free of 96 MiB under "),
+        ("10000 98304", None),
+        ("", None),
+        ("n/a", None),
+    ],
+)
+def test_disk_problems(space: str, warning: str | None) -> None:
+    problems = health.disk_problems({"space": space}, "/srv/r/data")
+    if warning is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problems[0].startswith(warning)
+        assert problems[0].endswith("free space there, or delete tags and run 'fab gc'")
