@@ -19,6 +19,7 @@ import re
 import shlex
 import socket
 import tarfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,6 +37,10 @@ from tasks.inventory import Host, Inventory
 from tasks.report import Report
 
 q = shlex.quote
+# A root script on its own channel prints this first, once sudo let it run.
+READY = "regkit-root-ready"
+# sudo's password prompt (with -S it goes to stderr), answered only when it comes.
+PROMPT = "regkit-sudo-password:"
 # How many hosts a parallel task talks to at once.
 MAX_PARALLEL = 32
 
@@ -178,34 +183,65 @@ class Target:
         )
 
     def open_channel(self, script: str, what: str) -> tuple[paramiko.Channel, bytes]:
-        """Start ``script`` as root on its own channel; return it and what to send first.
+        """Start ``script`` as root on its own channel, ready to read its stdin.
 
         For streams that Fabric's runner would copy a byte at a time. With a sudo
-        password, sudo reads it first from the same stdin (``-k``: always asked).
+        password, sudo's prompt is answered when it asks (``-k``: it asks unless the
+        user needs none). Returns the channel and the script's first output.
         """
         self.commands += 1
         self.log.append(what)
-        command, first = f"sh -c {q(script)}", b""
+        command = f"sh -c {q(f'echo {READY}; {script}')}"
         if self.spec.sudo and self._has_sudo_password():
-            command = f"sudo -k -S -p '' {command}"
-            first = f"{self.conn.config.sudo.password}\n".encode()
+            command = f"sudo -k -S -p {q(PROMPT)} {command}"
         elif self.spec.sudo:
             command = f"sudo -n {command}"
         try:
             channel = self.conn.client.get_transport().open_session()
             channel.exec_command(command)
+            return channel, self._await_ready(channel, what)
         except (paramiko.SSHException, EOFError, OSError, AttributeError):
             raise self.lost(what) from None
-        return channel, first
+
+    def _await_ready(self, channel: paramiko.Channel, what: str) -> bytes:
+        """Answer sudo's prompt if it comes, until the script says it runs; return what
+        it printed after that."""
+        out, err, answered = b"", b"", False
+        marker = f"{READY}\n".encode()
+        while marker not in out:
+            if channel.recv_ready():
+                out += channel.recv(65536)
+            elif channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+                if err.count(PROMPT.encode()) > 1:
+                    channel.close()
+                    raise RemoteError(
+                        f"{self.alias}: sudo refused the password; check it, or the "
+                        "user's sudo rights"
+                    )
+                if PROMPT.encode() in err and not answered:
+                    channel.sendall(f"{self.conn.config.sudo.password}\n".encode())
+                    answered = True
+            elif channel.exit_status_ready():
+                status = channel.recv_exit_status()
+                channel.close()
+                if status == -1:
+                    raise self.lost(what)
+                text = err.decode(errors="replace")
+                self.check_sudo(text)
+                raise RemoteError(f"{self.alias}: {what} failed: {text.strip() or 'no output'}")
+            else:
+                time.sleep(0.002)
+        return out.split(marker, 1)[1]
 
     def feed(self, script: str, data: bytes, what: str) -> str:
         """Run ``script`` as root with ``data`` on its stdin and return its output;
         raise naming ``what`` on failure."""
-        channel, first = self.open_channel(script, what)
+        channel, head = self.open_channel(script, what)
         try:
-            channel.sendall(first + data)
+            channel.sendall(data)
             channel.shutdown_write()
-            out = channel.makefile("rb").read().decode(errors="replace")
+            out = (head + channel.makefile("rb").read()).decode(errors="replace")
             err = channel.makefile_stderr("rb").read().decode(errors="replace")
             status = channel.recv_exit_status()
         except (paramiko.SSHException, EOFError, OSError):
@@ -297,7 +333,7 @@ def host_lock(t: Target, task: str) -> Iterator[None]:
         f"printf '%s\\n' {q(owner)} > {LOCK_OWNER}; echo acquired; "
         f"cat >/dev/null; rm -f {LOCK_OWNER}"
     )
-    channel, first = t.open_channel(
+    channel, head = t.open_channel(
         f"mkdir -p /run/lock\nflock -n {LOCK} sh -c {q(held)} && exit\n"
         # The holder writes its name right after it locks: give it a moment.
         f"for i in 1 2 3 4 5 6 7 8 9 10; do [ -s {LOCK_OWNER} ] && break; sleep 0.1; done\n"
@@ -305,8 +341,8 @@ def host_lock(t: Target, task: str) -> Iterator[None]:
         "taking the host lock",
     )
     try:
-        channel.sendall(first)
-        answer = channel.makefile("rb").readline().decode(errors="replace").strip()
+        line = head if b"\n" in head else head + channel.makefile("rb").readline()
+        answer = line.split(b"\n", 1)[0].decode(errors="replace").strip()
     except (paramiko.SSHException, EOFError, OSError):
         channel.close()
         raise t.lost("taking the host lock") from None

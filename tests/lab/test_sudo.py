@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tasks import lab as lab_tasks
-from tests.lab.conftest import Lab, fab, must
+from tests.lab.conftest import DOMAIN, PASSWORD, USER, Lab, fab, must, sh
 
 SUDO_PASSWORD = "admin-sudo-pw-7731"
 
@@ -73,3 +73,25 @@ def test_wrong_sudo_password_is_a_clear_message(password_sudo: Lab) -> None:
     must(
         fab(password_sudo, "-H", "client2", "trust-ca", env={"FABRIC_SUDO_PASSWORD": SUDO_PASSWORD})
     )
+
+
+def test_a_sudo_password_for_a_host_that_needs_none(registry: Lab) -> None:
+    """sudo does not ask there: the password must not end up in what a root script reads."""
+    env = {"FABRIC_SUDO_PASSWORD": SUDO_PASSWORD}
+    must(fab(registry, "-H", "client1", "untrust-ca", env=env))
+    sh(registry.connect("client1"), f"docker logout {DOMAIN} >/dev/null")
+    out = fab(
+        registry,
+        "-H",
+        "client1",
+        "trust-ca",
+        "--login",
+        USER,
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[client1] system CA store (debian): changed (CA trusted)" in out.stdout
+    assert "[client1] docker login: changed" in out.stdout
+    assert SUDO_PASSWORD not in out.stdout + out.stderr
