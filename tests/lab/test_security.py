@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import pki
+from tasks import pki, state, users
 from tests.lab.conftest import (
     DOMAIN,
+    PASSPHRASE,
+    PASSWORD,
+    USER,
     Lab,
     Pushed,
+    fab,
     login,
     must,
     pull_digest,
@@ -95,3 +99,36 @@ def test_regbox_reboot_brings_everything_back(registry: Lab, image: Pushed) -> N
     trust_by_certs_d(registry, c2)
     login(c2)
     assert pull_digest(c2, image) == image.digest
+
+
+def test_no_secret_in_task_output_at_any_verbosity(registry: Lab, image: Pushed) -> None:
+    """Fabric's --debug and --echo on every task that handles a secret."""
+    inv = registry.inventory
+    p = pki.paths(inv)
+    key_lines = [line for line in p.server_key.read_text().splitlines() if "-----" not in line]
+    hashes = [line.split(":", 1)[1] for line in users.password_file(inv).read_text().splitlines()]
+    secrets = {
+        "the user's password": PASSWORD,
+        "a new user's password": "bob-verbose-password-1",
+        "the CA passphrase": PASSPHRASE,
+        "the probe's password": users.probe_credential(inv)[0],
+        "the registry's http secret": state.http_secret(inv.state_path),
+        **{f"an htpasswd hash ({i})": h for i, h in enumerate(hashes)},
+        **{f"a line of the server key ({i})": line for i, line in enumerate(key_lines)},
+    }
+    runs = [
+        fab(registry, "-d", "-e", "-H", "regbox", "adduser", "--username", "bob",
+            "--password-stdin", stdin="bob-verbose-password-1\n"),
+        fab(registry, "-d", "-e", "-H", "client1", "trust-ca", "--login", USER,
+            "--password-stdin", stdin=PASSWORD + "\n"),
+        fab(registry, "-d", "-e", "-H", "regbox", "deploy"),
+        fab(registry, "-d", "-e", "-H", "regbox", "deploy", "--dry-run"),
+        fab(registry, "-d", "-e", "-H", "regbox", "deluser", "bob", "--yes"),
+        fab(registry, "-d", "-e", "-H", "regbox", "status"),
+    ]  # fmt: skip
+    for run in runs:
+        assert run.returncode == 0, run.stdout + run.stderr
+    output = "\n".join(run.stdout + run.stderr for run in runs)
+    assert "paramiko.transport" in output  # the debug log is there, and was searched
+    leaked = [what for what, secret in secrets.items() if secret in output]
+    assert leaked == []
