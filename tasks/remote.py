@@ -287,7 +287,8 @@ class Target:
                 f'install -o {f.uid} -g {f.gid} -m {f.mode:o} "$d/{i}" {q(part)}',
                 f"mv -f {q(part)} {q(str(dest))}",
             ]
-        self.feed("\n".join(lines), archive.getvalue(), f"uploading {len(files)} file(s)")
+        count = f"{len(files)} file{'s' if len(files) != 1 else ''}"
+        self.feed("\n".join(lines), archive.getvalue(), f"uploading {count}")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
