@@ -65,8 +65,9 @@ class Report:
         """Print a line that is not a step result (a hint, a URL, a warning)."""
         self._print(message)
 
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.results if r[2] == status)
+    def count(self, status: str, host: str = "") -> int:
+        """How many steps ended with ``status`` (on ``host`` only, if given)."""
+        return sum(1 for r in self.results if r[2] == status and (not host or r[0] == host))
 
     def summary(self) -> str:
         """Print and return the closing line: counts, or "no changes"."""

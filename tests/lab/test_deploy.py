@@ -105,7 +105,9 @@ def test_files_on_the_host_are_root_owned_and_private(lab: Lab, deployed: object
     ]
 
 
-def test_second_deploy_changes_nothing(lab: Lab, pushed: Pushed) -> None:
+def test_second_deploy_changes_nothing(
+    lab: Lab, pushed: Pushed, deployed: subprocess.CompletedProcess[str]
+) -> None:
     regbox = lab.connect("regbox")
     before = containers(regbox)
     images = sh(regbox, "docker image ls -q regkit-nginx | sort")
@@ -114,6 +116,11 @@ def test_second_deploy_changes_nothing(lab: Lab, pushed: Pushed) -> None:
     assert ": changed" not in again.stdout
     assert "no changes" in again.stdout
     assert "[regbox] files: unchanged (all 14 match" in again.stdout
+    # Nothing changed, so the proof reads back the probe the first deploy pushed.
+    probe = deployed.stdout.split("probe:deploy sha256:")[1].split()[0].rstrip(")")
+    assert f"verify: ok (read back: {DOMAIN}/regkit/probe:deploy manifest, sha256:{probe} " in (
+        again.stdout
+    )
     assert containers(regbox) == before
     assert sh(regbox, "docker image ls -q regkit-nginx | sort") == images
 
