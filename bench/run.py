@@ -1,9 +1,10 @@
-"""Benchmarks on the lab (issue #10): the no-op redeploy, the fan-out, local material.
+"""Benchmarks on the lab (issue #10): the no-op redeploy, the fan-out, the data
+path through the proxy, local material.
 
 Run with ``make bench`` (``python -m bench.run`` from the repository root). It
-brings the lab up, runs each measurement a few times, prints the medians and
-ratios and writes them to ``bench/results.json``. Speed is measured here, never
-asserted in tests.
+brings the lab up with six Debian clients (plus b2d), runs each measurement a
+few times, prints the medians and ratios against the bars and writes them to
+``bench/results.json``. Speed is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from pathlib import Path
 
 import yaml
 
-from tasks import inventory, pki, users
+from bench.datapath import data_path
+from tasks import inventory, pki, render, users
 from tasks.lab import INVENTORY
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "bench-passphrase"  # noqa: S105 - the lab's throwaway CA
 ENV = {**os.environ, "REGISTRY_INVENTORY": str(INVENTORY), pki.PASSPHRASE_ENV: PASSPHRASE}
 RUNS = 5
+CLIENTS = 6  # Debian clients in the lab for the fan-out, b2d comes on top
 DONE = re.compile(r"done in ([0-9.]+) s, (\d+) SSH commands")
 
 
@@ -86,19 +89,31 @@ def redeploy() -> dict[str, float]:
 
 
 def fan_out() -> dict[str, float]:
+    """trust-ca on one client against all of them: with nothing to change, and with
+    the CA to install and Docker to restart on each (untrust-ca before each run)."""
     clients = inventory.load(INVENTORY).with_role("client")
-    one = statistics.median(timed(lambda: fab("-H", clients[0], "trust-ca")) for _ in range(RUNS))
-    every = statistics.median(
-        timed(lambda: fab("-H", ",".join(clients), "trust-ca")) for _ in range(RUNS)
-    )
-    return {"clients": len(clients), "one_s": one, "all_s": every, "all_over_one": every / one}
+    out: dict[str, float] = {"clients": len(clients)}
+    for name, hosts in (("one", clients[:1]), ("all", clients)):
+        target = ",".join(hosts)
+        fab("-H", target, "trust-ca")
+        out[f"noop_{name}_s"] = statistics.median(
+            timed(lambda t=target: fab("-H", t, "trust-ca")) for _ in range(RUNS)
+        )
+        samples = []
+        for _ in range(3):
+            fab("-H", target, "untrust-ca")
+            samples.append(timed(lambda t=target: fab("-H", t, "trust-ca")))
+        out[f"change_{name}_s"] = statistics.median(samples)
+    out["noop_all_over_one"] = out["noop_all_s"] / out["noop_one_s"]
+    out["change_all_over_one"] = out["change_all_s"] / out["change_one_s"]
+    return out
 
 
 def local_material() -> dict[str, float]:
     out: dict[str, float] = {}
     base = yaml.safe_load(INVENTORY.read_text())
     for key_type in ("ec-p256", "rsa-4096"):
-        samples = []
+        samples, renders = [], []
         for _ in range(RUNS):
             with tempfile.TemporaryDirectory() as tmp:
                 data = {**base, "pki": {"key_type": key_type}, "state_dir": tmp}
@@ -106,7 +121,9 @@ def local_material() -> dict[str, float]:
                 path.write_text(yaml.safe_dump(data))
                 inv = inventory.load(path)
                 samples.append(timed(lambda inv=inv: pki.init_pki(inv, PASSPHRASE)))
+                renders.append(timed(lambda inv=inv: render.render_all(inv)))
         out[f"pki_init_{key_type}_s"] = statistics.median(samples)
+        out[f"render_{key_type}_s"] = statistics.median(renders)
     for rounds in (10, 12):
         with tempfile.TemporaryDirectory() as tmp:
             data = {**base, "users": {"bcrypt_rounds": rounds}, "state_dir": tmp}
@@ -121,22 +138,53 @@ def local_material() -> dict[str, float]:
     return out
 
 
+BARS = (
+    ("redeploy", "noop_over_first", "no-op / first deploy", "<=", 0.10),
+    ("redeploy", "noop_deploy_s", "no-op deploy, s", "<=", 2.0),
+    ("redeploy", "noop_deploy_ssh_commands", "no-op deploy, SSH commands", "<=", 8),
+    ("fan_out", "noop_all_over_one", "trust-ca all / one, nothing to change", "<=", 1.5),
+    ("fan_out", "change_all_over_one", "trust-ca all / one, installing", "<=", 1.5),
+    ("data_path", "push_proxy_vs_native_tls", "push, proxy / native TLS", ">=", 1.0),
+    ("data_path", "pull_proxy_vs_native_tls", "pull, proxy / native TLS", ">=", 1.0),
+    ("data_path", "pull_proxy_vs_plain", "pull, proxy / plain HTTP", ">=", 0.45),
+)
+
+
+def verdicts(results: dict[str, dict[str, object]]) -> list[str]:
+    lines = []
+    for section, key, label, op, bar in BARS:
+        values = results[section]["ratios"] if section == "data_path" else results[section]
+        value = float(values[key])  # type: ignore[index]
+        met = value <= bar if op == "<=" else value >= bar
+        lines.append(f"{label}: {value:.3f} (bar {op} {bar}): {'met' if met else 'MISSED'}")
+    return lines
+
+
 def main() -> None:
-    print("lab: bringing it up", flush=True)
-    invoke("lab.up")
-    state = inventory.load(INVENTORY).state_path
-    if not (state / "pki" / "ca.crt").exists():
+    print(f"lab: bringing it up with {CLIENTS} Debian clients and b2d", flush=True)
+    invoke("lab.up", "--clients", str(CLIENTS))
+    inv = inventory.load(INVENTORY)
+    if not (inv.state_path / "pki" / "ca.crt").exists():
         invoke("pki.init")
-    if not users.load(inventory.load(INVENTORY)).users():
+    if not users.load(inv).users():
         invoke("users.add", "--username", "bench", "--password-stdin", stdin="bench-password-1\n")
-    results = {
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-        "redeploy": redeploy(),
-        "fan_out": fan_out(),
-        "local": local_material(),
+    machine = {
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "python": platform.python_version(),
     }
+    results: dict[str, dict[str, object]] = {"machine": machine}
+    for name, measure in (
+        ("redeploy", redeploy),
+        ("fan_out", fan_out),
+        ("data_path", lambda: data_path(inventory.load(INVENTORY))),
+        ("local", local_material),
+    ):
+        print(f"bench: {name}", flush=True)
+        results[name] = measure()  # type: ignore[assignment]
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+    print("\n".join(verdicts(results)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -128,12 +129,22 @@ IMAGES = (
     ImageSpec("registry", version_of="docker-registry"),
     ImageSpec("nginx", version_of="nginx"),
 )
-HOSTS = (
-    HostSpec("regbox", "host", "admin", "registry", "debian"),
-    HostSpec("client1", "host", "admin", "client", "debian"),
-    HostSpec("client2", "host", "admin", "client", "debian"),
-    HostSpec("b2d", "b2d", "docker", "client", "boot2docker"),
-)
+
+
+def lab_hosts(clients: int = 2) -> tuple[HostSpec, ...]:
+    """regbox, ``clients`` Debian clients (client1, client2, ...) and b2d."""
+    return (
+        HostSpec("regbox", "host", "admin", "registry", "debian"),
+        *(
+            HostSpec(f"client{i}", "host", "admin", "client", "debian")
+            for i in range(1, clients + 1)
+        ),
+        HostSpec("b2d", "b2d", "docker", "client", "boot2docker"),
+    )
+
+
+HOSTS = lab_hosts()
+CLIENT = re.compile(r"client([1-9][0-9]*)")
 # Flags that let a host container run its own sshd and dockerd without --privileged
 # (see ../shared/notes/lab-facts.md): full capabilities but CAP_SYS_RESOURCE, the
 # cgroup tree bound in, a tmpfs /run, and /var/lib/docker on a volume.
@@ -154,10 +165,11 @@ HOST_FLAGS = (
 
 def host_spec(alias: str) -> HostSpec:
     """The lab host called ``alias``, or an error listing the lab's hosts."""
-    for spec in HOSTS:
+    extra = CLIENT.fullmatch(alias)
+    for spec in lab_hosts(int(extra.group(1)) if extra else 0):
         if spec.alias == alias:
             return spec
-    known = ", ".join(h.alias for h in HOSTS)
+    known = ", ".join(h.alias for h in HOSTS) + " (and client3, client4, ... with --clients)"
     raise LabError(f"{alias!r} is not a lab host; the lab's hosts are {known}")
 
 
@@ -636,7 +648,7 @@ def ensure_ssh_key(rep: Report) -> str:
 
 
 def inventory_data(
-    ports: dict[str, int], keys: dict[str, str], refs: dict[str, str]
+    specs: tuple[HostSpec, ...], ports: dict[str, int], keys: dict[str, str], refs: dict[str, str]
 ) -> dict[str, Any]:
     """The lab's inventory, valid under tasks.inventory's schema."""
     hosts = {
@@ -650,7 +662,7 @@ def inventory_data(
             "role": spec.role,
             "flavor": spec.flavor,
         }
-        for spec in HOSTS
+        for spec in specs
     }
     return {
         "registry": {"domain": DOMAIN, "images": refs},
@@ -680,21 +692,41 @@ def _finish(rep: Report) -> None:
     rep.summary()
 
 
-@task
-def up(c: Context) -> None:
-    """Build the lab's images (cached by content) and start its four hosts.
+def present_clients(engine: Engine) -> int:
+    """The highest N of the lab's clientN containers (0 if none)."""
+    names = [name.removeprefix(f"{PREFIX}-") for name in engine.labelled("container")]
+    found = [CLIENT.fullmatch(name) for name in names]
+    return max((int(m.group(1)) for m in found if m), default=0)
+
+
+def remove_host(engine: Engine, spec: HostSpec, rep: Report) -> None:
+    engine.run("rm", "--force", "--volumes", spec.container)
+    for volume in spec.volumes:
+        engine.run("volume", "rm", volume, check=False)
+    rep.changed(spec.alias, "host", "removed (more clients than --clients asks for)")
+
+
+@task(help={"clients": "How many Debian clients (client1..clientN) to run; 2 by default."})
+def up(c: Context, clients: int = 2) -> None:
+    """Build the lab's images (cached by content) and start its hosts.
 
     Starts Debian's dockerd for the lab if none answers on the lab's socket, builds
-    what is missing, starts regbox, client1, client2 and b2d, loads the registry and
-    nginx images into regbox's engine and writes lab/inventory.yaml.
+    what is missing, starts regbox, client1..clientN (two unless --clients says
+    otherwise) and b2d, loads the registry and nginx images into regbox's engine
+    and writes lab/inventory.yaml.
     """
+    if clients < 1:
+        raise LabError(f"--clients {clients}: the lab needs at least one client")
     settings = Settings.from_context(c)
+    specs = lab_hosts(clients)
     rep = Report()
     start = time.monotonic()
     engine = ensure_engine(settings, rep)
     build_images(settings, engine, rep)
     public_key = ensure_ssh_key(rep)
     ensure_network(engine, rep)
+    for extra in range(clients + 1, present_clients(engine) + 1):
+        remove_host(engine, host_spec(f"client{extra}"), rep)
     ports: dict[str, int] = {}
     lock = threading.Lock()
 
@@ -703,16 +735,16 @@ def up(c: Context) -> None:
         with lock:
             ports[spec.alias] = port
 
-    with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
-        for future in [pool.submit(bring_up, spec) for spec in HOSTS]:
+    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        for future in [pool.submit(bring_up, spec) for spec in specs]:
             future.result()
     keys = {}
-    for spec in HOSTS:
+    for spec in specs:
         authorize(engine, spec, public_key, rep)
         keys[spec.alias] = host_key(engine, spec)
         if spec.role == "registry":
             load_images(engine, spec, settings, rep)
-    write_inventory(inventory_data(ports, keys, _refs(engine, settings)), rep)
+    write_inventory(inventory_data(specs, ports, keys, _refs(engine, settings)), rep)
     where = INVENTORY.relative_to(LAB_DIR.parent)
     rep.info(f"[lab] up in {time.monotonic() - start:.0f} s; use REGISTRY_INVENTORY={where}")
     _finish(rep)
@@ -764,7 +796,7 @@ def status(c: Context) -> None:
         print(f"lab engine: not answering on {settings.socket} (run `invoke lab.up`)")
         return
     print(f"lab engine: answers on {settings.socket}")
-    for spec in HOSTS:
+    for spec in lab_hosts(max(2, present_clients(engine))):
         info = engine.inspect(spec.container)
         if info is None:
             print(f"  {spec.alias:<8} absent")
