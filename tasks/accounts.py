@@ -13,7 +13,7 @@ from tasks import deploy, inventory, pki, users
 from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import EMIT, Target, Upload, aliases_from, each_host, file_fact, q, sha256
+from tasks.remote import EMIT, Target, Upload, aliases_from, each_host, files_fact, q, sha256
 from tasks.report import Report
 
 AUTH_FILE = f"{deploy.REMOTE_DIR}/auth/htpasswd"
@@ -28,7 +28,7 @@ def push_password_file(inv: Inventory, t: Target, rep: Report) -> None:
     """Upload the password file where it differs; say which."""
     wanted = wanted_auth(inv)
     out = t.check(
-        f"{EMIT}\n{file_fact(AUTH_FILE)}\n"
+        f"{EMIT}\n{files_fact([AUTH_FILE])}\n"
         f"emit nginx \"$(docker inspect --format '{{{{.State.Running}}}}' {deploy.NGINX} "
         '2>/dev/null)"',
         "reading the password file",

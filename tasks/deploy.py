@@ -22,7 +22,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -39,7 +38,7 @@ from tasks.remote import (
     Upload,
     aliases_from,
     each_host,
-    file_fact,
+    files_fact,
     host_lock,
     q,
     sha256,
@@ -213,17 +212,23 @@ def facts_script(inv: Inventory, paths: list[str], image_refs: list[str]) -> str
         f"docker network inspect {NETWORK} >/dev/null 2>&1 && emit network yes",
         f"[ -f {DEPLOYED} ] && emit deployed \"$(tr -d '\\n' < {DEPLOYED})\"",
     ]
-    lines += [file_fact(path) for path in paths]
+    lines.append(files_fact(paths))
     fmt = f'{{{{.Id}}}}|{{{{.Image}}}}|{{{{index .Config.Labels "{SPEC_LABEL}"}}}}|'
     fmt += "{{.State.Running}}|{{.State.StartedAt}}"
-    for name in (REGISTRY, NGINX):
-        lines.append(
-            f'c=$(docker inspect --format {q(fmt)} {name} 2>/dev/null) && emit ctr:{name} "$c"'
-        )
+    # One docker call for both containers and one for the images: each costs ~20 ms.
+    lines.append(
+        f"docker inspect --type container --format {q('{{.Name}}|' + fmt)} {REGISTRY} {NGINX} "
+        "2>/dev/null | sed -n 's#^/\\([^|]*\\)|#ctr:\\1\\t#p'"
+    )
+    refs = " ".join(q(ref) for ref in image_refs)
+    lines.append(
+        "imgs=$(docker image inspect --format "
+        f"'{{{{json .RepoTags}}}}{{{{json .RepoDigests}}}} {{{{.Id}}}}' {refs} 2>/dev/null)"
+    )
     for ref in image_refs:
         lines.append(
-            f"i=$(docker image inspect --format '{{{{.Id}}}}' {q(ref)} 2>/dev/null)"
-            f' && emit img:{q(ref)} "$i"'
+            f"i=$(printf '%s\\n' \"$imgs\" | grep -F {q(json.dumps(ref))} | head -1 | "
+            f'sed \'s/.* //\') && [ -n "$i" ] && emit img:{q(ref)} "$i"'
         )
     lines.append("true")
     return "\n".join(lines)
@@ -438,17 +443,26 @@ def stream_to(rep: Report, alias: str, prefix: str) -> Callable[[str], None]:
     return lambda line: rep.info(f"[{alias}]   {prefix}{line}")
 
 
-def deploy_host(inv: Inventory, t: Target, rep: Report, dry_run: bool) -> None:
-    """Deploy to one connected host."""
+def deploy_facts_script(inv: Inventory) -> str:
+    """The facts a deploy reads: its files, containers and images, and the host."""
+    files = wanted_files(inv)
+    return facts_script(
+        inv, [f.path for f in files], [inv.registry.images.registry, nginx_tag(files)]
+    )
+
+
+def deploy_host(
+    inv: Inventory, t: Target, rep: Report, dry_run: bool, facts_output: str | None = None
+) -> None:
+    """Deploy to one connected host; ``facts_output`` is what the facts script printed,
+    if it already ran (with the host lock), else it runs now."""
     a = t.alias
     files = wanted_files(inv)
     tag = nginx_tag(files)
     reg_image = inv.registry.images.registry
-    facts = parse_facts(
-        t.check(
-            facts_script(inv, [f.path for f in files], [reg_image, tag]), "reading facts"
-        ).stdout
-    )
+    if facts_output is None:
+        facts_output = t.check(deploy_facts_script(inv), "reading facts").stdout
+    facts = parse_facts(facts_output)
     rep.ok(a, "preflight", preflight(inv, t, facts))
 
     if facts.apache2_utils:
@@ -619,8 +633,11 @@ def deploy(c: Context, dry_run: bool = False) -> None:
 
     def work(t: Target) -> None:
         start = time.monotonic()
-        with nullcontext() if dry_run else host_lock(t, "deploy"):
-            deploy_host(inv, t, rep, dry_run)
+        if dry_run:
+            deploy_host(inv, t, rep, dry_run=True)
+        else:
+            with host_lock(t, "deploy", deploy_facts_script(inv)) as facts:
+                deploy_host(inv, t, rep, False, facts)
         took = time.monotonic() - start
         rep.info(f"[{t.alias}] done in {took:.1f} s, {t.commands} SSH commands")
 

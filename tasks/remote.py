@@ -78,12 +78,17 @@ class Upload:
 EMIT = 'emit() { printf \'%s\\t%s\\n\' "$1" "$2"; }'
 
 
-def file_fact(path: str) -> str:
-    """A facts-script line: ``file:<path>  <sha256> <mode> <uid> <gid>`` if the file exists."""
-    p = q(path)
+def files_fact(paths: Iterable[str]) -> str:
+    """Facts-script lines: ``file:<path>  <sha256> <mode> <uid> <gid>`` for each of
+    ``paths`` that exists, from one ``sha256sum`` and one ``stat`` for them all."""
+    ps = " ".join(q(p) for p in paths)
+    if not ps:
+        return ""
     return (
-        f"[ -f {p} ] && emit file:{p} "
-        f"\"$(sha256sum < {p} | cut -d' ' -f1) $(stat -c '%a %u %g' {p})\""
+        f"{{ sha256sum {ps} 2>/dev/null | sed 's/^/S /'; "
+        f"stat -c 'T %n %a %u %g' {ps} 2>/dev/null; }} | awk "
+        """'$1 == "S" { sum[$3] = $2 } $1 == "T" { st[$2] = $3 " " $4 " " $5 } """
+        """END { for (p in st) if (p in sum) printf "file:%s\\t%s %s\\n", p, sum[p], st[p] }'"""
     )
 
 
@@ -323,15 +328,36 @@ def open_target(inv: Inventory, alias: str, ctx: Context | None = None) -> Targe
 # connection: a task that ends, fails, is killed or loses its connection frees it.
 LOCK = "/run/lock/regkit.lock"
 LOCK_OWNER = "/run/lock/regkit.owner"
+LOCKED_END = "regkit-locked-facts-end"
+
+
+def _lines(head: bytes, channel: paramiko.Channel) -> Iterator[str]:
+    """The lines a channel prints, starting with what was already read (``head``)."""
+    buffer, stream = head, channel.makefile("rb")
+    while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield line.decode(errors="replace")
+        more = stream.readline()
+        if not more:
+            if buffer:
+                yield buffer.decode(errors="replace")
+            return
+        buffer += more
 
 
 @contextmanager
-def host_lock(t: Target, task: str) -> Iterator[None]:
-    """Hold the host's lock for ``task``; refuse, naming the holder, if it is taken."""
+def host_lock(t: Target, task: str, then: str = "") -> Iterator[str]:
+    """Hold the host's lock for ``task``; refuse, naming the holder, if it is taken.
+
+    ``then`` (a facts script) runs as soon as the lock is held, in the same SSH
+    command; the block receives its output.
+    """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     owner = f"{task} from {getpass.getuser()}@{socket.gethostname()} since {stamp}"
     held = (
-        f"printf '%s\\n' {q(owner)} > {LOCK_OWNER}; echo acquired; "
+        f"printf '%s\\n' {q(owner)} > {LOCK_OWNER}; echo acquired\n"
+        f"( {then or 'true'}\n) </dev/null\necho {LOCKED_END}\n"
         f"cat >/dev/null; rm -f {LOCK_OWNER}"
     )
     channel, head = t.open_channel(
@@ -341,9 +367,17 @@ def host_lock(t: Target, task: str) -> Iterator[None]:
         f"cat {LOCK_OWNER} 2>/dev/null || echo 'an unknown task'",
         "taking the host lock",
     )
+    lines = _lines(head, channel)
+    facts: list[str] = []
     try:
-        line = head if b"\n" in head else head + channel.makefile("rb").readline()
-        answer = line.split(b"\n", 1)[0].decode(errors="replace").strip()
+        answer = next(lines, "").strip()
+        if answer == "acquired":
+            for line in lines:
+                if line == LOCKED_END:
+                    break
+                facts.append(line)
+            else:
+                raise EOFError
     except (paramiko.SSHException, EOFError, OSError):
         channel.close()
         raise t.lost("taking the host lock") from None
@@ -354,11 +388,9 @@ def host_lock(t: Target, task: str) -> Iterator[None]:
             t.check_sudo(err)
             raise RemoteError(f"{t.alias}: taking the host lock failed: {err.strip()}")
         channel.close()
-        raise RemoteError(
-            f"{t.alias}: busy: {answer or 'another task'} holds the lock; wait for it to finish"
-        )
+        raise RemoteError(f"{t.alias}: busy: {answer} holds the lock; wait for it to finish")
     try:
-        yield
+        yield "\n".join(facts)
     finally:
         try:
             channel.shutdown_write()

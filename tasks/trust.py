@@ -28,7 +28,7 @@ from invoke import Collection, Context
 from tasks import inventory, pki
 from tasks.cli import read_secret_stdin, task
 from tasks.inventory import Inventory
-from tasks.remote import EMIT, Target, Upload, aliases_from, each_host, file_fact, q, sha256
+from tasks.remote import EMIT, Target, Upload, aliases_from, each_host, files_fact, q, sha256
 from tasks.report import Report
 
 BUNDLES = (
@@ -136,7 +136,7 @@ def facts_script(inv: Inventory, pems: list[bytes]) -> str:
     for i, pem in enumerate(pems):
         line = q(pem_marker_line(pem))
         lines.append(f'[ -n "$b" ] && emit in_bundle:{i} "$(grep -c -F -e {line} "$b")"')
-    lines += [file_fact(path) for path in paths]
+    lines.append(files_fact(paths))
     lines.append("true")
     return "\n".join(lines)
 
