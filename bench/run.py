@@ -19,12 +19,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
 from bench.datapath import data_path
-from tasks import inventory, pki, render, users
+from tasks import inventory, lab, pki, render, users
 from tasks.lab import INVENTORY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +107,24 @@ def fan_out() -> dict[str, float]:
         out[f"change_{name}_s"] = statistics.median(samples)
     out["noop_all_over_one"] = out["noop_all_s"] / out["noop_one_s"]
     out["change_all_over_one"] = out["change_all_s"] / out["change_one_s"]
+    # The floor without regkit or SSH: Docker restarted on the same hosts at once.
+    for name, hosts in (("one", clients[:1]), ("all", clients)):
+        out[f"bare_restart_{name}_s"] = statistics.median(
+            timed(lambda h=hosts: restart_docker(h)) for _ in range(3)
+        )
+    out["bare_restart_all_over_one"] = out["bare_restart_all_s"] / out["bare_restart_one_s"]
     return out
+
+
+def restart_docker(aliases: list[str]) -> None:
+    """Restart dockerd on ``aliases`` at once (docker exec, no SSH), until each answers."""
+    engine = lab.Engine(lab.Settings())
+    script = (
+        "{ service docker restart || /etc/init.d/docker restart; } >/dev/null 2>&1\n"
+        "until docker info >/dev/null 2>&1; do sleep 0.1; done"
+    )
+    with ThreadPoolExecutor(len(aliases)) as pool:
+        list(pool.map(lambda a: engine.exec(lab.host_spec(a).container, script), aliases))
 
 
 def local_material() -> dict[str, float]:

@@ -12,10 +12,9 @@ import secrets
 import sys
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke import Collection, Context
-from passlib.apache import HtpasswdFile, htpasswd_context
-from passlib.context import CryptContext
 
 from tasks import inventory
 from tasks.cli import read_secret_stdin, task
@@ -23,6 +22,13 @@ from tasks.errors import UsersError
 from tasks.inventory import Inventory
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
+
+if TYPE_CHECKING:
+    from passlib.apache import HtpasswdFile
+    from passlib.context import CryptContext
+
+# libpass is imported where a hash is made or read: loading it tests the bcrypt
+# backend (about 35 ms), which a deploy with nothing to change does without.
 
 MAX_USERNAME = 64
 BCRYPT_MAX_BYTES = 72
@@ -76,6 +82,8 @@ def check_password(password: str, min_length: int) -> str:
 
 
 def _context(inv: Inventory) -> CryptContext:
+    from passlib.apache import htpasswd_context
+
     return htpasswd_context.copy(
         default="bcrypt", bcrypt__rounds=inv.users.bcrypt_rounds, bcrypt__ident="2y"
     )
@@ -83,6 +91,8 @@ def _context(inv: Inventory) -> CryptContext:
 
 def load_empty(inv: Inventory) -> HtpasswdFile:
     """A new, empty password file that hashes with bcrypt."""
+    from passlib.apache import HtpasswdFile
+
     return HtpasswdFile(context=_context(inv))
 
 
@@ -91,6 +101,8 @@ def load(inv: Inventory) -> HtpasswdFile:
     path = password_file(inv)
     if not path.exists():
         return load_empty(inv)
+    from passlib.apache import HtpasswdFile
+
     try:
         return HtpasswdFile.from_string(path.read_bytes(), context=_context(inv))
     except ValueError as exc:
@@ -105,6 +117,8 @@ def save(inv: Inventory, htpasswd: HtpasswdFile) -> bool:
 
 def scheme(htpasswd: HtpasswdFile, user: str) -> str:
     """The hash scheme of ``user``'s entry, e.g. ``bcrypt``."""
+    from passlib.apache import htpasswd_context
+
     return htpasswd_context.identify(htpasswd.get_hash(user)) or "unknown"
 
 
@@ -143,6 +157,8 @@ def probe_credential(inv: Inventory) -> tuple[str, str]:
     password = pw_path.read_text().strip()
     prefix = f"{PROBE_USER}:$2y${PROBE_ROUNDS:02d}$"
     if not line_path.exists() or not line_path.read_text().startswith(prefix):
+        from passlib.apache import HtpasswdFile, htpasswd_context
+
         context = htpasswd_context.copy(
             default="bcrypt", bcrypt__rounds=PROBE_ROUNDS, bcrypt__ident="2y"
         )
@@ -153,14 +169,31 @@ def probe_credential(inv: Inventory) -> tuple[str, str]:
 
 
 def deployed_htpasswd(inv: Inventory) -> bytes:
-    """What the registry hosts get: every user, plus the deploy probe's line."""
-    htpasswd = load(inv)
-    if not htpasswd.users():
+    """What the registry hosts get: every user, plus the deploy probe's line.
+
+    The file is read as text (it is libpass's own output): every line that is not
+    blank or a comment must be ``user:hash``.
+    """
+    path = password_file(inv)
+    text = path.read_bytes() if path.exists() else b""
+    entries = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith(b"#"):
+            continue
+        if b":" not in line:
+            raise UsersError(
+                f"{path}: malformed password file (line {number} is not user:hash); "
+                "fix or remove it"
+            )
+        entries += 1
+    if not entries:
         raise UsersError(
-            f"{password_file(inv)}: no users yet; add one first with 'invoke users.add' "
+            f"{path}: no users yet; add one first with 'invoke users.add' "
             "(a registry nobody can log into is of no use)"
         )
-    return htpasswd.to_string() + probe_credential(inv)[1].encode()
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    return text + probe_credential(inv)[1].encode()
 
 
 def ask_username(username: str, password_stdin: bool) -> str:

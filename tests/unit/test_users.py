@@ -161,3 +161,21 @@ def test_cli_has_no_password_argument() -> None:
 )
 def test_curl_config_escapes_the_password(password: str, line: str) -> None:
     assert accounts.curl_config("bob", password) == line
+
+
+def test_deployed_file_is_every_user_plus_the_probe(inv: Inventory) -> None:
+    users.set_password(inv, "alice", "alice-password-1")
+    users.set_password(inv, "bob", "bob-password-12")
+    deployed = users.deployed_htpasswd(inv).decode()
+    assert deployed.startswith(users.password_file(inv).read_text())
+    names = [line.split(":", 1)[0] for line in deployed.splitlines()]
+    assert names == ["alice", "bob", users.PROBE_USER]
+
+
+def test_deployed_file_refuses_no_users_and_malformed_lines(inv: Inventory) -> None:
+    with pytest.raises(UsersError, match=r"no users yet; add one first with 'invoke users\.add'"):
+        users.deployed_htpasswd(inv)
+    users.password_file(inv).parent.mkdir(parents=True, exist_ok=True)
+    users.password_file(inv).write_text("alice:$2y$12$abc\njust-a-name\n")
+    with pytest.raises(UsersError, match=r"malformed password file \(line 2 is not user:hash\)"):
+        users.deployed_htpasswd(inv)
