@@ -11,7 +11,6 @@ pinned in the inventory (``host_key``) or be in a known_hosts file.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import socket
 
@@ -74,10 +73,15 @@ def connect(inv: Inventory, alias: str, ctx: Context | None = None) -> fabric.Co
             raise InventoryError(
                 f"{inv.source}: known_hosts: cannot read {path}: {exc.strerror}"
             ) from None
+        except (paramiko.hostkeys.InvalidHostKey, UnicodeDecodeError):
+            raise InventoryError(
+                f"{inv.source}: known_hosts: {path} has a damaged line; "
+                "fix it (ssh-keygen -R <host> -f <file>) or use host_key in the inventory"
+            ) from None
     if h.host_key:
         try:
             key = parse_host_key(h.host_key)
-        except (ValueError, binascii.Error, paramiko.SSHException):
+        except (ValueError, paramiko.SSHException):
             raise InventoryError(
                 f"{inv.source}: hosts.{alias}.host_key: not a valid {h.host_key.split()[0]} key; "
                 "copy the line again from ssh-keyscan"

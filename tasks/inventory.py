@@ -90,7 +90,8 @@ def check_image_ref(ref: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # python-re: the data_dir pattern needs a look-ahead, which the default engine lacks.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, regex_engine="python-re")
 
 
 class Images(_Strict):
@@ -109,9 +110,10 @@ class Registry(_Strict):
     port: Port = 443
     extra_names: list[str] = []
     extra_ips: list[str] = []
-    data_dir: Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9._-]+){2,}/?$")] = (
-        "/var/lib/regkit/registry"
-    )
+    # Two folders deep at least, and no "." or ".." part: `rm -rf` and `docker -v` get it.
+    data_dir: Annotated[
+        str, StringConstraints(pattern=r"^(/(?!\.\.?(/|$))[A-Za-z0-9._-]+){2,}/?$")
+    ] = "/var/lib/regkit/registry"
     images: Images = Images()
 
     @field_validator("domain")
@@ -305,7 +307,7 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "string_pattern_mismatch":
         return (
             f"expected an absolute path at least two folders deep (e.g. /var/lib/regkit/registry), "
-            f"of letters, digits, '.', '_' and '-', got {given!r}"
+            f"of letters, digits, '.', '_' and '-', without '.' or '..' parts, got {given!r}"
         )
     return f"{error['msg']}, got {given!r}"
 

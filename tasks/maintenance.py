@@ -107,8 +107,8 @@ def collect_garbage(
         return
     image = current_image(t)
     rep.info(f"[{alias}] registry read-only while collecting: pushes are refused, pulls work")
-    set_readonly(inv, t, True, image)
     try:
+        set_readonly(inv, t, True, image)
         deleted = eligible(collect(t, dry_run=False, delete_untagged=delete_untagged))
     finally:
         set_readonly(inv, t, False, image)

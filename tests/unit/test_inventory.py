@@ -186,7 +186,10 @@ def test_repo_example_inventory_is_valid() -> None:
     assert inv.with_role("registry") == ["regbox"]
 
 
-@pytest.mark.parametrize("data_dir", ["/", "/var", "relative/path", "/var/lib/a:b", "/var/lib/a,b"])
+@pytest.mark.parametrize(
+    "data_dir",
+    ["/", "/var", "relative/path", "/var/lib/a:b", "/var/lib/a,b", "/var/../etc", "/srv/./x/y"],
+)
 def test_data_dir_that_purge_or_docker_would_mishandle_is_refused(
     write_inventory: Callable[..., Path], data_dir: str
 ) -> None:
