@@ -18,15 +18,13 @@ its temp folders are sampled every 100 ms.
 
 from __future__ import annotations
 
-import shlex
 import statistics
 from dataclasses import dataclass
 
 from tasks.deploy import REMOTE_DIR
 from tasks.inventory import Inventory
-from tasks.remote import Target, open_target
+from tasks.remote import Target, open_target, q
 
-q = shlex.quote
 BENCH_DATA = "/var/lib/regkit-bench"
 WORK = f"{BENCH_DATA}/work"
 
@@ -70,10 +68,10 @@ docker run -d --name regkit-bench-tls -p 5443:5000 \\
 for i in $(seq 50); do
   curl -s -o /dev/null http://127.0.0.1:5001/v2/ && \\
   curl -s -o /dev/null --cacert {REMOTE_DIR}/ca.crt \\
-    --resolve {inv.registry.domain}:5443:127.0.0.1 https://{inv.registry.domain}:5443/v2/ && break
+    --resolve {inv.registry.domain}:5443:127.0.0.1 https://{inv.registry.domain}:5443/v2/ && exit 0
   sleep 0.2
 done
-echo ready"""
+echo 'the reference registries did not answer within 10 s' >&2; exit 1"""
 
 
 def blob_script(mib: int) -> str:
@@ -96,12 +94,13 @@ def transfer_script(p: Route, mib: int, digest: str, watch: bool) -> str:
     curl = f"curl -sS {p.curl}"
     watcher = (
         f"""rm -f {WORK}/stop {WORK}/mem {WORK}/spool
+trap 'touch {WORK}/stop' EXIT
 nginx=$(docker inspect --format '{{{{.State.Pid}}}}' regkit-nginx)
 ( while [ ! -f {WORK}/stop ]; do
     ps -C nginx -o rss= | awk '{{s+=$1}} END {{print s}}' >> {WORK}/mem
     find /proc/$nginx/root/var/lib/nginx -type f 2>/dev/null | wc -l >> {WORK}/spool
     sleep 0.1
-  done ) &
+  done ) >/dev/null 2>&1 &
 """
         if watch
         else ""
@@ -197,6 +196,9 @@ def data_path(
         "pull_proxy_vs_native_tls": ratio("pull_mb_s", "native-tls"),
         "pull_proxy_vs_plain": ratio("pull_mb_s", "plain"),
         "push_proxy_vs_plain": ratio("push_mb_s", "plain"),
+        "nginx_peak_largest_over_smallest": results[f"proxy_{big}mib"]["nginx_peak_rss_mib"]
+        / results[f"proxy_{min(sizes)}mib"]["nginx_peak_rss_mib"],
+        "nginx_temp_files": max(r["nginx_temp_files"] for k, r in results.items() if "proxy" in k),
     }
     return results | docker
 
@@ -255,24 +257,21 @@ def docker_script(inv: Inventory, image: str) -> str:
             f"s=$(took docker pull -q {q(ref)})",
             f'echo "pull {route} $s"',
         ]
-    # Keep the last pulled copy, for the next run's pushes.
-    lines.append(f"docker tag {q(list(refs.values())[-1])} regkit-bench/{image}")
     return "\n".join(lines)
 
 
 def docker_path(
-    inv: Inventory, t: Target, big_mib: int = 1024, small_layers: int = 40, runs: int = 1
+    inv: Inventory, t: Target, big_mib: int = 1024, small_layers: int = 40
 ) -> dict[str, dict[str, float]]:
-    """Median seconds of docker push and pull along each route, for both images."""
+    """Seconds of docker push and pull along each route, once, for both images (a
+    second push would find every layer already there)."""
     t.check(docker_setup_script(inv, big_mib, small_layers), "building the bench images")
     results: dict[str, dict[str, float]] = {}
     for image in ("big", "small"):
-        seen: dict[str, list[float]] = {}
-        for _ in range(runs):
-            print(f"data path: docker push/pull of {image}, along each route", flush=True)
-            out = t.check(docker_script(inv, image), f"docker push/pull of {image}").stdout
-            for line in out.splitlines():
-                op, route, seconds = line.split()
-                seen.setdefault(f"{op}_{route}_s", []).append(float(seconds))
-        results[f"docker_{image}"] = {k: statistics.median(v) for k, v in seen.items()}
+        print(f"data path: docker push/pull of {image}, along each route", flush=True)
+        out = t.check(docker_script(inv, image), f"docker push/pull of {image}").stdout
+        results[f"docker_{image}"] = {
+            f"{op}_{route}_s": float(seconds)
+            for op, route, seconds in (line.split() for line in out.splitlines())
+        }
     return results

@@ -65,7 +65,9 @@ def deploy_once() -> tuple[float, int]:
     out = fab("-H", "regbox", "deploy")
     wall = time.perf_counter() - start
     match = DONE.search(out)
-    return wall, int(match.group(2)) if match else -1
+    if not match:
+        sys.exit(f"fab deploy printed no 'done in ... SSH commands' line:\n{out}")
+    return wall, int(match.group(2))
 
 
 def redeploy() -> dict[str, float]:
@@ -165,6 +167,8 @@ BARS = (
     ("data_path", "push_proxy_vs_native_tls", "push, proxy / native TLS", ">=", 1.0),
     ("data_path", "pull_proxy_vs_native_tls", "pull, proxy / native TLS", ">=", 1.0),
     ("data_path", "pull_proxy_vs_plain", "pull, proxy / plain HTTP", ">=", 0.45),
+    ("data_path", "nginx_peak_largest_over_smallest", "nginx memory, 1 GiB / 256 MiB", "<=", 1.1),
+    ("data_path", "nginx_temp_files", "nginx temp files", "<=", 0),
 )
 
 
