@@ -13,7 +13,17 @@ from tasks import deploy, inventory, pki, users
 from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import EMIT, Target, Upload, aliases_from, each_host, files_fact, q, sha256
+from tasks.remote import (
+    EMIT,
+    Target,
+    Upload,
+    aliases_from,
+    each_host,
+    files_fact,
+    parse_values,
+    q,
+    sha256,
+)
 from tasks.report import Report
 
 AUTH_FILE = f"{deploy.REMOTE_DIR}/auth/htpasswd"
@@ -33,7 +43,7 @@ def push_password_file(inv: Inventory, t: Target, rep: Report) -> None:
         '2>/dev/null)"',
         "reading the password file",
     ).stdout
-    facts = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    facts = parse_values(out)
     if facts.get("nginx") != "true":
         raise RemoteError(
             f"{t.alias}: the registry's proxy is not running here; run 'fab -H {t.alias} deploy'"

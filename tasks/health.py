@@ -18,7 +18,7 @@ from tasks.cli import task
 from tasks.deploy import NGINX, REGISTRY, REMOTE_DIR
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import EMIT, aliases_from, open_target, q, sha256
+from tasks.remote import EMIT, aliases_from, open_target, parse_values, q, sha256
 from tasks.report import Report
 
 
@@ -56,10 +56,6 @@ else
   emit ping "unknown (no curl on the host)"
 fi
 true"""
-
-
-def parse_values(output: str) -> dict[str, str]:
-    return dict(line.split("\t", 1) for line in output.splitlines() if "\t" in line)
 
 
 def served_certificate(value: str) -> tuple[dt.datetime, str] | None:

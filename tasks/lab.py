@@ -146,8 +146,8 @@ def lab_hosts(clients: int = 2) -> tuple[HostSpec, ...]:
 HOSTS = lab_hosts()
 CLIENT = re.compile(r"client([1-9][0-9]*)")
 # Flags that let a host container run its own sshd and dockerd without --privileged
-# (see ../shared/notes/lab-facts.md): full capabilities but CAP_SYS_RESOURCE, the
-# cgroup tree bound in, a tmpfs /run, and /var/lib/docker on a volume.
+# (which fails where CAP_SYS_RESOURCE is not granted): full capabilities but
+# CAP_SYS_RESOURCE, the cgroup tree bound in, a tmpfs /run, /var/lib/docker on a volume.
 HOST_FLAGS = (
     "--cap-add=ALL",
     "--cap-drop=SYS_RESOURCE",

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import fabric
@@ -70,12 +70,17 @@ class Upload:
 
     @property
     def fact(self) -> str:
-        """What :func:`file_fact` reports when the file on the host is as wanted."""
+        """What :func:`files_fact` reports when the file on the host is as wanted."""
         return f"{self.digest} {self.stat}"
 
 
 # Facts scripts print one ``key<TAB>value`` line per fact with this function.
 EMIT = 'emit() { printf \'%s\\t%s\\n\' "$1" "$2"; }'
+
+
+def parse_values(output: str) -> dict[str, str]:
+    """The ``key<TAB>value`` lines a facts script printed, as a dict."""
+    return dict(line.split("\t", 1) for line in output.splitlines() if "\t" in line)
 
 
 def files_fact(paths: Iterable[str]) -> str:
@@ -100,7 +105,6 @@ class Target:
     spec: Host
     conn: fabric.Connection
     commands: int = 0
-    log: list[str] = field(default_factory=list)
 
     def _as_root(self, script: str) -> str:
         inner = f"sh -c {q(script)}"
@@ -131,7 +135,6 @@ class Target:
         if stdin is not None and root:
             raise ValueError("a root script reads its stdin through Target.feed")
         self.commands += 1
-        self.log.append(what or script.split("\n", 1)[0][:60])
         kwargs: dict[str, object] = {"hide": True, "warn": warn, "in_stream": False}
         if stream is not None:
             kwargs["out_stream"] = _LineStream(stream)
@@ -147,14 +150,17 @@ class Target:
             else:
                 result = self.conn.run(f"sh -c {q(script)}", **kwargs)
         except AuthFailure:
-            raise RemoteError(
-                f"{self.alias}: sudo refused the password; check it, or the user's sudo rights"
-            ) from None
+            raise self.sudo_refused() from None
         if result.exited == -1:
             raise self.lost(what or "a command")
         if root:
             self.check_sudo(result.stderr or "")
         return result
+
+    def sudo_refused(self) -> RemoteError:
+        return RemoteError(
+            f"{self.alias}: sudo refused the password; check it, or the user's sudo rights"
+        )
 
     def check_sudo(self, err: str) -> None:
         """Raise a clear error when ``err`` shows sudo refused to run the script."""
@@ -166,9 +172,7 @@ class Target:
                 "--prompt-for-sudo-password, or allow passwordless sudo for this user"
             )
         if "incorrect password attempt" in err:
-            raise RemoteError(
-                f"{self.alias}: sudo refused the password; check it, or the user's sudo rights"
-            )
+            raise self.sudo_refused()
         if "is not in the sudoers file" in err:
             raise RemoteError(f"{self.alias}: {self.conn.user} may not use sudo on this host")
 
@@ -195,17 +199,19 @@ class Target:
         user needs none). Returns the channel and the script's first output.
         """
         self.commands += 1
-        self.log.append(what)
         command = f"sh -c {q(f'echo {READY}; {script}')}"
         if self.spec.sudo and self._has_sudo_password():
             command = f"sudo -k -S -p {q(PROMPT)} {command}"
         elif self.spec.sudo:
             command = f"sudo -n {command}"
+        transport = self.conn.client.get_transport()
+        if transport is None:
+            raise self.lost(what)
         try:
-            channel = self.conn.client.get_transport().open_session()
+            channel = transport.open_session()
             channel.exec_command(command)
             return channel, self._await_ready(channel, what)
-        except (paramiko.SSHException, EOFError, OSError, AttributeError):
+        except (paramiko.SSHException, EOFError, OSError):
             raise self.lost(what) from None
 
     def _await_ready(self, channel: paramiko.Channel, what: str) -> bytes:
@@ -220,10 +226,7 @@ class Target:
                 err += channel.recv_stderr(65536)
                 if err.count(PROMPT.encode()) > 1:
                     channel.close()
-                    raise RemoteError(
-                        f"{self.alias}: sudo refused the password; check it, or the "
-                        "user's sudo rights"
-                    )
+                    raise self.sudo_refused()
                 if PROMPT.encode() in err and not answered:
                     channel.sendall(f"{self.conn.config.sudo.password}\n".encode())
                     answered = True
@@ -361,6 +364,8 @@ def host_lock(t: Target, task: str, then: str = "") -> Iterator[str]:
         f"cat >/dev/null; rm -f {LOCK_OWNER}"
     )
     channel, head = t.open_channel(
+        "command -v flock >/dev/null || "
+        "{ echo 'flock is not installed (util-linux)' >&2; exit 1; }\n"
         f"mkdir -p /run/lock\nflock -n {LOCK} sh -c {q(held)} && exit\n"
         # The holder writes its name right after it locks: give it a moment.
         f"for i in 1 2 3 4 5 6 7 8 9 10; do [ -s {LOCK_OWNER} ] && break; sleep 0.1; done\n"

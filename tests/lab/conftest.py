@@ -30,7 +30,7 @@ from tasks import pki
 from tasks.connect import connect, open_connection
 from tasks.inventory import ENV_VAR, Inventory
 from tasks.lab import INVENTORY, LAB_DIR
-from tasks.remote import LOCK, LOCK_OWNER
+from tasks.remote import LOCK, LOCK_OWNER, Target
 
 HERE = Path(__file__).resolve().parent
 REPO = LAB_DIR.parent
@@ -108,6 +108,8 @@ FAB = str(Path(sys.executable).parent / "fab")
 PASSPHRASE = "lab-test-passphrase"
 USER, PASSWORD = "alice", "alice-lab-password-1"
 DOMAIN = "registry.lab.test"
+# Where trust_by_certs_d puts the CA on a client: Docker reads it, and so can curl.
+CA_FILE = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
 
 
 def fab(
@@ -137,6 +139,11 @@ def sh(conn: fabric.Connection, script: str, stdin: str | None = None) -> str:
     if result.failed:
         pytest.fail(f"{conn.host}:{conn.port}: {script!r} failed:\n{result.stdout}{result.stderr}")
     return result.stdout.strip()
+
+
+def target(lab: Lab, alias: str) -> Target:
+    """A regkit Target on ``alias``, to call task internals in process."""
+    return Target(alias, lab.inventory.host(alias), lab.connect(alias))
 
 
 def lock_state(conn: fabric.Connection) -> str:
@@ -180,7 +187,7 @@ def trust_by_certs_d(lab: Lab, conn: fabric.Connection) -> None:
     ca = pki.paths(lab.inventory).ca_cert.read_text()
     sh(
         conn,
-        f"mkdir -p /etc/docker/certs.d/{DOMAIN} && cat > /etc/docker/certs.d/{DOMAIN}/ca.crt",
+        f"mkdir -p /etc/docker/certs.d/{DOMAIN} && cat > {CA_FILE}",
         ca,
     )
 

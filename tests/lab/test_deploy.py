@@ -16,7 +16,7 @@ import pytest
 
 from tasks import deploy, pki, render, users
 from tasks.errors import RemoteError
-from tasks.remote import Target, q
+from tasks.remote import q
 from tasks.report import Report
 from tests.lab.conftest import (
     DOMAIN,
@@ -32,6 +32,7 @@ from tests.lab.conftest import (
     pull_digest,
     push_image,
     sh,
+    target,
     trust_by_certs_d,
     watch_processes,
 )
@@ -123,10 +124,6 @@ def test_second_deploy_changes_nothing(
     )
     assert containers(regbox) == before
     assert sh(regbox, "docker image ls -q regkit-nginx | sort") == images
-
-
-def target(lab: Lab, alias: str) -> Target:
-    return Target(alias, lab.inventory.host(alias), lab.connect(alias))
 
 
 @pytest.fixture

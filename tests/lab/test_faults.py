@@ -19,9 +19,10 @@ import pytest
 
 from tasks import deploy, render
 from tasks.errors import RemoteError
-from tasks.remote import Target, host_lock
+from tasks.remote import host_lock
 from tasks.report import Report
 from tests.lab.conftest import (
+    CA_FILE,
     DOMAIN,
     PASSWORD,
     USER,
@@ -33,10 +34,9 @@ from tests.lab.conftest import (
     pull_digest,
     push_image,
     sh,
+    target,
     trust_by_certs_d,
 )
-
-CA_FILE = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def image(registry: Lab) -> Pushed:
 
 def deploy_in_process(lab: Lab) -> str:
     """One deploy to regbox as ``fab deploy`` does it (lock included), on its own connection."""
-    t = Target("regbox", lab.inventory.host("regbox"), lab.connect("regbox"))
+    t = target(lab, "regbox")
     out = io.StringIO()
     try:
         with host_lock(t, "deploy"):

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from tasks import deploy, maintenance
-from tasks.remote import Target
 from tests.lab.conftest import (
+    CA_FILE,
     DOMAIN,
     PASSWORD,
     USER,
@@ -21,14 +21,9 @@ from tests.lab.conftest import (
     pull_digest,
     push_image,
     sh,
+    target,
     trust_by_certs_d,
 )
-
-CA_FILE = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
-
-
-def target(lab: Lab, alias: str) -> Target:
-    return Target(alias, lab.inventory.host(alias), lab.connect(alias))
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import threading
 import yaml
 
 from tests.lab.conftest import (
+    CA_FILE,
     DOMAIN,
     PASSPHRASE,
     Lab,
@@ -18,7 +19,6 @@ from tests.lab.conftest import (
     trust_by_certs_d,
 )
 
-CA_FILE = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
 STOP = "/tmp/regkit-loop-stop"
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from tasks import pki, state, users
 from tests.lab.conftest import (
+    CA_FILE,
     DOMAIN,
     PASSPHRASE,
     PASSWORD,
@@ -23,7 +24,6 @@ from tests.lab.conftest import (
     trust_by_certs_d,
 )
 
-CA_FILE = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
 HOSTS = ("regbox", "client1", "client2", "b2d")
 
 
