@@ -23,13 +23,13 @@ demo: deps
 
 ## test: the whole suite, unit tests then lab tests on real hosts
 test: deps
-	PATH=$(BIN):$$PATH $(PY) -m pytest tests
+	PATH=$(BIN):$$PATH $(PY) -m pytest tests/unit tests/lab
 
 ## unit: only the unit tests (seconds, no lab)
 unit: deps
 	PATH=$(BIN):$$PATH $(PY) -m pytest tests/unit
 
-## bench: speed on the lab (no-op redeploy, fan-out, local material); see docs/benchmarks.md
+## bench: speed on the lab (no-op redeploy, fan-out, data path, local material); see docs/benchmarks.md
 bench: deps
 	PATH=$(BIN):$$PATH $(PY) -m bench.run
 
