@@ -20,6 +20,7 @@ from tasks.remote import (
     aliases_from,
     each_host,
     files_fact,
+    host_lock,
     parse_values,
     q,
     sha256,
@@ -117,8 +118,10 @@ def adduser(c: Context, username: str = "", password_stdin: bool = False) -> Non
     rep.changed("local", f"user {username}", f"{outcome}, bcrypt")
 
     def work(t: Target) -> None:
-        push_password_file(inv, t, rep)
-        prove_login(inv, t, rep, username, password)
+        # Locked: a deploy running meanwhile would upload the password file it read before.
+        with host_lock(t, "adduser"):
+            push_password_file(inv, t, rep)
+            prove_login(inv, t, rep, username, password)
 
     each_host(c, inv, aliases, rep, "adduser", work, hint=IN_LINE)
 
@@ -138,8 +141,9 @@ def deluser(c: Context, username: str, yes: bool = False) -> None:
     rep.changed("local", f"user {username}", "removed")
 
     def work(t: Target) -> None:
-        push_password_file(inv, t, rep)
-        prove_gone(t, rep, username)
+        with host_lock(t, "deluser"):
+            push_password_file(inv, t, rep)
+            prove_gone(t, rep, username)
 
     each_host(c, inv, aliases, rep, "deluser", work, hint=IN_LINE)
 

@@ -326,7 +326,8 @@ def open_target(inv: Inventory, alias: str, ctx: Context | None = None) -> Targe
     return Target(alias, inv.host(alias), conn)
 
 
-# One task at a time changes a host: deploy, gc, rollback and undeploy take this lock.
+# One task at a time changes a host: deploy, gc, rollback, undeploy, adduser and
+# deluser take this lock.
 # It is an flock held by a remote process that lives as long as the task's SSH
 # connection: a task that ends, fails, is killed or loses its connection frees it.
 LOCK = "/run/lock/regkit.lock"

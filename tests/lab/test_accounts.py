@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tasks import users
+from tasks.remote import host_lock
 from tests.lab.conftest import (
     DOMAIN,
     PASSWORD,
@@ -22,6 +23,7 @@ from tests.lab.conftest import (
     pull_digest,
     push_image,
     sh,
+    target,
     trust_by_certs_d,
     watch_processes,
 )
@@ -106,6 +108,19 @@ def test_changing_a_password_says_updated(registry: Lab) -> None:
     assert "[local] user bob: changed (updated, bcrypt)" in out
     assert login_as(registry, "client1", BOB, BOB_PASSWORD).returncode != 0
     assert "Login Succeeded" in login_as(registry, "client1", BOB, new).stdout
+
+
+def test_adduser_waits_for_no_other_task_on_the_host(registry: Lab) -> None:
+    """While a deploy (here: its lock) holds regbox, adduser changes nothing there."""
+    before = sh(registry.connect("regbox"), "sha256sum < /etc/regkit/auth/htpasswd")
+    with host_lock(target(registry, "regbox"), "deploy"):
+        out = fab(registry, "adduser", "--username", "carol", "--password-stdin",
+                  stdin="carol-lab-password-1\n")  # fmt: skip
+        assert out.returncode == 1
+        assert "[regbox] adduser: failed (busy: deploy from " in out.stdout
+        assert sh(registry.connect("regbox"), "sha256sum < /etc/regkit/auth/htpasswd") == before
+    again = must(fab(registry, "deluser", "carol", "--yes"))
+    assert "[regbox] carol removed: ok" in again
 
 
 def test_users_lists_and_flags_a_differing_host(registry: Lab) -> None:
