@@ -46,13 +46,23 @@ from tasks.remote import (
 from tasks.report import CHANGED, Report
 
 REMOTE_DIR = "/etc/regkit"
+# nginx publishes its port through NETWORK; the registry is only on BACKEND, an
+# internal network without an address on the host: no route reaches it, from a
+# neighbour or from the host itself, whatever the firewall says. Only nginx,
+# attached to both, talks to it.
 NETWORK = "regkit"
+BACKEND = "regkit-backend"
+BACKEND_OPTIONS = ("--internal", "-o", "com.docker.network.bridge.inhibit_ipv4=true")
 REGISTRY = "regkit-registry"
 NGINX = "regkit-nginx"
 NGINX_IMAGE = "regkit-nginx"
 PROBE_REPO = "regkit/probe"
 MIN_FREE_KB = 1024 * 1024
 SPEC_LABEL = "regkit.spec"
+INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
+NETWORK_FORMAT = f'{{{{.Name}}}} {{{{.Internal}}}} {{{{index .Options "{INHIBIT_IPV4}"}}}}'
+# What docker network inspect says of BACKEND when it is as BACKEND_OPTIONS made it.
+BACKEND_WANTED = "true true"
 # What runs now and what ran before it, so that `fab rollback` can return to it.
 DEPLOYED = f"{REMOTE_DIR}/deployed.json"
 
@@ -108,22 +118,28 @@ class RunSpec:
     name: str
     image: str
     args: tuple[str, ...]
+    # Networks joined after the first (``--network`` in ``args``), before it starts.
+    more_networks: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
-        return sha256(json.dumps([self.name, self.image, self.args]).encode())[:16]
+        parts = [self.name, self.image, self.args]
+        if self.more_networks:
+            parts.append(self.more_networks)
+        return sha256(json.dumps(parts).encode())[:16]
 
     def docker_run(self) -> str:
-        argv = [
-            "docker",
-            "run",
-            "-d",
-            "--name",
-            self.name,
-            "--label",
-            f"{SPEC_LABEL}={self.digest}",
-        ]
-        return " ".join(q(a) for a in [*argv, *self.args, self.image])
+        """The command that starts the container (``docker run``, or ``docker create``,
+        ``network connect`` and ``start`` when it joins more than one network)."""
+        label = ("--label", f"{SPEC_LABEL}={self.digest}")
+        if not self.more_networks:
+            argv = ["docker", "run", "-d", "--name", self.name, *label, *self.args, self.image]
+            return " ".join(q(a) for a in argv)
+        argv = ["docker", "create", "--name", self.name, *label, *self.args, self.image]
+        steps = [" ".join(q(a) for a in argv)]
+        steps += [f"docker network connect {q(net)} {q(self.name)}" for net in self.more_networks]
+        steps.append(f"docker start {q(self.name)}")
+        return " && ".join(steps)
 
 
 def registry_spec(
@@ -135,7 +151,7 @@ def registry_spec(
         REGISTRY,
         image or reg.images.registry,
         (
-            "--network", NETWORK, "--network-alias", "registry",
+            "--network", BACKEND, "--network-alias", "registry",
             "--restart", "unless-stopped",
             "--label", f"regkit.config={config_digest[:16]}",
             "-v", f"{reg.data_dir}:/var/lib/registry",
@@ -163,6 +179,7 @@ def nginx_spec(inv: Inventory, tag: str) -> RunSpec:
             "-p", f"{inv.registry.port}:{render.CONTAINER.listen}",
             *nginx_mounts(),
         ),
+        more_networks=(BACKEND,),
     )  # fmt: skip
 
 
@@ -191,7 +208,10 @@ class Facts:
     files: dict[str, str] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)
-    network: bool = False
+    # network name -> "<internal> <inhibit_ipv4>", as docker network inspect says
+    networks: dict[str, str] = field(default_factory=dict)
+    # "<ip_forward> <first line of iptables -S FORWARD>", e.g. "1 -P FORWARD ACCEPT"
+    forwarding: str = ""
     deployed: dict[str, Any] = field(default_factory=dict)
 
 
@@ -209,7 +229,11 @@ def facts_script(inv: Inventory, paths: list[str], image_refs: list[str]) -> str
         f'd={q(reg.data_dir)}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done',
         'emit disk_free_kb "$(df -Pk "$d" | awk \'NR==2 {print $4}\')"',
         f"emit port_holder \"$(ss -Htlnp 'sport = :{reg.port}' 2>/dev/null | head -1)\"",
-        f"docker network inspect {NETWORK} >/dev/null 2>&1 && emit network yes",
+        "docker network inspect --format "
+        f"{q(NETWORK_FORMAT)} {NETWORK} {BACKEND} 2>/dev/null "
+        "| sed -n 's#^\\([^ ]*\\) #net:\\1\\t#p'",
+        'emit forwarding "$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null) '
+        '$(iptables -S FORWARD 2>/dev/null | head -1)"',
         f"[ -f {DEPLOYED} ] && emit deployed \"$(tr -d '\\n' < {DEPLOYED})\"",
     ]
     lines.append(files_fact(paths))
@@ -241,7 +265,7 @@ def parse_facts(output: str) -> Facts:
         key, _, value = line.partition("\t")
         if key == "os":
             f.os = value
-        elif key in ("apt", "apache2_utils", "curl", "network"):
+        elif key in ("apt", "apache2_utils", "curl"):
             setattr(f, key, value == "yes")
         elif key == "docker":
             f.docker = value
@@ -258,6 +282,10 @@ def parse_facts(output: str) -> Facts:
             )
         elif key.startswith("img:"):
             f.images[key[4:]] = value
+        elif key.startswith("net:"):
+            f.networks[key[4:]] = value
+        elif key == "forwarding":
+            f.forwarding = value
         elif key == "deployed":
             try:
                 f.deployed = json.loads(value)
@@ -290,9 +318,29 @@ def preflight(inv: Inventory, t: Target, facts: Facts) -> str:
             f"{where}: port {inv.registry.port} is already in use "
             f"({facts.port_holder.split()[-1]}); stop that service or set registry.port"
         )
+    backend = facts.networks.get(BACKEND, BACKEND_WANTED)
+    if backend != BACKEND_WANTED:
+        raise RemoteError(
+            f"{where}: the network {BACKEND} exists but is not internal without a host "
+            f"address ({backend!r}); remove it ('docker network rm {BACKEND}' after "
+            f"'docker rm -f {REGISTRY}': the data stays) and deploy again"
+        )
     return (
         f"{facts.os}, docker {facts.docker}, {facts.disk_free_kb // 1024 // 1024} GiB free, "
         f"port {inv.registry.port} {'ours' if ours else 'free'}"
+    )
+
+
+def forwarding_warning(facts: Facts) -> str:
+    """A warning when the host routes other hosts' packets into container networks."""
+    ip_forward, _, policy = facts.forwarding.partition(" ")
+    if ip_forward != "1" or policy.strip() != "-P FORWARD ACCEPT":
+        return ""
+    return (
+        "this host forwards packets from other hosts into its container networks "
+        "(ip_forward on, iptables FORWARD policy ACCEPT): the registry is on an internal "
+        "network no route reaches, but other containers here are open to any neighbour "
+        "that routes to them; set the policy to DROP ('iptables -P FORWARD DROP')"
     )
 
 
@@ -464,6 +512,8 @@ def deploy_host(
         facts_output = t.check(deploy_facts_script(inv), "reading facts").stdout
     facts = parse_facts(facts_output)
     rep.ok(a, "preflight", preflight(inv, t, facts))
+    if warning := forwarding_warning(facts):
+        rep.info(f"[{a}] WARNING: {warning}")
 
     if facts.apache2_utils:
         rep.unchanged(a, "apache2-utils", "installed")
@@ -509,11 +559,13 @@ def deploy_host(
     if built or nginx_why:
         test_nginx(t, rep, tag)
 
-    if facts.network:
-        rep.unchanged(a, f"network {NETWORK}")
-    else:
-        t.check(f"docker network create {NETWORK} >/dev/null", f"creating network {NETWORK}")
-        rep.changed(a, f"network {NETWORK}", "created")
+    for name, options in ((NETWORK, ()), (BACKEND, BACKEND_OPTIONS)):
+        if name in facts.networks:
+            rep.unchanged(a, f"network {name}")
+            continue
+        create = " ".join(q(x) for x in ("docker", "network", "create", *options, name))
+        t.check(f"{create} >/dev/null", f"creating network {name}")
+        rep.changed(a, f"network {name}", "created" + (" (internal)" if options else ""))
     registry_why = container_change(facts.containers.get(REGISTRY), reg, facts.images[reg_image])
     if registry_why:
         t.check(replace_script(reg), f"starting {REGISTRY}")
@@ -654,7 +706,9 @@ def undeploy_host(inv: Inventory, t: Target, rep: Report, purge_data: bool) -> N
         f"""for c in {NGINX} {REGISTRY}; do
   docker rm -f "$c" >/dev/null 2>&1 && echo "container $c"
 done
-docker network rm {NETWORK} >/dev/null 2>&1 && echo "network {NETWORK}"
+for n in {NETWORK} {BACKEND}; do
+  docker network rm "$n" >/dev/null 2>&1 && echo "network $n"
+done
 for i in $(docker image ls -q {NGINX_IMAGE} | sort -u); do
   docker rmi -f "$i" >/dev/null 2>&1
 done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fabric
 import pytest
 
 from tasks import pki, state, users
@@ -138,3 +139,46 @@ def test_no_secret_in_task_output_at_any_verbosity(registry: Lab, image: Pushed)
     assert "paramiko.transport" in output  # the debug log is there, and was searched
     leaked = [what for what, secret in secrets.items() if secret in output]
     assert leaked == []
+
+
+def _addresses(conn: fabric.Connection, container: str) -> dict[str, str]:
+    """network name -> the container's IPv4 address on it."""
+    fmt = "{{range $n, $e := .NetworkSettings.Networks}}{{$n}}={{$e.IPAddress}} {{end}}"
+    out = sh(conn, f"docker inspect --format '{fmt}' {container}")
+    return dict(pair.split("=", 1) for pair in out.split())
+
+
+def test_a_neighbour_that_routes_to_the_registry_reaches_nothing(registry: Lab) -> None:
+    """Issue #22.1: client1 routes the registry container's address through regbox, whose
+    FORWARD policy is ACCEPT: nothing answers on the registry's port. nginx's address, on
+    the network its port is published through, answers through the same route, so the
+    route itself works."""
+    regbox, client1 = registry.connect("regbox"), registry.connect("client1")
+    reg_ip = _addresses(regbox, "regkit-registry")["regkit-backend"]
+    nginx_ip = _addresses(regbox, "regkit-nginx")["regkit"]
+    regbox_ip = sh(regbox, "ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1")
+    # Whatever regbox routes out of its own uplink stays in the lab: only routes into
+    # its bridges are under test.
+    keep_in = f"FORWARD -o eth0 -d {reg_ip} -j DROP"
+    sh(regbox, f"iptables -P FORWARD ACCEPT && iptables -I {keep_in}")
+    routes = [f"{reg_ip}/32 via {regbox_ip}", f"{nginx_ip}/32 via {regbox_ip}"]
+    try:
+        sh(client1, " && ".join(f"ip route replace {r}" for r in routes))
+        nginx = sh(
+            client1, f"curl -sk -m 5 -o /dev/null -w '%{{http_code}}' https://{nginx_ip}/v2/"
+        )
+        assert nginx == "401"
+        for path in ("/v2/_catalog", "/v2/team/app/blobs/uploads/"):
+            answer = sh(
+                client1,
+                f"curl -sS -m 3 -X POST -o /dev/null -w '%{{http_code}}' "
+                f"http://{reg_ip}:5000{path} 2>&1; true",
+            )
+            assert "timed out" in answer or "No route" in answer, answer
+        # regbox itself has no address on the registry's network, so no route into it.
+        bridge = "br-" + sh(regbox, "docker network inspect --format '{{.Id}}' regkit-backend")[:12]
+        assert sh(regbox, f"ip -4 -o addr show dev {bridge}") == ""
+        assert bridge not in sh(regbox, f"ip route get {reg_ip}")
+    finally:
+        sh(client1, "; ".join(f"ip route del {r.split()[0]}" for r in routes) + "; true")
+        sh(regbox, f"iptables -D {keep_in}")

@@ -16,7 +16,9 @@ FACTS_OUTPUT = "\n".join(
         "docker\t20.10.24+dfsg1",
         "disk_free_kb\t5242880",
         "port_holder\t",
-        "network\tyes",
+        "net:regkit\tfalse <no value>",
+        "net:regkit-backend\ttrue true",
+        "forwarding\t1 -P FORWARD DROP",
         "file:/etc/regkit/ca.crt\tabc123 644 0 0",
         "ctr:regkit-registry\tc1|sha256:img1|spec1|true|2026-11-28T03:00:00Z",
         "ctr:regkit-nginx\tc2|sha256:img2|<no value>|false|2026-11-28T03:00:01Z",
@@ -27,7 +29,9 @@ FACTS_OUTPUT = "\n".join(
 
 def test_parse_facts() -> None:
     f = deploy.parse_facts(FACTS_OUTPUT)
-    assert (f.os, f.apt, f.curl, f.apache2_utils, f.network) == ("debian", True, True, False, True)
+    assert (f.os, f.apt, f.curl, f.apache2_utils) == ("debian", True, True, False)
+    assert f.networks == {"regkit": "false <no value>", "regkit-backend": "true true"}
+    assert f.forwarding == "1 -P FORWARD DROP"
     assert f.docker == "20.10.24+dfsg1"
     assert f.disk_free_kb == 5242880
     assert f.files == {"/etc/regkit/ca.crt": "abc123 644 0 0"}
@@ -61,6 +65,61 @@ def test_run_spec_digest_follows_every_argument() -> None:
     assert SPEC.digest != other.digest
     assert SPEC.digest == RunSpec(SPEC.name, SPEC.image, ("--network", "regkit")).digest
     assert f"--label regkit.spec={SPEC.digest}" in SPEC.docker_run()
+    joined = RunSpec(SPEC.name, SPEC.image, SPEC.args, more_networks=("regkit-backend",))
+    assert joined.digest != SPEC.digest
+
+
+def test_a_container_on_two_networks_joins_the_second_before_it_starts() -> None:
+    spec = RunSpec("web", "nginx:1", ("--network", "edge", "-p", "443:443"), ("back end",))
+    assert spec.docker_run() == (
+        f"docker create --name web --label regkit.spec={spec.digest} --network edge -p 443:443 "
+        "nginx:1 && docker network connect 'back end' web && docker start web"
+    )
+    assert SPEC.docker_run() == (
+        f"docker run -d --name regkit-registry --label regkit.spec={SPEC.digest} "
+        "--network regkit registry:2.8.3"
+    )
+
+
+def test_the_registry_is_only_on_the_internal_network(pki_inv: Inventory) -> None:
+    users.set_password(pki_inv, "alice", "correct horse battery")
+    reg = deploy.registry_spec(pki_inv, "0" * 64)
+    nginx = deploy.nginx_spec(pki_inv, "regkit-nginx:x")
+    assert reg.args[reg.args.index("--network") + 1] == "regkit-backend"
+    assert reg.args.count("--network") == 1 and not reg.more_networks
+    assert "-p" not in reg.args
+    assert nginx.more_networks == ("regkit-backend",)
+    assert deploy.BACKEND_OPTIONS == (
+        "--internal",
+        "-o",
+        "com.docker.network.bridge.inhibit_ipv4=true",
+    )
+
+
+@pytest.mark.parametrize(
+    ("forwarding", "warns"),
+    [
+        ("1 -P FORWARD ACCEPT", True),
+        ("1 -P FORWARD DROP", False),
+        ("0 -P FORWARD ACCEPT", False),
+        ("1 ", False),
+        ("", False),
+    ],
+)
+def test_a_host_that_forwards_into_containers_is_warned_of(forwarding: str, warns: bool) -> None:
+    assert bool(deploy.forwarding_warning(Facts(forwarding=forwarding))) is warns
+
+
+def test_a_backend_network_that_is_not_internal_stops_the_deploy() -> None:
+    class Host:
+        alias = "regbox"
+
+    facts = Facts(docker="20.10", disk_free_kb=2 * deploy.MIN_FREE_KB)
+    inv = Inventory.model_validate({"registry": {"domain": "r.unit.test"}})
+    assert deploy.preflight(inv, Host(), facts)  # type: ignore[arg-type]
+    facts.networks["regkit-backend"] = "false <no value>"
+    with pytest.raises(deploy.RemoteError, match="regkit-backend exists but is not internal"):
+        deploy.preflight(inv, Host(), facts)  # type: ignore[arg-type]
 
 
 def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
