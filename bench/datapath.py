@@ -21,8 +21,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from tasks.deploy import REMOTE_DIR
 from tasks.inventory import Inventory
+from tasks.layout import REMOTE_DIR
 from tasks.remote import Target, open_target, q
 
 BENCH_DATA = "/var/lib/regkit-bench"

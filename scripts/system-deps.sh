@@ -3,11 +3,12 @@
 #   nginx-light, apache2-utils, openssl: the local nginx proxy test and htpasswd checks
 #   docker.io, debootstrap, openssh-client, iproute2, curl: the lab (real hosts in containers)
 #   chromium, fonts-dejavu-core: the catalog page test (headless, driven by Playwright)
+#   shellcheck: the suite lints every shell script regkit renders
 set -euo pipefail
 
 packages=(
     apache2-utils ca-certificates chromium curl debootstrap docker.io fonts-dejavu-core iproute2 make
-    nginx-light
+    nginx-light shellcheck
     openssh-client openssl python3-venv
 )
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from invoke import Collection, Context
 
-from tasks import deploy, inventory, pki, users
+from tasks import inventory, pki, users, wanted
 from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.inventory import Inventory
+from tasks.layout import AUTH_FILE, CA_FILE, NGINX
 from tasks.remote import (
     EMIT,
     Target,
-    Upload,
     aliases_from,
     each_host,
     files_fact,
@@ -27,20 +27,13 @@ from tasks.remote import (
 )
 from tasks.report import Report
 
-AUTH_FILE = f"{deploy.REMOTE_DIR}/auth/htpasswd"
-
-
-def wanted_auth(inv: Inventory) -> Upload:
-    """The password file as deploy places it (0640, group of nginx's worker)."""
-    return next(f for f in deploy.wanted_files(inv) if f.path == AUTH_FILE)
-
 
 def push_password_file(inv: Inventory, t: Target, rep: Report) -> None:
     """Upload the password file where it differs; say which."""
-    wanted = wanted_auth(inv)
+    file = wanted.password_file(inv)
     out = t.check(
         f"{EMIT}\n{files_fact([AUTH_FILE])}\n"
-        f"emit nginx \"$(docker inspect --format '{{{{.State.Running}}}}' {deploy.NGINX} "
+        f"emit nginx \"$(docker inspect --format '{{{{.State.Running}}}}' {NGINX} "
         '2>/dev/null)"',
         "reading the password file",
     ).stdout
@@ -49,10 +42,10 @@ def push_password_file(inv: Inventory, t: Target, rep: Report) -> None:
         raise RemoteError(
             f"{t.alias}: the registry's proxy is not running here; run 'fab -H {t.alias} deploy'"
         )
-    if facts.get(f"file:{AUTH_FILE}") == wanted.fact:
+    if facts.get(f"file:{AUTH_FILE}") == file.fact:
         rep.unchanged(t.alias, "password file", "already up to date")
         return
-    t.upload([wanted])
+    t.upload([file])
     rep.changed(t.alias, "password file", "uploaded; nginx reads it on the next request")
 
 
@@ -69,7 +62,7 @@ def prove_login(inv: Inventory, t: Target, rep: Report, user: str, password: str
 cfg=$(cat)
 for i in 1 2 3 4 5 6 7 8 9 10; do
   code=$(printf '%s\\n' "$cfg" | curl -s -K - -o /dev/null -w '%{{http_code}}' \\
-    --cacert {deploy.REMOTE_DIR}/ca.crt {q(url)})
+    --cacert {CA_FILE} {q(url)})
   [ "$code" = 200 ] && {{ echo 200; exit 0; }}
   sleep 1
 done
@@ -161,7 +154,7 @@ def list_users(c: Context) -> None:
     if not htpasswd.users():
         print("no users yet; add one with 'fab adduser'")
         return
-    digest = sha256(wanted_auth(inv).content)
+    digest = sha256(wanted.password_file(inv).content)
     rep = Report()
 
     def work(t: Target) -> None:

@@ -15,9 +15,9 @@ from invoke import Collection, Context
 
 from tasks import inventory, pki, users
 from tasks.cli import task
-from tasks.deploy import NGINX, REGISTRY, REMOTE_DIR
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
+from tasks.layout import AUTH_FILE, CA_FILE, NGINX, PROBE_PASSWORD_FILE, REGISTRY
 from tasks.remote import EMIT, aliases_from, open_target, parse_values, q, sha256
 from tasks.report import Report
 
@@ -36,22 +36,22 @@ def status_script(inv: Inventory) -> str:
     """Read-only: containers, health, the served certificate, users file, disk, catalog."""
     reg = inv.registry
     fmt = "{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}"
-    pw = f"{REMOTE_DIR}/probe-password"
+    pw = PROBE_PASSWORD_FILE
     url = reg.url
     return f"""{EMIT}
 for c in {REGISTRY} {NGINX}; do
   emit "ctr:$c" "$(docker inspect --format {q(fmt)} "$c" 2>/dev/null || echo missing)"
 done
-auth={REMOTE_DIR}/auth/htpasswd
+auth={AUTH_FILE}
 [ -f "$auth" ] && emit htpasswd "$(sha256sum < "$auth" | cut -d' ' -f1)"
 emit disk "$(du -sh {q(reg.data_dir)} 2>/dev/null | cut -f1)"
 d={q(reg.data_dir)}; [ -d "$d" ] || d=$(dirname "$d")
 emit space "$(df -Pk "$d" 2>/dev/null | awk 'NR==2 {{print $4, $2}}')"
 {served_script(inv)}
 if command -v curl >/dev/null 2>&1 && [ -f {pw} ]; then
-  emit ping "$(curl -s -o /dev/null -w '%{{http_code}}' --cacert {REMOTE_DIR}/ca.crt {url}/_ping)"
+  emit ping "$(curl -s -o /dev/null -w '%{{http_code}}' --cacert {CA_FILE} {url}/_ping)"
   emit catalog "$(printf 'user = "%s:%s"\\n' {users.PROBE_USER} "$(cat {pw})" \\
-    | curl -s -K - --cacert {REMOTE_DIR}/ca.crt '{url}/v2/_catalog?n=1000' | tr -d '\\n')"
+    | curl -s -K - --cacert {CA_FILE} '{url}/v2/_catalog?n=1000' | tr -d '\\n')"
 else
   emit ping "unknown (no curl on the host)"
 fi

@@ -15,33 +15,25 @@ import re
 
 from invoke import Collection, Context
 
-from tasks import deploy, inventory
+from tasks import commands, inventory, wanted
 from tasks.cli import task
-from tasks.deploy import DEPLOYED, REGISTRY, Upload
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
-from tasks.remote import Target, aliases_from, each_host, host_lock, q
+from tasks.layout import DEPLOYED, NGINX, REGISTRY, REGISTRY_CONFIG_MOUNT
+from tasks.plans.deploy import replace_script, verify_script
+from tasks.remote import Target, Upload, aliases_from, each_host, host_lock, q
 from tasks.report import Report
 
 # The registry binary: "registry" in the official image, "docker-registry" in Debian's.
 FIND_BINARY = "command -v registry || command -v docker-registry"
 
 
-def config_digest(inv: Inventory, readonly: bool) -> str:
-    folder = "registry-readonly" if readonly else "registry"
-    return next(
-        f.digest for f in deploy.wanted_files(inv) if f.path.endswith(f"/{folder}/config.yml")
-    )
-
-
 def set_readonly(inv: Inventory, t: Target, on: bool, image: str = "") -> None:
     """Recreate the registry with the read-only (or the normal) config, then reload nginx."""
-    folder = "registry-readonly" if on else "registry"
-    spec = deploy.registry_spec(inv, config_digest(inv, on), image=image, config_dir=folder)
-    t.check(
-        deploy.replace_script(spec), f"restarting {REGISTRY} {'read-only' if on else 'read-write'}"
-    )
-    deploy.reload_nginx(t)
+    digest = wanted.registry_config(inv, readonly=on).digest
+    spec = wanted.registry_spec(inv, digest, image=image, readonly=on)
+    t.check(replace_script(spec), f"restarting {REGISTRY} {'read-only' if on else 'read-write'}")
+    t.check(commands.nginx_reload(), "reloading nginx")
 
 
 def disk_use(inv: Inventory, t: Target) -> int:
@@ -55,7 +47,7 @@ def collect(t: Target, dry_run: bool, delete_untagged: bool) -> str:
     )
     return t.check(
         f'bin=$(docker exec {REGISTRY} sh -c {q(FIND_BINARY)}) && docker exec {REGISTRY} "$bin" '
-        f"garbage-collect {flags} /etc/docker/registry/config.yml 2>&1",
+        f"garbage-collect {flags} {REGISTRY_CONFIG_MOUNT}/config.yml 2>&1",
         "garbage-collect" + (" --dry-run" if dry_run else ""),
     ).stdout
 
@@ -129,22 +121,22 @@ def rollback_host(inv: Inventory, t: Target, rep: Report) -> None:
         raise RegkitError(
             f"{t.alias}: no previous deploy recorded in {DEPLOYED}; nothing to roll back to"
         )
-    config = config_digest(inv, readonly=False)
+    config = wanted.registry_config(inv).digest
     if previous["registry"] != record.get("registry"):
         t.check(
-            deploy.replace_script(deploy.registry_spec(inv, config, image=previous["registry"])),
+            replace_script(wanted.registry_spec(inv, config, image=previous["registry"])),
             f"starting {REGISTRY} {previous['registry']}",
         )
         rep.changed(t.alias, f"container {REGISTRY}", f"back to {previous['registry']}")
     if previous["nginx"] != record.get("nginx"):
         t.check(
-            deploy.replace_script(deploy.nginx_spec(inv, previous["nginx"])),
-            f"starting {deploy.NGINX} {previous['nginx']}",
+            replace_script(wanted.nginx_spec(inv, previous["nginx"])),
+            f"starting {NGINX} {previous['nginx']}",
         )
-        rep.changed(t.alias, f"container {deploy.NGINX}", f"back to {previous['nginx']}")
+        rep.changed(t.alias, f"container {NGINX}", f"back to {previous['nginx']}")
     else:
-        deploy.reload_nginx(t)
-    proof = t.check(deploy.verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
+        t.check(commands.nginx_reload(), "reloading nginx")
+    proof = t.check(verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
     for line in proof.splitlines():
         rep.ok(t.alias, "verify", line)
     swapped = {**previous, "previous": {k: record.get(k) for k in ("registry", "nginx")}}

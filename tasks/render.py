@@ -90,10 +90,10 @@ def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
     }
 
 
-def render(template: str, ctx: dict[str, object]) -> str:
+def render(template: str, ctx: dict[str, object], env: jinja2.Environment | None = None) -> str:
     """Render one template, turning jinja2's errors into a one-line TemplateError."""
     try:
-        return environment().get_template(template).render(ctx)
+        return (env or environment()).get_template(template).render(ctx)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             f"templates/{exc.name or template}:{exc.lineno}: {exc.message}"

@@ -6,6 +6,7 @@ The tests in this module run in order and share one deployment.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import threading
@@ -166,6 +167,34 @@ def test_template_change_recreates_only_nginx(lab: Lab, pushed: Pushed, template
     assert after["regkit-nginx"] != before["regkit-nginx"]
     assert "[regbox] container regkit-nginx: changed" in out.getvalue()
     assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
+
+
+def test_dry_run_and_real_run_make_the_same_plan(
+    lab: Lab, pushed: Pushed, templates: Path
+) -> None:
+    """The dry run and the run after it read the same facts, make the same plan (the
+    same value, not only the same lines) and report the same changes."""
+    conf = templates / "nginx.conf.j2"
+    conf.write_text(conf.read_text() + "# same-plan marker\n")
+    runs = []
+    for dry_run in (True, False):
+        out = io.StringIO()
+        plan = deploy.deploy_host(
+            lab.inventory, target(lab, "regbox"), Report(stream=out), dry_run=dry_run
+        )
+        changed = [
+            re.sub(r" (\(dry run\)|in [0-9.]+ s)\)$", ")", line)
+            for line in out.getvalue().splitlines()
+            if ": changed (" in line
+        ]
+        runs.append((plan, changed))
+    (dry, dry_lines), (real, real_lines) = runs
+    assert dry == real and dry.digest == real.digest
+    assert dry.build and dry.nginx.why
+    assert dry_lines == real_lines
+    assert "[regbox] file /etc/regkit/nginx/nginx.conf: changed (content or mode differs" in (
+        dry_lines[0]
+    )
 
 
 def test_broken_template_fails_at_nginx_t_and_proxy_keeps_serving(

@@ -17,7 +17,7 @@ from pathlib import Path
 import fabric
 import pytest
 
-from tasks import deploy, render
+from tasks import deploy, render, wanted
 from tasks.errors import RemoteError
 from tasks.remote import host_lock
 from tasks.report import Report
@@ -126,7 +126,7 @@ def test_connection_killed_mid_deploy_then_next_deploy_converges(
     dockerfile.write_text(changed)
     deploy_in_process(registry)
     wanted = fingerprint(regbox)
-    new_tag = deploy.nginx_tag(deploy.wanted_files(registry.inventory))
+    new_tag = wanted.nginx_tag(wanted.registry_files(registry.inventory))
     dockerfile.write_text(original)
     deploy_in_process(registry)
     before, running = fingerprint(regbox), containers(regbox)

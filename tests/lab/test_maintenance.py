@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tasks import deploy, maintenance
+from tasks import layout, maintenance
 from tests.lab.conftest import (
     CA_FILE,
     DOMAIN,
@@ -111,7 +111,7 @@ def test_upgrade_then_rollback_keeps_images_and_users(clients: Lab) -> None:
             in up.stdout
         )
         assert f"'{upgraded}'" not in up.stdout
-        record = json.loads(sh(regbox, f"cat {deploy.DEPLOYED}"))
+        record = json.loads(sh(regbox, f"cat {layout.DEPLOYED}"))
         assert record["registry"] == upgraded and record["previous"]["registry"] == current
         assert pull_digest(clients.connect("client2"), kept) == kept.digest
         login(clients.connect("client2"))

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import catalog, deploy, pki, users
-from tasks.deploy import Container, Facts, RunSpec
+from tasks import commands, layout, pki, users, wanted
+from tasks.errors import RemoteError
 from tasks.inventory import Inventory
+from tasks.plans import deploy as planner
+from tasks.plans.deploy import Container, DeployFacts, DeployPlan
+from tasks.remote import Upload
+from tasks.wanted import RunSpec
 
 FACTS_OUTPUT = "\n".join(
     [
@@ -28,7 +32,7 @@ FACTS_OUTPUT = "\n".join(
 
 
 def test_parse_facts() -> None:
-    f = deploy.parse_facts(FACTS_OUTPUT)
+    f = planner.parse_facts(FACTS_OUTPUT)
     assert (f.os, f.apt, f.curl, f.apache2_utils) == ("debian", True, True, False)
     assert f.networks == {"regkit": "false <no value>", "regkit-backend": "true true"}
     assert f.forwarding == "1 -P FORWARD DROP"
@@ -52,30 +56,31 @@ SPEC = RunSpec("regkit-registry", "registry:2.8.3", ("--network", "regkit"))
         (None, "sha256:a", "created"),
         (Container("c", "sha256:a", "other", True, ""), "sha256:a", "recreated: its configuration"),
         (Container("c", "sha256:a", SPEC.digest, True, ""), "sha256:b", "recreated: its image"),
+        (Container("c", "sha256:a", SPEC.digest, True, ""), "", "recreated: its image"),
         (Container("c", "sha256:a", SPEC.digest, False, ""), "sha256:a", "started"),
         (Container("c", "sha256:a", SPEC.digest, True, ""), "sha256:a", ""),
     ],
 )
 def test_container_change(current: Container | None, image_id: str, expected: str) -> None:
-    assert deploy.container_change(current, SPEC, image_id).startswith(expected)
+    assert planner.container_change(current, SPEC, image_id).startswith(expected)
 
 
 def test_run_spec_digest_follows_every_argument() -> None:
     other = RunSpec(SPEC.name, SPEC.image, ("--network", "other"))
     assert SPEC.digest != other.digest
     assert SPEC.digest == RunSpec(SPEC.name, SPEC.image, ("--network", "regkit")).digest
-    assert f"--label regkit.spec={SPEC.digest}" in SPEC.docker_run()
+    assert f"--label regkit.spec={SPEC.digest}" in commands.docker_start(SPEC)
     joined = RunSpec(SPEC.name, SPEC.image, SPEC.args, more_networks=("regkit-backend",))
     assert joined.digest != SPEC.digest
 
 
 def test_a_container_on_two_networks_joins_the_second_before_it_starts() -> None:
     spec = RunSpec("web", "nginx:1", ("--network", "edge", "-p", "443:443"), ("back end",))
-    assert spec.docker_run() == (
+    assert commands.docker_start(spec) == (
         f"docker create --name web --label regkit.spec={spec.digest} --network edge -p 443:443 "
         "nginx:1 && docker network connect 'back end' web && docker start web"
     )
-    assert SPEC.docker_run() == (
+    assert commands.docker_start(SPEC) == (
         f"docker run -d --name regkit-registry --label regkit.spec={SPEC.digest} "
         "--network regkit registry:2.8.3"
     )
@@ -83,13 +88,13 @@ def test_a_container_on_two_networks_joins_the_second_before_it_starts() -> None
 
 def test_the_registry_is_only_on_the_internal_network(pki_inv: Inventory) -> None:
     users.set_password(pki_inv, "alice", "correct horse battery")
-    reg = deploy.registry_spec(pki_inv, "0" * 64)
-    nginx = deploy.nginx_spec(pki_inv, "regkit-nginx:x")
+    reg = wanted.registry_spec(pki_inv, "0" * 64)
+    nginx = wanted.nginx_spec(pki_inv, "regkit-nginx:x")
     assert reg.args[reg.args.index("--network") + 1] == "regkit-backend"
     assert reg.args.count("--network") == 1 and not reg.more_networks
     assert "-p" not in reg.args
     assert nginx.more_networks == ("regkit-backend",)
-    assert deploy.BACKEND_OPTIONS == (
+    assert layout.BACKEND_OPTIONS == (
         "--internal",
         "-o",
         "com.docker.network.bridge.inhibit_ipv4=true",
@@ -107,24 +112,21 @@ def test_the_registry_is_only_on_the_internal_network(pki_inv: Inventory) -> Non
     ],
 )
 def test_a_host_that_forwards_into_containers_is_warned_of(forwarding: str, warns: bool) -> None:
-    assert bool(deploy.forwarding_warning(Facts(forwarding=forwarding))) is warns
+    assert bool(planner.forwarding_warning(DeployFacts(forwarding=forwarding))) is warns
 
 
 def test_a_backend_network_that_is_not_internal_stops_the_deploy() -> None:
-    class Host:
-        alias = "regbox"
-
-    facts = Facts(docker="20.10", disk_free_kb=2 * deploy.MIN_FREE_KB)
+    facts = DeployFacts(docker="20.10", disk_free_kb=2 * layout.MIN_FREE_KB)
     inv = Inventory.model_validate({"registry": {"domain": "r.unit.test"}})
-    assert deploy.preflight(inv, Host(), facts)  # type: ignore[arg-type]
+    assert planner.preflight(inv, "regbox", facts)
     facts.networks["regkit-backend"] = "false <no value>"
-    with pytest.raises(deploy.RemoteError, match="regkit-backend exists but is not internal"):
-        deploy.preflight(inv, Host(), facts)  # type: ignore[arg-type]
+    with pytest.raises(RemoteError, match="regkit-backend exists but is not internal"):
+        planner.preflight(inv, "regbox", facts)
 
 
 def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
     users.set_password(pki_inv, "alice", "correct horse battery")
-    files = {f.path: f for f in deploy.wanted_files(pki_inv)}
+    files = {f.path: f for f in wanted.registry_files(pki_inv)}
     assert files["/etc/regkit/tls/server.key"].mode == 0o600
     assert files["/etc/regkit/registry/config.yml"].mode == 0o600
     auth = files["/etc/regkit/auth/htpasswd"]
@@ -140,24 +142,25 @@ def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
 
 def test_deploy_needs_a_user_first(pki_inv: Inventory) -> None:
     with pytest.raises(users.UsersError, match="no users yet; add one first"):
-        deploy.wanted_files(pki_inv)
+        wanted.registry_files(pki_inv)
 
 
 def test_files_that_match_are_left_alone(pki_inv: Inventory) -> None:
     users.set_password(pki_inv, "alice", "correct horse battery")
-    files = deploy.wanted_files(pki_inv)
-    facts = Facts(files={f.path: f"{f.digest} {f.stat}" for f in files})
-    assert deploy.differing(files, facts) == []
+    files = wanted.registry_files(pki_inv)
+    facts = deployed(pki_inv, files)
+    assert planner.plan(pki_inv, "regbox", files, facts).files == ()
     key = next(f for f in files if f.path.endswith("server.key"))
     facts.files[key.path] = f"{key.digest} 644 0 0"
-    assert deploy.differing(files, facts) == [key]
+    changes = planner.plan(pki_inv, "regbox", files, facts).files
+    assert [(c.upload, c.why) for c in changes] == [(key, "content or mode differs")]
 
 
 def test_nginx_tag_follows_the_build_context_only(pki_inv: Inventory) -> None:
     users.set_password(pki_inv, "alice", "correct horse battery")
-    before = deploy.nginx_tag(deploy.wanted_files(pki_inv))
+    before = wanted.nginx_tag(wanted.registry_files(pki_inv))
     users.set_password(pki_inv, "bob", "correct horse battery")
-    assert deploy.nginx_tag(deploy.wanted_files(pki_inv)) == before
+    assert wanted.nginx_tag(wanted.registry_files(pki_inv)) == before
     assert before.startswith("regkit-nginx:")
 
 
@@ -170,58 +173,144 @@ def test_stable_probe_credential(inv: Inventory) -> None:
 
 
 def test_preflight_refuses_a_busy_port(inv: Inventory) -> None:
-    facts = Facts(
+    facts = DeployFacts(
         docker="27.0",
         disk_free_kb=10**8,
         port_holder='LISTEN 0 511 *:443 users:(("apache2",pid=1))',
     )
-    with pytest.raises(deploy.RemoteError, match=r"port 443 is already in use .*apache2"):
-        deploy.preflight(inv, _T(), facts)
+    with pytest.raises(RemoteError, match=r"port 443 is already in use .*apache2"):
+        planner.preflight(inv, "regbox", facts)
 
 
-class _T:
-    alias = "regbox"
-
-
-def test_catalog_table() -> None:
-    tags = [
-        catalog.Tag(
-            "team/app",
-            "1.0",
-            "sha256:" + "a" * 64,
-            5 * 1024 * 1024,
-            ["linux/amd64"],
-            "2026-11-28T03:00:00.123Z",
-        ),
-        catalog.Tag(
-            "team/multi",
-            "2",
-            "sha256:" + "b" * 64,
-            1234,
-            ["linux/amd64", "linux/arm64"],
-            index=True,
-        ),
-    ]
-    lines = catalog.table(tags, "registry.unit.test").splitlines()
-    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED"]
-    assert lines[1].split() == [
-        "team/app",
-        "1.0",
-        "sha256:aaaaaaaaaaaa",
-        "5.0",
-        "MiB",
-        "linux/amd64",
-        "2026-11-28",
-        "03:00:00",
-    ]
-    assert "index: linux/amd64, linux/arm64" in lines[2]
-    assert catalog.table([], "registry.unit.test") == (
-        "no repositories yet; push one: docker push registry.unit.test/<name>:<tag>"
+def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
+    """The facts of a host where ``files`` were deployed and nothing changed since."""
+    tag = wanted.nginx_tag(files)
+    config = next(f for f in files if f.path == "/etc/regkit/registry/config.yml")
+    registry = wanted.registry_spec(inv, config.digest)
+    nginx = wanted.nginx_spec(inv, tag)
+    image = inv.registry.images.registry
+    return DeployFacts(
+        os="debian",
+        apt=True,
+        apache2_utils=True,
+        curl=True,
+        docker="20.10.24",
+        disk_free_kb=10 * layout.MIN_FREE_KB,
+        port_holder='LISTEN 0 4096 0.0.0.0:443 users:(("docker-proxy",pid=9))',
+        files={f.path: f.fact for f in files},
+        containers={
+            "regkit-registry": Container("c1", "sha256:reg", registry.digest, True, "t"),
+            "regkit-nginx": Container("c2", "sha256:ngx", nginx.digest, True, "t"),
+        },
+        images={image: "sha256:reg", tag: "sha256:ngx"},
+        networks={"regkit": "false <no value>", "regkit-backend": "true true"},
+        deployed={"registry": image, "nginx": tag},
     )
 
 
-@pytest.mark.parametrize(
-    ("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 * 1024**3, "3.0 GiB")]
-)
-def test_human_size(size: int, text: str) -> None:
-    assert catalog.human_size(size) == text
+@pytest.fixture
+def files(pki_inv: Inventory) -> list[Upload]:
+    users.set_password(pki_inv, "alice", "correct horse battery")
+    return wanted.registry_files(pki_inv)
+
+
+def summary(inv: Inventory, plan: DeployPlan) -> list[tuple[str, str]]:
+    """(subject, why) of every step that changes something."""
+    lines = []
+    for step in planner.steps(inv, plan):
+        lines += [(s, w) for s, w in (step.details or ((step.subject, step.why),)) if w]
+    return lines
+
+
+def test_nothing_changed_plans_nothing_and_only_reads_the_probe_back(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    plan = planner.plan(pki_inv, "regbox", files, deployed(pki_inv, files))
+    assert not plan.changes
+    assert summary(pki_inv, plan) == []
+    proof = planner.steps(pki_inv, plan)[-1]
+    assert (proof.subject, proof.kind) == ("verify", "check")
+    assert "read back" in proof.command and "docker push" in proof.command
+
+
+def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[Upload]) -> None:
+    facts = planner.parse_facts(
+        "os\tdebian\napt\tyes\ndocker\t20.10.24\ndisk_free_kb\t9999999\nport_holder\t"
+    )
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    tag = wanted.nginx_tag(files)
+    assert summary(pki_inv, plan)[0] == ("apache2-utils", "installed with apt")
+    assert [s for s, _ in summary(pki_inv, plan)][1:] == [
+        *(f"file {f.path}" for f in files),
+        "image registry:2.8.3",
+        f"image {tag}",
+        "network regkit",
+        "network regkit-backend",
+        "container regkit-registry",
+        "container regkit-nginx",
+        "deploy record",
+    ]
+    assert plan.test_nginx and plan.reload == ()
+    assert plan.record == {"registry": "registry:2.8.3", "nginx": tag, "previous": None}
+    kinds = [step.kind for step in planner.steps(pki_inv, plan)]
+    assert kinds.index("build") < kinds.index("check") < kinds.index("upload", 2)
+
+
+def test_a_new_certificate_is_uploaded_and_reloaded_without_a_restart(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    facts.files["/etc/regkit/tls/server.crt"] = "old 644 0 0"
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    assert summary(pki_inv, plan) == [
+        ("file /etc/regkit/tls/server.crt", "content or mode differs"),
+        ("nginx reload", "certificate changed"),
+    ]
+    assert not plan.registry.why and not plan.nginx.why and not plan.test_nginx
+
+
+def test_a_new_password_file_needs_no_reload(pki_inv: Inventory, files: list[Upload]) -> None:
+    facts = deployed(pki_inv, files)
+    facts.files["/etc/regkit/auth/htpasswd"] = "old 640 0 4430"
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    assert summary(pki_inv, plan) == [("file /etc/regkit/auth/htpasswd", "content or mode differs")]
+    assert plan.changes and plan.reload == ()
+
+
+def test_an_upgrade_pulls_recreates_the_registry_and_reloads_nginx(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    del facts.images["registry:2.8.3"]
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    assert summary(pki_inv, plan) == [
+        ("image registry:2.8.3", "pulled"),
+        ("container regkit-registry", "recreated: its image changed"),
+        ("nginx reload", "registry recreated"),
+    ]
+
+
+def test_a_new_build_context_rebuilds_tests_and_recreates_the_proxy(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    conf = next(f for f in files if f.path == "/etc/regkit/nginx/nginx.conf")
+    changed = [Upload(f.path, f.content + b"# new\n", f.mode) if f is conf else f for f in files]
+    plan = planner.plan(pki_inv, "regbox", changed, facts)
+    tag = wanted.nginx_tag(changed)
+    assert summary(pki_inv, plan) == [
+        ("file /etc/regkit/nginx/nginx.conf", "content or mode differs"),
+        (f"image {tag}", "built"),
+        ("container regkit-nginx", "recreated: its configuration changed"),
+        ("deploy record", "/etc/regkit/deployed.json (rollback returns to the previous images)"),
+    ]
+    assert plan.test_nginx
+    assert plan.record is not None and plan.record["previous"]["nginx"] == wanted.nginx_tag(files)
+
+
+def test_the_plan_digest_follows_the_facts(pki_inv: Inventory, files: list[Upload]) -> None:
+    same = [planner.plan(pki_inv, "regbox", files, deployed(pki_inv, files)) for _ in range(2)]
+    assert same[0].digest == same[1].digest
+    facts = deployed(pki_inv, files)
+    facts.containers["regkit-nginx"] = Container("c2", "sha256:ngx", "other", True, "t")
+    assert planner.plan(pki_inv, "regbox", files, facts).digest != same[0].digest

@@ -1,0 +1,79 @@
+"""The commands regkit runs on a host, built as strings: pure, and tested as exact strings.
+
+Every argument goes through ``shlex.quote``. Anything longer than a line or two is
+a shell script under ``templates/sh/`` (see :mod:`tasks.scripts`).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+
+from tasks.layout import NGINX
+from tasks.wanted import RunSpec, nginx_mounts
+
+
+def join(*argv: str) -> str:
+    """One shell command line from its arguments, each quoted."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def docker_start(spec: RunSpec) -> str:
+    """Start the container ``spec`` describes: ``docker run``, or ``docker create``,
+    ``network connect`` and ``start`` when it joins more than one network."""
+    if not spec.more_networks:
+        return join("docker", "run", "-d", "--name", spec.name, *spec.label, *spec.args, spec.image)
+    steps = [join("docker", "create", "--name", spec.name, *spec.label, *spec.args, spec.image)]
+    steps += [join("docker", "network", "connect", net, spec.name) for net in spec.more_networks]
+    steps.append(join("docker", "start", spec.name))
+    return " && ".join(steps)
+
+
+def network_create(name: str, options: Iterable[str] = ()) -> str:
+    return join("docker", "network", "create", *options, name) + " >/dev/null"
+
+
+def image_pull(ref: str) -> str:
+    """Pull ``ref`` quietly and print its image ID."""
+    return (
+        f"{join('docker', 'pull', '-q', ref)} >/dev/null && "
+        f"{join('docker', 'image', 'inspect', '--format', '{{.Id}}', ref)}"
+    )
+
+
+def image_build(tag: str, context: str) -> str:
+    return join("docker", "build", "-t", tag, context)
+
+
+def nginx_test(tag: str) -> str:
+    """``nginx -t`` in a throwaway container of ``tag`` with the live secrets mounted;
+    the registry's name resolves to loopback so nothing else needs to run."""
+    return join(
+        "docker", "run", "--rm", "--add-host", "registry:127.0.0.1", *nginx_mounts(),
+        tag, "nginx", "-t",
+    )  # fmt: skip
+
+
+def nginx_reload() -> str:
+    """Test the running proxy's configuration, then reload it: no restart, no dropped request."""
+    return f"{join('docker', 'exec', NGINX, 'nginx', '-t')} 2>&1 && " + join(
+        "docker", "exec", NGINX, "nginx", "-s", "reload"
+    )
+
+
+def apt_install(package: str) -> str:
+    """Install ``package`` with apt, updating the package lists only if the first try fails."""
+    install = join("apt-get", "install", "-y", "-q", "--no-install-recommends", package)
+    return (
+        "export DEBIAN_FRONTEND=noninteractive\n"
+        f"{install} >/dev/null 2>&1 || "
+        f"{{ apt-get update -q >/dev/null && {install} >/dev/null; }}"
+    )
+
+
+def remove_files(paths: Iterable[str]) -> str:
+    return join("rm", "-f", *paths)
+
+
+def read_file(path: str) -> str:
+    return join("cat", path)

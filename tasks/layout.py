@@ -1,0 +1,66 @@
+"""What regkit puts on a registry host, by name: paths, containers, networks, labels.
+
+Every task that reads or changes a registry host takes its names from here, so
+that "where does the password file live on the host" has one answer.
+
+On the host (all root-owned):
+
+- ``/etc/regkit/nginx/``     the proxy's build context (configuration only)
+- ``/etc/regkit/registry/``  the registry's ``config.yml`` (0600, holds the http secret)
+- ``/etc/regkit/tls/``       ``server.crt`` and ``server.key`` (0600), mounted read-only
+- ``/etc/regkit/auth/``      ``htpasswd`` (0640, group of nginx's worker), mounted read-only
+- ``/etc/regkit/ca.crt``, ``/etc/regkit/probe-password`` (0600)
+- ``/etc/regkit/deployed.json``  what runs now and what ran before (for rollback)
+- ``/etc/docker/certs.d/<domain>[:port]/ca.crt`` so the host's Docker trusts the registry
+- the registry's data in the inventory's ``data_dir``
+"""
+
+from __future__ import annotations
+
+REMOTE_DIR = "/etc/regkit"
+NGINX_CONTEXT_DIR = f"{REMOTE_DIR}/nginx"
+REGISTRY_CONFIG_DIR = f"{REMOTE_DIR}/registry"
+# The same config, read-only (pulls work, pushes are refused): while `fab gc` runs.
+READONLY_CONFIG_DIR = f"{REMOTE_DIR}/registry-readonly"
+TLS_DIR = f"{REMOTE_DIR}/tls"
+AUTH_DIR = f"{REMOTE_DIR}/auth"
+AUTH_FILE = f"{AUTH_DIR}/htpasswd"
+CA_FILE = f"{REMOTE_DIR}/ca.crt"
+PROBE_PASSWORD_FILE = f"{REMOTE_DIR}/probe-password"
+DEPLOYED = f"{REMOTE_DIR}/deployed.json"
+
+# Where the registry image reads its configuration (registry:2).
+REGISTRY_CONFIG_MOUNT = "/etc/docker/registry"
+REGISTRY_DATA_MOUNT = "/var/lib/registry"
+
+REGISTRY = "regkit-registry"
+NGINX = "regkit-nginx"
+NGINX_IMAGE = "regkit-nginx"
+# The name nginx reaches the registry by, on BACKEND.
+REGISTRY_ALIAS = "registry"
+
+# nginx publishes its port through NETWORK; the registry is only on BACKEND, an
+# internal network without an address on the host: no route reaches it, from a
+# neighbour or from the host itself, whatever the firewall says. Only nginx,
+# attached to both, talks to it.
+NETWORK = "regkit"
+BACKEND = "regkit-backend"
+INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
+BACKEND_OPTIONS = ("--internal", "-o", f"{INHIBIT_IPV4}=true")
+
+# Labels on the containers: a hash of how each was started (to detect drift), and
+# of the registry's configuration.
+SPEC_LABEL = "regkit.spec"
+CONFIG_LABEL = "regkit.config"
+
+# The deploy's own test image.
+PROBE_REPO = "regkit/probe"
+PROBE_TAG = "deploy"
+
+# One task at a time changes a host: an flock held by a process that lives as
+# long as the task's SSH connection.
+LOCK = "/run/lock/regkit.lock"
+LOCK_OWNER = "/run/lock/regkit.owner"
+
+# Below this much free space under the data directory, deploy refuses to start.
+MIN_FREE_KB = 1024 * 1024

@@ -1,0 +1,456 @@
+"""The deploy plan: what a registry host lacks, from its facts (pure; unit-tested).
+
+The facts come from one script (``templates/sh/deploy-facts.sh.j2``); the plan
+lists every step with why, in the order the apply step carries them out: the
+package, the files, the registry image, the proxy image and its ``nginx -t``,
+the networks, the two containers, a reload, the proof and the deploy record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tasks import commands, scripts, users
+from tasks.errors import RemoteError
+from tasks.inventory import Inventory
+from tasks.layout import (
+    BACKEND,
+    BACKEND_OPTIONS,
+    CA_FILE,
+    DEPLOYED,
+    INHIBIT_IPV4,
+    MIN_FREE_KB,
+    NETWORK,
+    NGINX,
+    NGINX_CONTEXT_DIR,
+    PROBE_PASSWORD_FILE,
+    PROBE_REPO,
+    PROBE_TAG,
+    REGISTRY,
+    REGISTRY_CONFIG_DIR,
+    SPEC_LABEL,
+    TLS_DIR,
+)
+from tasks.remote import Upload, sha256
+from tasks.wanted import RunSpec, nginx_spec, nginx_tag, registry_spec
+
+NETWORK_FORMAT = f'{{{{.Name}}}} {{{{.Internal}}}} {{{{index .Options "{INHIBIT_IPV4}"}}}}'
+# What docker network inspect says of BACKEND when it is as BACKEND_OPTIONS made it.
+BACKEND_WANTED = "true true"
+CONTAINER_FORMAT = (
+    f'{{{{.Name}}}}|{{{{.Id}}}}|{{{{.Image}}}}|{{{{index .Config.Labels "{SPEC_LABEL}"}}}}|'
+    "{{.State.Running}}|{{.State.StartedAt}}"
+)
+IMAGE_FORMAT = "{{json .RepoTags}}{{json .RepoDigests}} {{.Id}}"
+
+
+@dataclass(frozen=True)
+class Container:
+    """What ``docker inspect`` says of a container."""
+
+    id: str
+    image_id: str
+    spec: str
+    running: bool
+    started: str
+
+
+@dataclass
+class DeployFacts:
+    """Everything deploy needs to know about a host, read in one command."""
+
+    os: str = "unknown"
+    apt: bool = False
+    apache2_utils: bool = False
+    curl: bool = False
+    docker: str = ""
+    disk_free_kb: int = 0
+    port_holder: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    containers: dict[str, Container] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)
+    # network name -> "<internal> <inhibit_ipv4>", as docker network inspect says
+    networks: dict[str, str] = field(default_factory=dict)
+    # "<ip_forward> <first line of iptables -S FORWARD>", e.g. "1 -P FORWARD ACCEPT"
+    forwarding: str = ""
+    deployed: dict[str, Any] = field(default_factory=dict)
+
+
+def facts_script(inv: Inventory, files: list[Upload]) -> str:
+    """The script that reads a deploy's facts: the host, its files, containers, images."""
+    reg = inv.registry
+    return scripts.script(
+        "deploy-facts",
+        data_dir=reg.data_dir,
+        port=reg.port,
+        networks=[NETWORK, BACKEND],
+        network_format=NETWORK_FORMAT,
+        deployed=DEPLOYED,
+        paths=[f.path for f in files],
+        containers=[REGISTRY, NGINX],
+        container_format=CONTAINER_FORMAT,
+        images=[reg.images.registry, nginx_tag(files)],
+        image_format=IMAGE_FORMAT,
+    )
+
+
+_FLAGS = ("apt", "apache2_utils", "curl")
+_PREFIXED = {"file:": "files", "img:": "images", "net:": "networks"}
+
+
+def parse_facts(output: str) -> DeployFacts:
+    """Facts from the script's output."""
+    facts = DeployFacts()
+    for line in output.splitlines():
+        key, _, value = line.partition("\t")
+        prefix = key[: key.find(":") + 1]
+        if key in _FLAGS:
+            setattr(facts, key, value == "yes")
+        elif key in ("os", "docker", "port_holder", "forwarding"):
+            setattr(facts, key, value)
+        elif key == "disk_free_kb":
+            facts.disk_free_kb = int(value) if value.isdigit() else 0
+        elif prefix in _PREFIXED:
+            getattr(facts, _PREFIXED[prefix])[key[len(prefix) :]] = value
+        elif prefix == "ctr:":
+            cid, image_id, spec, running, started = (value.split("|") + [""] * 5)[:5]
+            spec = "" if spec == "<no value>" else spec
+            facts.containers[key[4:]] = Container(cid, image_id, spec, running == "true", started)
+        elif key == "deployed":
+            facts.deployed = _json_object(value)
+    return facts
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def preflight(inv: Inventory, alias: str, facts: DeployFacts) -> str:
+    """Stop before any change when the host cannot run the registry; else a summary."""
+    if not facts.docker:
+        raise RemoteError(
+            f"{alias}: no Docker engine answers (docker version); install Docker "
+            "(Debian: apt-get install docker.io) and start it"
+        )
+    if facts.disk_free_kb < MIN_FREE_KB:
+        raise RemoteError(
+            f"{alias}: only {facts.disk_free_kb // 1024} MiB free under "
+            f"{inv.registry.data_dir}; free at least 1 GiB first"
+        )
+    ours = NGINX in facts.containers
+    if facts.port_holder and not ours and "docker-proxy" not in facts.port_holder:
+        raise RemoteError(
+            f"{alias}: port {inv.registry.port} is already in use "
+            f"({facts.port_holder.split()[-1]}); stop that service or set registry.port"
+        )
+    backend = facts.networks.get(BACKEND, BACKEND_WANTED)
+    if backend != BACKEND_WANTED:
+        raise RemoteError(
+            f"{alias}: the network {BACKEND} exists but is not internal without a host "
+            f"address ({backend!r}); remove it ('docker network rm {BACKEND}' after "
+            f"'docker rm -f {REGISTRY}': the data stays) and deploy again"
+        )
+    return (
+        f"{facts.os}, docker {facts.docker}, {facts.disk_free_kb // 1024 // 1024} GiB free, "
+        f"port {inv.registry.port} {'ours' if ours else 'free'}"
+    )
+
+
+def forwarding_warning(facts: DeployFacts) -> str:
+    """A warning when the host routes other hosts' packets into container networks."""
+    ip_forward, _, policy = facts.forwarding.partition(" ")
+    if ip_forward != "1" or policy.strip() != "-P FORWARD ACCEPT":
+        return ""
+    return (
+        "this host forwards packets from other hosts into its container networks "
+        "(ip_forward on, iptables FORWARD policy ACCEPT): the registry is on an internal "
+        "network no route reaches, but other containers here are open to any neighbour "
+        "that routes to them; set the policy to DROP ('iptables -P FORWARD DROP')"
+    )
+
+
+def container_change(current: Container | None, spec: RunSpec, image_id: str) -> str:
+    """Why a container must be (re)created, or "" to leave it alone.
+
+    ``image_id`` is the ID of the image it should run, or "" when that image is not
+    on the host yet (it will be pulled or built, and then differs)."""
+    if current is None:
+        return "created"
+    if current.spec != spec.digest:
+        return "recreated: its configuration changed"
+    if current.image_id != image_id:
+        return "recreated: its image changed"
+    if not current.running:
+        return "started: it was stopped"
+    return ""
+
+
+@dataclass(frozen=True)
+class FileChange:
+    upload: Upload
+    why: str
+
+
+@dataclass(frozen=True)
+class ContainerStep:
+    spec: RunSpec
+    why: str  # "" leaves the container alone
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """Everything one deploy does on one host, in order."""
+
+    preflight: str
+    warning: str
+    # "installed", "install" or "no apt": apache2-utils
+    package: str
+    files: tuple[FileChange, ...]
+    file_count: int
+    pull: str  # the registry image to pull, or ""
+    build: str  # the proxy image to build, or ""
+    create_networks: tuple[str, ...]
+    networks: tuple[str, ...]
+    registry: ContainerStep
+    nginx: ContainerStep
+    reload: tuple[str, ...]  # why nginx reloads; () for no reload
+    record: dict[str, Any] | None  # the new deploy record, or None when it stands
+
+    @property
+    def changes(self) -> bool:
+        return bool(
+            self.package == "install"
+            or self.files
+            or self.pull
+            or self.build
+            or self.create_networks
+            or self.registry.why
+            or self.nginx.why
+            or self.reload
+        )
+
+    @property
+    def test_nginx(self) -> bool:
+        """``nginx -t`` in the new image first, whenever the proxy is recreated."""
+        return bool(self.nginx.why)
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the plan: the dry run and the real run of the same facts agree."""
+        value = asdict(self)
+        for change in value["files"]:
+            change["upload"]["content"] = sha256(change["upload"]["content"])
+        return sha256(json.dumps(value, sort_keys=True, default=str).encode())[:12]
+
+
+NETWORK_OPTIONS = {NETWORK: (), BACKEND: BACKEND_OPTIONS}
+
+
+def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) -> DeployPlan:
+    """What deploying ``files`` (and the containers they imply) to this host changes."""
+    summary = preflight(inv, alias, facts)
+    tag = nginx_tag(files)
+    image = inv.registry.images.registry
+    changes = tuple(
+        FileChange(f, "new" if f.path not in facts.files else "content or mode differs")
+        for f in files
+        if facts.files.get(f.path) != f.fact
+    )
+    config = next(f for f in files if f.path == f"{REGISTRY_CONFIG_DIR}/config.yml")
+    registry = registry_spec(inv, config.digest)
+    registry_why = container_change(
+        facts.containers.get(REGISTRY), registry, facts.images.get(image, "")
+    )
+    proxy = nginx_spec(inv, tag)
+    nginx_why = container_change(facts.containers.get(NGINX), proxy, facts.images.get(tag, ""))
+    reload = ()
+    if not nginx_why:
+        # nginx reads the password file on every request: a new one needs no reload.
+        reasons = [
+            "certificate changed"
+            if any(c.upload.path.startswith(TLS_DIR) for c in changes)
+            else "",
+            "registry recreated" if registry_why else "",
+        ]
+        reload = tuple(r for r in reasons if r)
+    package = "installed" if facts.apache2_utils else ("install" if facts.apt else "no apt")
+    now = {"registry": image, "nginx": tag}
+    return DeployPlan(
+        preflight=summary,
+        warning=forwarding_warning(facts),
+        package=package,
+        files=changes,
+        file_count=len(files),
+        pull="" if image in facts.images else image,
+        build="" if tag in facts.images else tag,
+        create_networks=tuple(n for n in NETWORK_OPTIONS if n not in facts.networks),
+        networks=tuple(NETWORK_OPTIONS),
+        registry=ContainerStep(registry, registry_why),
+        nginx=ContainerStep(proxy, nginx_why),
+        reload=reload,
+        record=deploy_record(facts.deployed, now),
+    )
+
+
+def deploy_record(before: dict[str, Any], now: dict[str, str]) -> dict[str, Any] | None:
+    """The deploy record after this deploy (what runs, and what ran before it), or None
+    when it already says so."""
+    current = {key: before.get(key) for key in ("registry", "nginx")}
+    if current == now:
+        return None
+    return {**now, "previous": current if all(current.values()) else before.get("previous")}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a plan, as the report shows it and the apply step carries it out.
+
+    ``why`` is empty when the step changes nothing (``unchanged`` then says why not).
+    ``kind`` says how it is carried out: ``run`` (``command`` as root), ``build``
+    (the same, its output streamed), ``upload`` (``uploads``), ``check`` (a command
+    whose output lines are "ok" lines), ``none`` (nothing to run: a note).
+    """
+
+    subject: str
+    why: str = ""
+    unchanged: str = ""
+    kind: str = "run"
+    command: str = ""
+    uploads: tuple[Upload, ...] = ()
+    skipped: bool = False
+    # What the step is called in an error ("building regkit-nginx:…"); ``failure``, if
+    # set, replaces the whole error, followed by the command's error output.
+    what: str = ""
+    failure: str = ""
+    # Lines to report instead of one for the step: (subject, why) each.
+    details: tuple[tuple[str, str], ...] = ()
+
+
+def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
+    """The plan as the ordered steps the apply step takes."""
+    out = [_package_step(plan), _files_step(plan)]
+    if plan.pull:
+        pull = commands.image_pull(plan.pull)
+        out.append(Step(f"image {plan.pull}", "pulled", command=pull, what=f"pulling {plan.pull}"))
+    if plan.build:
+        build = commands.image_build(plan.build, NGINX_CONTEXT_DIR)
+        what = f"building {plan.build}"
+        out.append(Step(f"image {plan.build}", "built", kind="build", command=build, what=what))
+    else:
+        tag = plan.nginx.spec.image
+        out.append(Step(f"image {tag}", unchanged="build context unchanged"))
+    if plan.test_nginx:
+        tag = plan.nginx.spec.image
+        failure = f"nginx -t failed in the new image {tag}; nothing running was changed"
+        test = commands.nginx_test(tag)
+        out.append(Step("nginx -t", kind="check", command=test, what="nginx -t", failure=failure))
+    for name in plan.networks:
+        options = NETWORK_OPTIONS[name]
+        why = ""
+        if name in plan.create_networks:
+            why = "created (internal)" if options else "created"
+        create = commands.network_create(name, options)
+        out.append(Step(f"network {name}", why, command=create, what=f"creating network {name}"))
+    for container in (plan.registry, plan.nginx):
+        out.append(
+            Step(
+                f"container {container.spec.name}",
+                container.why,
+                unchanged="running, same image and configuration",
+                command=replace_script(container.spec),
+                what=f"starting {container.spec.name}",
+            )
+        )
+    if plan.reload:
+        reload = commands.nginx_reload()
+        out.append(
+            Step("nginx reload", ", ".join(plan.reload), command=reload, what="reloading nginx")
+        )
+    proof = verify_script(inv, full=plan.changes)
+    what = "verifying the registry" + (" (push/pull)" if plan.changes else "")
+    out.append(Step("verify", kind="check", command=proof, what=what))
+    if plan.record is not None:
+        record = (json.dumps(plan.record, sort_keys=True) + "\n").encode()
+        out.append(
+            Step(
+                "deploy record",
+                f"{DEPLOYED} (rollback returns to the previous images)",
+                kind="upload",
+                uploads=(Upload(DEPLOYED, record),),
+            )
+        )
+    return out
+
+
+def _package_step(plan: DeployPlan) -> Step:
+    if plan.package == "no apt":
+        return Step("apache2-utils", "no apt on this host; htpasswd not installed", skipped=True)
+    why = "installed with apt" if plan.package == "install" else ""
+    install = commands.apt_install("apache2-utils")
+    return Step(
+        "apache2-utils",
+        why,
+        unchanged="installed",
+        command=install,
+        what="installing apache2-utils with apt",
+    )
+
+
+def _files_step(plan: DeployPlan) -> Step:
+    why = ", ".join(sorted({c.why for c in plan.files}))
+    return Step(
+        "files",
+        why,
+        unchanged=f"all {plan.file_count} match (sha256, mode, owner)",
+        kind="upload",
+        uploads=tuple(c.upload for c in plan.files),
+        details=tuple((f"file {c.upload.path}", c.why) for c in plan.files),
+    )
+
+
+def replace_script(spec: RunSpec) -> str:
+    """Swap a container, keeping the old one until the new one runs; roll back on failure."""
+    return scripts.script(
+        "replace-container",
+        name=spec.name,
+        start=commands.docker_start(spec),
+        state_format="{{.State.Running}} {{.RestartCount}}",
+    )
+
+
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+)
+
+
+def verify_script(inv: Inventory, full: bool = True) -> str:
+    """Prove the registry from the host: ping, 401 without and 200 with a login, push+pull.
+
+    When nothing changed (``full=False``) the push+pull gives way to reading the
+    probe image's manifest back with its digest; if that image is gone, it is
+    pushed and pulled after all.
+    """
+    reg = inv.registry
+    return scripts.script(
+        "verify",
+        full=full,
+        address=reg.address,
+        domain=reg.domain,
+        url=reg.url,
+        ref=f"{reg.address}/{PROBE_REPO}:{PROBE_TAG}",
+        manifest_url=f"{reg.url}/v2/{PROBE_REPO}/manifests/{PROBE_TAG}",
+        accept=MANIFEST_ACCEPT,
+        ca=CA_FILE,
+        user=users.PROBE_USER,
+        password_file=PROBE_PASSWORD_FILE,
+        digests_format="{{range .RepoDigests}}{{.}} {{end}}",
+    )

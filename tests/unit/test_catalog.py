@@ -1,0 +1,51 @@
+"""The catalog's table: what `fab catalog` prints from the registry's answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import catalog
+
+
+def test_catalog_table() -> None:
+    tags = [
+        catalog.Tag(
+            "team/app",
+            "1.0",
+            "sha256:" + "a" * 64,
+            5 * 1024 * 1024,
+            ["linux/amd64"],
+            "2026-11-28T03:00:00.123Z",
+        ),
+        catalog.Tag(
+            "team/multi",
+            "2",
+            "sha256:" + "b" * 64,
+            1234,
+            ["linux/amd64", "linux/arm64"],
+            index=True,
+        ),
+    ]
+    lines = catalog.table(tags, "registry.unit.test").splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED"]
+    assert lines[1].split() == [
+        "team/app",
+        "1.0",
+        "sha256:aaaaaaaaaaaa",
+        "5.0",
+        "MiB",
+        "linux/amd64",
+        "2026-11-28",
+        "03:00:00",
+    ]
+    assert "index: linux/amd64, linux/arm64" in lines[2]
+    assert catalog.table([], "registry.unit.test") == (
+        "no repositories yet; push one: docker push registry.unit.test/<name>:<tag>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 * 1024**3, "3.0 GiB")]
+)
+def test_human_size(size: int, text: str) -> None:
+    assert catalog.human_size(size) == text

@@ -1,0 +1,139 @@
+"""Every shell script regkit runs on a host: rendered, then checked by ``sh -n`` and
+shellcheck; and the deploy's facts script, run for real under ``sh`` against stub
+commands, read back by the parser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tasks import deploy, render, users, wanted
+from tasks.inventory import Inventory
+from tasks.plans import deploy as planner
+from tasks.remote import Upload
+
+SH_TEMPLATES = render.TEMPLATES / "sh"
+
+
+def deploy_scripts(inv: Inventory) -> dict[str, str]:
+    """The scripts a deploy runs: facts, each step's command, both proofs."""
+    users.set_password(inv, "alice", "correct horse battery")
+    files = wanted.registry_files(inv)
+    fresh = planner.parse_facts("os\tdebian\napt\tyes\ndocker\t20.10\ndisk_free_kb\t99999999")
+    plan = planner.plan(inv, "regbox", files, fresh)
+    steps = planner.steps(inv, plan)
+    return {
+        "deploy-facts": planner.facts_script(inv, files),
+        "replace-container": next(s.command for s in steps if s.subject.startswith("container")),
+        "verify": planner.verify_script(inv, full=True),
+        "verify (read back)": planner.verify_script(inv, full=False),
+        **{f"deploy step: {s.subject}": s.command for s in steps if s.command},
+        "undeploy": deploy.undeploy_script(),
+    }
+
+
+RENDERERS: dict[str, Callable[[Inventory], dict[str, str]]] = {
+    "deploy": deploy_scripts,
+}
+
+
+@pytest.fixture
+def rendered(pki_inv: Inventory) -> dict[str, str]:
+    scripts: dict[str, str] = {}
+    for render_all in RENDERERS.values():
+        scripts.update(render_all(pki_inv))
+    return scripts
+
+
+def test_every_script_template_is_rendered_here(rendered: dict[str, str]) -> None:
+    templates = {p.name.removesuffix(".sh.j2") for p in SH_TEMPLATES.glob("[!_]*.sh.j2")}
+    assert templates, "no script templates found"
+    assert templates <= set(rendered), f"not rendered by any test: {templates - set(rendered)}"
+
+
+def test_every_rendered_script_parses(rendered: dict[str, str]) -> None:
+    for name, script in rendered.items():
+        result = subprocess.run(
+            ["sh", "-n"], input=script, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="needs Debian's shellcheck")
+def test_every_rendered_script_passes_shellcheck(rendered: dict[str, str]) -> None:
+    for name, script in rendered.items():
+        result = subprocess.run(
+            ["shellcheck", "--shell=sh", "--format=gcc", "-"],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, f"{name}:\n{result.stdout}\n{script}"
+
+
+# Stand-ins for what the facts script asks the host, each printing what the real
+# command prints on a deployed Debian host.
+STUBS = {
+    "docker": r"""case "$*" in
+  "version --format {{.Server.Version}}") echo 20.10.24+dfsg1 ;;
+  "network inspect"*) printf 'regkit false <no value>\nregkit-backend true true\n' ;;
+  "inspect --type container"*)
+    echo '/regkit-registry|sha256:c1|sha256:i1|0123456789abcdef|true|2026-11-29T10:00:00Z'
+    echo '/regkit-nginx|sha256:c2|sha256:i2|<no value>|false|2026-11-29T10:00:01Z' ;;
+  "image inspect"*)
+    echo '["registry:2.8.3"]["registry@sha256:aa"] sha256:i1' ;;
+  *) exit 1 ;;
+esac""",
+    "ss": "echo 'LISTEN 0 4096 0.0.0.0:443 0.0.0.0:* users:((\"docker-proxy\",pid=7,fd=4))'",
+    "iptables": "echo '-P FORWARD ACCEPT'",
+    "dpkg-query": "printf 'install ok installed'",
+}
+
+
+def test_the_facts_script_run_for_real_reads_back_through_the_parser(
+    pki_inv: Inventory, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in STUBS.items():
+        stub = bin_dir / name
+        stub.write_text(f"#!/bin/sh\n{body}\n")
+        stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    present, absent = tmp_path / "present.txt", tmp_path / "absent.txt"
+    present.write_bytes(b"hello\n")
+    present.chmod(0o640)
+    files = [Upload(str(present), b"hello\n", 0o640), Upload(str(absent), b"x")]
+    inv = pki_inv.model_copy(
+        update={"registry": pki_inv.registry.model_copy(update={"data_dir": str(tmp_path)})}
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        ["sh"],
+        input=planner.facts_script(inv, files),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    facts = planner.parse_facts(out)
+    uid, gid = os.getuid(), os.getgid()
+    assert facts.docker == "20.10.24+dfsg1"
+    assert facts.apache2_utils
+    assert facts.disk_free_kb > 0
+    assert "docker-proxy" in facts.port_holder
+    assert facts.forwarding.endswith(" -P FORWARD ACCEPT")
+    assert facts.networks == {"regkit": "false <no value>", "regkit-backend": "true true"}
+    assert facts.files == {str(present): f"{files[0].digest} 640 {uid} {gid}"}
+    assert facts.containers["regkit-registry"] == planner.Container(
+        "sha256:c1", "sha256:i1", "0123456789abcdef", True, "2026-11-29T10:00:00Z"
+    )
+    assert facts.containers["regkit-nginx"].spec == ""
+    assert not facts.containers["regkit-nginx"].running
+    assert facts.images == {"registry:2.8.3": "sha256:i1"}
