@@ -1,8 +1,9 @@
-"""Fabric entry point: every task (``fab --list``).
+"""Fabric entry point: what an operator runs against real servers (``fab --list``).
 
 The remote tasks stand at the top level; the local collections follow. The local
 ``users`` collection (``invoke users.add``) is replaced here by ``adduser``,
-``deluser`` and ``users``, which also change the registry hosts.
+``deluser`` and ``users``, which also change the registry hosts. The lab is not
+here: it is reached with ``invoke lab.*``.
 """
 
 from invoke import Collection
@@ -13,7 +14,6 @@ from tasks import (
     deploy,
     health,
     inventory,
-    lab,
     maintenance,
     pki,
     render,
@@ -36,5 +36,4 @@ ns = Collection(
     inventory,
     pki,
     render,
-    lab,
 )

@@ -25,8 +25,10 @@ from pathlib import Path
 import yaml
 
 from bench.datapath import data_path
-from tasks import inventory, lab, pki, render, users
-from tasks.lab import INVENTORY
+from lab.engine import Engine
+from lab.hosts import host_spec
+from lab.settings import INVENTORY, Settings
+from tasks import inventory, pki, render, users
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "bench-passphrase"  # noqa: S105 - the lab's throwaway CA
@@ -120,13 +122,13 @@ def fan_out() -> dict[str, float]:
 
 def restart_docker(aliases: list[str]) -> None:
     """Restart dockerd on ``aliases`` at once (docker exec, no SSH), until each answers."""
-    engine = lab.Engine(lab.Settings())
+    engine = Engine(Settings())
     script = (
         "{ service docker restart || /etc/init.d/docker restart; } >/dev/null 2>&1\n"
         "until docker info >/dev/null 2>&1; do sleep 0.1; done"
     )
     with ThreadPoolExecutor(len(aliases)) as pool:
-        list(pool.map(lambda a: engine.exec(lab.host_spec(a).container, script), aliases))
+        list(pool.map(lambda a: engine.exec(host_spec(a).container, script), aliases))
 
 
 def local_material() -> dict[str, float]:

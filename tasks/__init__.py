@@ -1,10 +1,31 @@
-"""Local tasks (``invoke --list``): inventory, PKI, users, rendering and the lab.
+"""Local tasks (``invoke --list``): inventory, PKI, users and rendering, plus the lab.
 
-Remote tasks that work over SSH are added on top of these in ``fabfile.py``.
+Remote tasks that work over SSH are added on top of the product's collections in
+``fabfile.py``; the lab (``lab/``, its own package) is not among them.
 """
+
+import sys
+from pathlib import Path
 
 from invoke import Collection
 
-from tasks import inventory, lab, pki, render, users
+from tasks import inventory, pki, render, users
 
-ns = Collection(inventory, pki, users, render, lab)
+
+def __getattr__(name: str) -> Collection:
+    """``ns``, invoke's collection: the product's local collections and the lab's.
+
+    Built here, on first use, rather than at import: the fabfile and the product's
+    modules import this package, and must not load the lab. Invoke's loader asks
+    for ``ns`` with ``getattr``, which is the only thing that brings the lab in. The
+    loader puts only ``tasks/`` on ``sys.path``, so the repository root, which holds
+    ``lab/``, goes there first.
+    """
+    if name != "ns":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from lab.commands import ns as lab
+
+    return Collection(inventory, pki, users, render, lab)

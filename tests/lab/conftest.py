@@ -25,11 +25,11 @@ import fabric
 import pytest
 from invoke import Context
 
+from lab.settings import INVENTORY, LAB_DIR
 from tasks import inventory as inventory_module
 from tasks import pki
 from tasks.connect import connect, open_connection
 from tasks.inventory import ENV_VAR, Inventory
-from tasks.lab import INVENTORY, LAB_DIR
 from tasks.remote import LOCK, LOCK_OWNER, Target
 
 HERE = Path(__file__).resolve().parent

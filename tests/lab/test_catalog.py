@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Route, sync_playwright
 
-from tasks import lab as lab_tasks
+from lab.engine import Engine
+from lab.hosts import host_spec
+from lab.settings import NETWORK, Settings
 from tasks import users
 from tests.lab.conftest import (
     DOMAIN,
@@ -161,10 +163,10 @@ def browser() -> Iterator[Browser]:
 
 
 def regbox_ip() -> str:
-    engine = lab_tasks.Engine(lab_tasks.Settings())
-    info = engine.inspect(lab_tasks.host_spec("regbox").container)
+    engine = Engine(Settings())
+    info = engine.inspect(host_spec("regbox").container)
     assert info is not None, "regbox is not running"
-    return info["NetworkSettings"]["Networks"][lab_tasks.NETWORK]["IPAddress"]
+    return info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
 
 
 def open_page(browser: Browser, routes: dict[str, Callable[[Route], None]] | None = None) -> Page:

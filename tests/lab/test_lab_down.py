@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.lab import INVENTORY, PREFIX, STATE_DIR, Engine, Settings
+from lab.engine import Engine
+from lab.settings import INVENTORY, PREFIX, STATE_DIR, Settings
 from tests.lab.conftest import KEEP, Lab, must
 
 

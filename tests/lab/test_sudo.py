@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks import lab as lab_tasks
+from lab.engine import Engine
+from lab.hosts import host_spec
+from lab.settings import Settings
 from tests.lab.conftest import DOMAIN, PASSWORD, USER, Lab, fab, must, sh
 
 SUDO_PASSWORD = "admin-sudo-pw-7731"
@@ -15,8 +17,8 @@ SUDO_PASSWORD = "admin-sudo-pw-7731"
 @pytest.fixture
 def password_sudo(registry: Lab) -> Iterator[Lab]:
     """client2's admin needs a password for sudo for the duration of a test."""
-    engine = lab_tasks.Engine(lab_tasks.Settings())
-    container = lab_tasks.host_spec("client2").container
+    engine = Engine(Settings())
+    container = host_spec("client2").container
     engine.exec(
         container,
         "echo 'admin ALL=(ALL) ALL' > /etc/sudoers.d/admin && chpasswd",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import lab as lab_tasks
+from lab.engine import Engine
+from lab.hosts import host_spec
+from lab.settings import Settings
 from tasks import pki
 from tests.lab.conftest import (
     DOMAIN,
@@ -98,8 +100,8 @@ def test_b2d_keeps_trust_across_a_reboot(registry: Lab, pushed: Pushed) -> None:
 
 
 def test_one_unreachable_host_does_not_stop_the_others(registry: Lab, trusted: str) -> None:
-    engine = lab_tasks.Engine(lab_tasks.Settings())
-    container = lab_tasks.host_spec("client2").container
+    engine = Engine(Settings())
+    container = host_spec("client2").container
     engine.exec(container, "pkill -x sshd")
     try:
         out = fab(registry, "-H", "client1,client2", "trust-ca")

@@ -1,0 +1,200 @@
+"""The invoke collection ``lab`` (``invoke lab.*``): up, down, status, reboot and run.
+
+Not ``lab/tasks.py``: invoke looks for a ``tasks`` module from the working directory
+upwards, so from inside ``lab/`` it would load that one instead of the repository's
+``tasks/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+from invoke import Collection, Context
+
+from lab.access import authorize, ensure_ssh_key, host_key, inventory_data, write_inventory
+from lab.engine import Engine, ensure_engine
+from lab.hosts import (
+    HostSpec,
+    ensure_host,
+    ensure_network,
+    host_spec,
+    lab_hosts,
+    load_images,
+    present_clients,
+    reboot_host,
+    remove_host,
+    ssh_answers,
+    ssh_port,
+)
+from lab.images import IMAGES, build_images, version_ref
+from lab.settings import INVENTORY, LAB_DIR, STATE_DIR, LabError, Settings
+from tasks import inventory as inventory_module
+from tasks.cli import task
+from tasks.remote import open_target
+from tasks.report import FAILED, Report
+
+
+def _refs(engine: Engine, settings: Settings) -> dict[str, str]:
+    refs = {spec.name: version_ref(spec, engine, settings) for spec in IMAGES if spec.version_of}
+    return {name: ref for name, ref in refs.items() if ref}
+
+
+def _finish(rep: Report) -> None:
+    if rep.count(FAILED):
+        rep.summary()
+        raise LabError("the lab is not fully up; see the failed lines above")
+    rep.summary()
+
+
+@task(help={"clients": "How many Debian clients (client1..clientN) to run; 2 by default."})
+def up(c: Context, clients: int = 2) -> None:
+    """Build the lab's images (cached by content) and start its hosts.
+
+    Starts Debian's dockerd for the lab if none answers on the lab's socket, builds
+    what is missing, starts regbox, client1..clientN (two unless --clients says
+    otherwise) and b2d, loads the registry and nginx images into regbox's engine
+    and writes lab/inventory.yaml.
+    """
+    if clients < 1:
+        raise LabError(f"--clients {clients}: the lab needs at least one client")
+    settings = Settings.from_context(c)
+    specs = lab_hosts(clients)
+    rep = Report()
+    start = time.monotonic()
+    engine = ensure_engine(settings, rep)
+    build_images(settings, engine, rep)
+    public_key = ensure_ssh_key(rep)
+    ensure_network(engine, rep)
+    for extra in range(clients + 1, present_clients(engine) + 1):
+        remove_host(engine, host_spec(f"client{extra}"), rep)
+    ports: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def bring_up(spec: HostSpec) -> None:
+        port = ensure_host(engine, spec, settings, rep)
+        with lock:
+            ports[spec.alias] = port
+
+    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        for future in [pool.submit(bring_up, spec) for spec in specs]:
+            future.result()
+    keys = {}
+    for spec in specs:
+        authorize(engine, spec, public_key, rep)
+        keys[spec.alias] = host_key(engine, spec)
+        if spec.role == "registry":
+            load_images(engine, spec, settings, rep)
+    write_inventory(inventory_data(specs, ports, keys, _refs(engine, settings)), rep)
+    where = INVENTORY.relative_to(LAB_DIR.parent)
+    rep.info(f"[lab] up in {time.monotonic() - start:.0f} s; use REGISTRY_INVENTORY={where}")
+    _finish(rep)
+
+
+@task
+def down(c: Context) -> None:
+    """Remove every container, volume and network of the lab, its inventory and keys.
+
+    The images stay cached in the lab's engine (and the engine keeps running), so
+    the next ``lab.up`` is fast; lab/state (keys, and PKI the deploy made for the
+    lab) is removed with the inventory.
+    """
+    settings = Settings.from_context(c)
+    rep = Report()
+    engine = Engine(settings)
+    if engine.answers():
+        for name in engine.labelled("container"):
+            engine.run("rm", "--force", "--volumes", name)
+            rep.changed("lab", f"container {name}", "removed")
+        for name in engine.labelled("volume"):
+            engine.run("volume", "rm", name)
+            rep.changed("lab", f"volume {name}", "removed")
+        for name in engine.labelled("network"):
+            engine.run("network", "rm", name)
+            rep.changed("lab", f"network {name}", "removed")
+        rep.info(f"[lab] images stay cached in the engine on {settings.socket}")
+    else:
+        rep.unchanged(
+            "lab", "docker engine", f"nothing answers on {settings.socket}: no containers to remove"
+        )
+    if INVENTORY.exists():
+        INVENTORY.unlink()
+        rep.changed("lab", "inventory", f"removed {INVENTORY.relative_to(LAB_DIR.parent)}")
+    if STATE_DIR.exists():
+        shutil.rmtree(STATE_DIR)
+        rep.changed(
+            "lab", "state", f"removed {STATE_DIR.relative_to(LAB_DIR.parent)} (ssh key, lab PKI)"
+        )
+    _finish(rep)
+
+
+@task
+def status(c: Context) -> None:
+    """Show each lab host: running or not, its ssh port, whether its docker answers."""
+    settings = Settings.from_context(c)
+    engine = Engine(settings)
+    if not engine.answers():
+        print(f"lab engine: not answering on {settings.socket} (run `invoke lab.up`)")
+        return
+    print(f"lab engine: answers on {settings.socket}")
+    for spec in lab_hosts(max(2, present_clients(engine))):
+        info = engine.inspect(spec.container)
+        if info is None:
+            print(f"  {spec.alias:<8} absent")
+            continue
+        if not info["State"]["Running"]:
+            print(f"  {spec.alias:<8} stopped")
+            continue
+        port = ssh_port(info)
+        ssh = f"ssh 127.0.0.1:{port} {'answers' if port and ssh_answers(port) else 'silent'}"
+        version = engine.run(
+            "exec", spec.container, "docker", "version", "--format={{.Server.Version}}", check=False
+        ).stdout.strip()
+        docker = f"docker {version} answers" if version else "docker not answering"
+        print(f"  {spec.alias:<8} running, {ssh}, {docker}")
+
+
+@task(help={"host": "the lab host to reboot: regbox, client1, client2 or b2d"})
+def reboot(c: Context, host: str) -> None:
+    """Reboot a lab host as the real machine would.
+
+    A Docker host's container restarts with its whole disk; dockerd comes back
+    through its init script, and its containers by their restart policies. b2d is
+    recreated from its image keeping only /var/lib/boot2docker and /var/lib/docker,
+    as boot2docker's root file system lives in RAM.
+    """
+    spec = host_spec(host)
+    settings = Settings.from_context(c)
+    rep = Report()
+    engine = Engine(settings)
+    if not engine.answers():
+        raise LabError(
+            f"the lab's engine does not answer on {settings.socket}; run `invoke lab.up`"
+        )
+    reboot_host(engine, spec, settings, rep)
+    _finish(rep)
+
+
+@task(
+    name="run",
+    help={
+        "host": "the lab host: regbox, client1, client2 or b2d",
+        "command": "a shell command, run as root over SSH (pinned host key)",
+    },
+)
+def run_on(c: Context, host: str, command: str) -> None:
+    """Run a shell command as root on a lab host over SSH, as an operator would."""
+    host_spec(host)
+    if not INVENTORY.exists():
+        raise LabError(f"{INVENTORY} is missing; run `invoke lab.up` first")
+    target = open_target(inventory_module.load(INVENTORY), host, c)
+    result = target.run(command, stream=lambda line: print(f"[{host}] {line}", flush=True))
+    if result.failed:
+        raise LabError(f"{host}: the command exited {result.exited}")
+
+
+ns = Collection("lab", up, down, status, reboot, run_on)
+ns.configure({"lab": asdict(Settings())})

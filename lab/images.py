@@ -1,0 +1,225 @@
+"""The lab's images: what each is made of, its content hash, and how it is built.
+
+``host``, ``registry`` and ``nginx`` start from a debootstrap root file system of
+their ``packages`` file, finished by the Dockerfile in ``lab/images/<name>``; ``b2d``
+is built FROM ``host``. Each is tagged with a hash of everything it is made from,
+so a second build makes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.engine import Engine
+from lab.settings import IMAGES_DIR, LABEL, PREFIX, LabError, Settings
+from tasks.report import Report
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image, built from ``lab/images/<name>``.
+
+    With ``base`` it is built FROM another lab image; otherwise FROM a debootstrap
+    root file system of its ``packages`` file. ``version_of`` names the Debian
+    package whose upstream version tags the image (``regkit-lab/nginx:1.22.1``).
+    """
+
+    name: str
+    base: str | None = None
+    version_of: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        return IMAGES_DIR / self.name
+
+    @property
+    def packages(self) -> list[str]:
+        lines = (self.folder / "packages").read_text().split()
+        return sorted(line for line in lines if line)
+
+
+IMAGES = (
+    ImageSpec("host"),
+    ImageSpec("b2d", base="host"),
+    ImageSpec("registry", version_of="docker-registry"),
+    ImageSpec("nginx", version_of="nginx"),
+)
+
+
+def image_spec(name: str) -> ImageSpec:
+    """The lab image called ``name``."""
+    return next(spec for spec in IMAGES if spec.name == name)
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
+def rootfs_hash(spec: ImageSpec, settings: Settings) -> str:
+    """What a debootstrap root file system is made of: suite, mirror and packages."""
+    return _digest("debootstrap", "minbase", settings.suite, settings.mirror, *spec.packages)
+
+
+def image_hash(spec: ImageSpec, settings: Settings) -> str:
+    """What an image is made of: its base's hash and every file in its folder."""
+    base = image_hash(image_spec(spec.base), settings) if spec.base else rootfs_hash(spec, settings)
+    parts: list[str | bytes] = [base]
+    for path in sorted(p for p in spec.folder.rglob("*") if p.is_file()):
+        parts += [str(path.relative_to(spec.folder)), path.read_bytes()]
+    return _digest(*parts)
+
+
+def rootfs_ref(spec: ImageSpec, settings: Settings) -> str:
+    return f"{PREFIX}/rootfs-{spec.name}:{rootfs_hash(spec, settings)}"
+
+
+def image_ref(spec: ImageSpec, settings: Settings) -> str:
+    return f"{PREFIX}/{spec.name}:{image_hash(spec, settings)}"
+
+
+@contextmanager
+def timed(rep: Report, host: str, what: str) -> Iterator[Callable[[], float]]:
+    """Print a start line for a long step; yield a clock for its done line."""
+    rep.info(f"[{host}] {what} ...")
+    start = time.monotonic()
+    yield lambda: time.monotonic() - start
+
+
+def _debootstrap(spec: ImageSpec, settings: Settings, engine: Engine, rep: Report) -> None:
+    """Make the root file system of ``spec.packages`` and import it as an image."""
+    root = Path(settings.root)
+    target = root / "build" / f"{spec.name}-{rootfs_hash(spec, settings)}"
+    cache = root / "debs" / spec.name
+    log_path = root / "logs" / f"debootstrap-{spec.name}.log"
+    for d in (cache, log_path.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    argv = [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(spec.packages)}",
+        f"--cache-dir={cache}",
+        settings.suite,
+        str(target),
+        settings.mirror,
+    ]
+    ref = rootfs_ref(spec, settings)
+    what = f"rootfs {ref}: debootstrap {settings.suite} + {', '.join(spec.packages)}"
+    with timed(rep, "lab", what) as took:
+        try:
+            with log_path.open("wb") as log:
+                done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
+            if done.returncode != 0:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise LabError(
+                    f"debootstrap of {spec.name} failed ({' / '.join(tail)}); full log: {log_path}"
+                )
+            _import_rootfs(target, ref, engine)
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+        rep.changed("lab", f"rootfs {ref}", f"debootstrap and import took {took():.0f} s")
+
+
+def _import_rootfs(target: Path, ref: str, engine: Engine) -> None:
+    """``tar | docker import`` a root file system, without apt's downloaded files."""
+    for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for item in (target / leftover).glob("*"):
+            if item.is_file():
+                item.unlink()
+    tar = subprocess.Popen(
+        ["tar", "-C", str(target), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+    )
+    imported = subprocess.run(
+        engine.cmd("import", "-", ref), stdin=tar.stdout, capture_output=True, check=False
+    )
+    tar.wait()
+    if imported.returncode != 0 or tar.returncode != 0:
+        raise LabError(f"docker import of {ref} failed: {imported.stderr.decode().strip()}")
+
+
+def _upstream_version(engine: Engine, base: str, package: str) -> str:
+    """The upstream part of ``package``'s version in image ``base`` (2.8.2+ds1-1 -> 2.8.2)."""
+    out = engine.run(
+        "run",
+        "--rm",
+        "--network=none",
+        "--entrypoint=dpkg-query",
+        base,
+        "--show",
+        "--showformat=${Version}",
+        package,
+    ).stdout
+    return out.split(":")[-1].split("+")[0].split("-")[0]
+
+
+def version_ref(spec: ImageSpec, engine: Engine, settings: Settings) -> str | None:
+    """The pinned reference the inventory names (``regkit-lab/registry:2.8.2``), if any."""
+    if not spec.version_of:
+        return None
+    out = engine.run(
+        "image",
+        "inspect",
+        "--format",
+        f'{{{{index .Config.Labels "{LABEL}.version"}}}}',
+        image_ref(spec, settings),
+    )
+    return f"{PREFIX}/{spec.name}:{out.stdout.strip()}"
+
+
+def build_images(settings: Settings, engine: Engine, rep: Report) -> None:
+    """Build every lab image whose content hash has no image yet, and say which were cached."""
+    missing_rootfs = [
+        spec
+        for spec in IMAGES
+        if not spec.base
+        and not engine.image_id(image_ref(spec, settings))
+        and not engine.image_id(rootfs_ref(spec, settings))
+    ]
+    if missing_rootfs:
+        with ThreadPoolExecutor(max_workers=len(missing_rootfs)) as pool:
+            for future in [
+                pool.submit(_debootstrap, s, settings, engine, rep) for s in missing_rootfs
+            ]:
+                future.result()
+    for spec in IMAGES:
+        ref = image_ref(spec, settings)
+        if engine.image_id(ref):
+            rep.unchanged(
+                "lab",
+                f"image {PREFIX}/{spec.name}",
+                f"cached, content hash {ref.rsplit(':', 1)[1]}",
+            )
+        else:
+            base = (
+                image_ref(image_spec(spec.base), settings)
+                if spec.base
+                else rootfs_ref(spec, settings)
+            )
+            args = ["build", "--network=none", "--build-arg", f"BASE={base}", "--tag", ref]
+            if spec.version_of:
+                version = _upstream_version(engine, base, spec.version_of)
+                args += ["--label", f"{LABEL}.version={version}"]
+            with timed(rep, "lab", f"image {ref}: docker build FROM {base}") as took:
+                engine.run(*args, str(spec.folder))
+                rep.changed(
+                    "lab",
+                    f"image {PREFIX}/{spec.name}",
+                    f"built in {took():.0f} s, content hash {ref.rsplit(':', 1)[1]}",
+                )
+        pinned = version_ref(spec, engine, settings)
+        if pinned and engine.image_id(pinned) != engine.image_id(ref):
+            engine.run("tag", ref, pinned)
+            rep.changed("lab", f"tag {pinned}", f"now names {ref}")
