@@ -17,9 +17,10 @@ from pathlib import Path
 import fabric
 import pytest
 
-from tasks import deploy, render, wanted
+from tasks import deploy, render
 from tasks.errors import RemoteError
 from tasks.remote import host_lock
+from tasks.wanted import nginx_tag, registry_files
 from tasks.report import Report
 from tests.lab.conftest import (
     CA_FILE,
@@ -126,7 +127,7 @@ def test_connection_killed_mid_deploy_then_next_deploy_converges(
     dockerfile.write_text(changed)
     deploy_in_process(registry)
     wanted = fingerprint(regbox)
-    new_tag = wanted.nginx_tag(wanted.registry_files(registry.inventory))
+    new_tag = nginx_tag(registry_files(registry.inventory))
     dockerfile.write_text(original)
     deploy_in_process(registry)
     before, running = fingerprint(regbox), containers(regbox)
