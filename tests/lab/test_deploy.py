@@ -169,9 +169,7 @@ def test_template_change_recreates_only_nginx(lab: Lab, pushed: Pushed, template
     assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
 
 
-def test_dry_run_and_real_run_make_the_same_plan(
-    lab: Lab, pushed: Pushed, templates: Path
-) -> None:
+def test_dry_run_and_real_run_make_the_same_plan(lab: Lab, pushed: Pushed, templates: Path) -> None:
     """The dry run and the run after it read the same facts, make the same plan (the
     same value, not only the same lines) and report the same changes."""
     conf = templates / "nginx.conf.j2"
@@ -192,8 +190,9 @@ def test_dry_run_and_real_run_make_the_same_plan(
     assert dry == real and dry.digest == real.digest
     assert dry.build and dry.nginx.why
     assert dry_lines == real_lines
-    assert "[regbox] file /etc/regkit/nginx/nginx.conf: changed (content or mode differs" in (
-        dry_lines[0]
+    assert (
+        "[regbox] file /etc/regkit/nginx/nginx.conf: changed (content or mode differs"
+        in (dry_lines[0])
     )
 
 
