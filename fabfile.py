@@ -1,9 +1,11 @@
 """Fabric entry point: what an operator runs against real servers (``fab --list``).
 
-The remote tasks stand at the top level; the local collections follow. The local
-``users`` collection (``invoke users.add``) is replaced here by ``adduser``,
-``deluser`` and ``users``, which also change the registry hosts. The lab is not
-here: it is reached with ``invoke lab.*``.
+The tasks that act on hosts stand at the top level, taken from each module's own
+collection; the local collections follow. The local ``users`` collection
+(``invoke users.add``) is replaced here by ``adduser``, ``deluser`` and ``users``,
+which also change the registry hosts. The lab is not here: it is reached with
+``invoke lab.*``. ``fabric.yaml`` next to this file sets the executor that runs a
+task once for all ``-H`` hosts (see :mod:`tasks.remote.fanout`).
 """
 
 from invoke import Collection
@@ -20,20 +22,7 @@ from tasks import (
     trust,
 )
 
-ns = Collection(
-    deploy.deploy,
-    health.status,
-    health.check_expiry,
-    deploy.undeploy,
-    trust.trust_ca,
-    trust.untrust_ca,
-    accounts.adduser,
-    accounts.deluser,
-    accounts.list_users,
-    catalog.show_catalog,
-    maintenance.gc,
-    maintenance.rollback,
-    inventory,
-    pki,
-    render,
-)
+ns = Collection(inventory, pki, render)
+for module in (deploy, health, trust, accounts, catalog, maintenance):
+    for name, remote_task in module.ns.tasks.items():
+        ns.add_task(remote_task, name=name)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from shlex import quote
 
 from tasks.inventory import Inventory
 from tasks.layout import REMOTE_DIR
-from tasks.remote import Target, open_target, q
+from tasks.remote.target import Target, open_target
 
 BENCH_DATA = "/var/lib/regkit-bench"
 WORK = f"{BENCH_DATA}/work"
@@ -52,7 +53,7 @@ def routes(inv: Inventory) -> list[Route]:
 
 def setup_script(inv: Inventory) -> str:
     """Start the two reference registries (same image as the deploy's) and a login file."""
-    image = q(inv.registry.images.registry)
+    image = quote(inv.registry.images.registry)
     return f"""set -e
 mkdir -p {WORK} {BENCH_DATA}/tls {BENCH_DATA}/plain
 chmod 700 {WORK}
@@ -175,9 +176,9 @@ def data_path(
         refs = [r for image in ("big", "small") for r in docker_refs(inv, image).values()]
         t.run(
             "docker rm -f regkit-bench-tls regkit-bench-plain >/dev/null 2>&1; "
-            f"docker rmi -f regkit-bench/big regkit-bench/small {' '.join(map(q, refs))} "
+            f"docker rmi -f regkit-bench/big regkit-bench/small {' '.join(map(quote, refs))} "
             f">/dev/null 2>&1; rm -rf {BENCH_DATA} /etc/docker/certs.d/"
-            f"{q(inv.registry.domain + ':5443')}",
+            f"{quote(inv.registry.domain + ':5443')}",
             what="removing the reference registries and bench images",
         )
     results: dict[str, dict[str, float]] = {}
@@ -218,7 +219,7 @@ head -c {big_mib}M /dev/urandom > {WORK}/big/blob
 printf 'FROM scratch\\nCOPY blob /blob\\n' > {WORK}/big/Dockerfile
 docker build -q -t regkit-bench/big {WORK}/big >/dev/null
 for i in $(seq 0 {small_layers - 1}); do head -c 256K /dev/urandom > {WORK}/small/f$i; done
-printf 'FROM scratch\\n%s\\n' {q(copies)} > {WORK}/small/Dockerfile
+printf 'FROM scratch\\n%s\\n' {quote(copies)} > {WORK}/small/Dockerfile
 docker build -q -t regkit-bench/small {WORK}/small >/dev/null
 rm -rf {WORK}/big {WORK}/small
 echo ready"""
@@ -246,15 +247,15 @@ def docker_script(inv: Inventory, image: str) -> str:
     ]
     for route, ref in refs.items():
         lines += [
-            f"docker tag regkit-bench/{image} {q(ref)}",
-            f"s=$(took docker push {q(ref)})",
+            f"docker tag regkit-bench/{image} {quote(ref)}",
+            f"s=$(took docker push {quote(ref)})",
             f'echo "push {route} $s"',
         ]
-    every = f"regkit-bench/{image} {' '.join(map(q, refs.values()))}"
+    every = f"regkit-bench/{image} {' '.join(map(quote, refs.values()))}"
     for route, ref in refs.items():
         lines += [
             f"docker rmi -f {every} >/dev/null 2>&1 || true",
-            f"s=$(took docker pull -q {q(ref)})",
+            f"s=$(took docker pull -q {quote(ref)})",
             f'echo "pull {route} $s"',
         ]
     return "\n".join(lines)

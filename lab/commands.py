@@ -34,7 +34,7 @@ from lab.images import IMAGES, build_images, version_ref
 from lab.settings import INVENTORY, LAB_DIR, STATE_DIR, LabError, Settings
 from tasks import inventory as inventory_module
 from tasks.cli import task
-from tasks.remote import open_target
+from tasks.remote.target import open_target
 from tasks.report import FAILED, Report
 
 

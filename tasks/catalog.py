@@ -15,6 +15,7 @@ import json
 import re
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,9 @@ from tasks import inventory, pki, users
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
-from tasks.remote import aliases_from, open_target
+from tasks.remote.fanout import each_host, hosts_for
+from tasks.remote.target import Target
+from tasks.report import Report
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -180,19 +183,18 @@ def wait_listening(port: int, seconds: float = 5.0) -> None:
             time.sleep(0.05)
 
 
-def fetch(inv: Inventory, c: Context, alias: str) -> list[Tag]:
-    """Read the catalog of the registry on ``alias`` through an SSH tunnel."""
-    t = open_target(inv, alias, c)
-    if not (inv.state_path / "probe-password").exists():
-        raise RemoteError(
-            f"{inv.state_path}: no deploy login here; run 'fab -H {alias} deploy' first"
-        )
+def fetch(inv: Inventory, target: Target) -> list[Tag]:
+    """Read the catalog of the registry on ``target`` through an SSH tunnel."""
+    alias = target.alias
     password = users.probe_credential(inv)[0]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     reg = inv.registry
-    with t.conn.forward_local(local_port=port, remote_port=reg.port, remote_host="127.0.0.1"):
+    tunnel = target.conn.forward_local(
+        local_port=port, remote_port=reg.port, remote_host="127.0.0.1"
+    )
+    with tunnel:
         try:
             wait_listening(port)
         except OSError as exc:
@@ -212,16 +214,38 @@ def fetch(inv: Inventory, c: Context, alias: str) -> list[Tag]:
             raise RemoteError(f"{alias}: cannot read the registry through SSH: {exc}") from None
 
 
-@task(name="catalog", help={"json": "Print JSON (a list of tags) instead of a table."})
-def show_catalog(c: Context, json_: bool = False) -> None:
+@task(
+    name="catalog",
+    role="registry",
+    help={
+        "json": "Print JSON (a list of tags, each with its host) instead of a table.",
+        "force": "Act on -H hosts whose inventory role is not registry.",
+    },
+)
+def show_catalog(c: Context, json_: bool = False, force: bool = False) -> None:
     """List what was pushed: repositories, tags, digests, sizes, platforms, push dates."""
     inv = inventory.load()
-    for alias in aliases_from(c, inv, "registry", "catalog"):
-        tags = fetch(inv, c, alias)
+    aliases = hosts_for(c, inv, "registry", "catalog", force)
+    users.probe_credential(inv)
+    # The catalog goes to stdout, to be read or piped; how each host went, to stderr.
+    report = Report(stream=sys.stderr)
+    found: dict[str, list[Tag]] = {}
+
+    def work(target: Target) -> None:
+        found[target.alias] = fetch(inv, target)
+        report.ok(target.alias, "catalog", f"{len(found[target.alias])} tags")
+
+    try:
+        each_host(c, inv, aliases, report, "catalog", work)
+    finally:
         if json_:
-            print(json.dumps([asdict(t) for t in tags], indent=2))
+            listed = [{**asdict(t), "host": alias} for alias, tags in found.items() for t in tags]
+            print(json.dumps(listed, indent=2))
         else:
-            print(table(tags, inv.registry.address))
+            for alias, tags in found.items():
+                if len(aliases) > 1:
+                    print(f"[{alias}]")
+                print(table(tags, inv.registry.address))
 
 
 ns = Collection("catalog", show_catalog)

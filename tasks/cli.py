@@ -1,8 +1,9 @@
 """The task decorator every module uses, and the small prompts tasks share.
 
-``task`` is :func:`invoke.task` with one addition: a :class:`~tasks.errors.RegkitError`
+``task`` is :func:`invoke.task` with two additions: a :class:`~tasks.errors.RegkitError`
 raised inside the task becomes :class:`invoke.Exit` with the error's message, so the
-user sees one line and an exit code instead of a traceback.
+user sees one line and an exit code instead of a traceback; and ``role=`` marks a
+task that acts on inventory hosts of that role (see :mod:`tasks.remote.fanout`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ import invoke
 
 from tasks.errors import RegkitError
 
+# The attribute that marks a task acting on inventory hosts: their role (read by
+# tasks.remote.fanout's executor).
+ROLE_ATTRIBUTE = "regkit_role"
 
-def task(*args: Any, **kwargs: Any) -> Any:
-    """Like :func:`invoke.task`, but expected errors exit cleanly."""
+
+def task(*args: Any, role: str | None = None, **kwargs: Any) -> Any:
+    """Like :func:`invoke.task`, but expected errors exit cleanly; ``role`` marks a
+    task that ``fab -H`` runs once for all its hosts."""
 
     def decorate(body: Callable[..., Any]) -> invoke.Task:
         @functools.wraps(body)
@@ -30,7 +36,10 @@ def task(*args: Any, **kwargs: Any) -> Any:
             except KeyboardInterrupt:
                 raise invoke.Exit("interrupted", code=130) from None
 
-        return invoke.task(**kwargs)(run)
+        made = invoke.task(**kwargs)(run)
+        if role is not None:
+            setattr(made, ROLE_ATTRIBUTE, role)
+        return made
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])

@@ -23,7 +23,10 @@ from tasks.inventory import Inventory
 from tasks.layout import BACKEND, NETWORK, NGINX, NGINX_IMAGE, REGISTRY, REMOTE_DIR
 from tasks.plans import deploy as planner
 from tasks.plans.deploy import DeployFacts, DeployPlan, Step
-from tasks.remote import Target, Upload, aliases_from, each_host, host_lock
+from tasks.remote.fanout import each_host, hosts_for
+from tasks.remote.lock import host_lock
+from tasks.remote.target import Target
+from tasks.remote.upload import Upload
 from tasks.report import Report
 
 
@@ -40,6 +43,7 @@ def ensure_local(inv: Inventory, report: Report, dry_run: bool = False) -> None:
     else:
         pki.check_server(inv)
         report.unchanged("local", "PKI", "CA and server certificate match the inventory")
+    users.ensure_probe_credential(inv)
     users.deployed_htpasswd(inv)
 
 
@@ -141,13 +145,17 @@ def show_diffs(target: Target, report: Report, changed: list[Upload], facts: Dep
         report.info("".join(diff).rstrip())
 
 
-@task(help={"dry-run": "Connect, read facts and show what would change; change nothing."})
-def deploy(c: Context, dry_run: bool = False) -> None:
+@task(
+    role="registry",
+    help={
+        "dry-run": "Connect, read facts and show what would change; change nothing.",
+        "force": "Act on -H hosts whose inventory role is not registry.",
+    },
+)
+def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
     """Deploy the registry and its TLS proxy to the registry host(s), then prove it."""
     inv = inventory.load()
-    aliases = aliases_from(c, inv, "registry", "deploy")
-    if not aliases:
-        return
+    aliases = hosts_for(c, inv, "registry", "deploy", force)
     report = Report()
     ensure_local(inv, report, dry_run)
 
@@ -198,17 +206,17 @@ def undeploy_host(inv: Inventory, target: Target, report: Report, purge_data: bo
 
 
 @task(
+    role="registry",
     help={
         "purge-data": "Also delete the registry's data (every pushed image) and /etc/regkit.",
         "yes": "Do not ask for confirmation of --purge-data.",
-    }
+        "force": "Act on -H hosts whose inventory role is not registry.",
+    },
 )
-def undeploy(c: Context, purge_data: bool = False, yes: bool = False) -> None:
+def undeploy(c: Context, purge_data: bool = False, yes: bool = False, force: bool = False) -> None:
     """Stop and remove the registry and proxy containers; keep pushed images unless told."""
     inv = inventory.load()
-    aliases = aliases_from(c, inv, "registry", "undeploy")
-    if not aliases:
-        return
+    aliases = hosts_for(c, inv, "registry", "undeploy", force)
     report = Report()
     if purge_data and not yes:
         if not sys.stdin.isatty():

@@ -13,49 +13,40 @@ import json
 from cryptography import x509
 from invoke import Collection, Context
 
-from tasks import inventory, pki, users
+from tasks import inventory, pki, scripts, users
 from tasks.cli import task
-from tasks.errors import RegkitError, RemoteError
+from tasks.errors import RemoteError
+from tasks.facts import parse_values
 from tasks.inventory import Inventory
 from tasks.layout import AUTH_FILE, CA_FILE, NGINX, PROBE_PASSWORD_FILE, REGISTRY
-from tasks.remote import EMIT, aliases_from, open_target, parse_values, q, sha256
+from tasks.remote.fanout import each_host, hosts_for
+from tasks.remote.target import Target
+from tasks.remote.upload import sha256
 from tasks.report import Report
 
 
 def served_script(inv: Inventory) -> str:
     """Emit ``served``: the end date and serial of the certificate the host serves."""
     reg = inv.registry
-    return (
-        f'emit served "$(openssl s_client -connect 127.0.0.1:{reg.port} '
-        f"-servername {q(reg.domain)} </dev/null 2>/dev/null "
-        "| openssl x509 -noout -enddate -serial 2>/dev/null | tr '\\n' ';')\""
-    )
+    return scripts.script("served-certificate", port=reg.port, domain=reg.domain)
 
 
 def status_script(inv: Inventory) -> str:
     """Read-only: containers, health, the served certificate, users file, disk, catalog."""
     reg = inv.registry
-    fmt = "{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}"
-    pw = PROBE_PASSWORD_FILE
-    url = reg.url
-    return f"""{EMIT}
-for c in {REGISTRY} {NGINX}; do
-  emit "ctr:$c" "$(docker inspect --format {q(fmt)} "$c" 2>/dev/null || echo missing)"
-done
-auth={AUTH_FILE}
-[ -f "$auth" ] && emit htpasswd "$(sha256sum < "$auth" | cut -d' ' -f1)"
-emit disk "$(du -sh {q(reg.data_dir)} 2>/dev/null | cut -f1)"
-d={q(reg.data_dir)}; [ -d "$d" ] || d=$(dirname "$d")
-emit space "$(df -Pk "$d" 2>/dev/null | awk 'NR==2 {{print $4, $2}}')"
-{served_script(inv)}
-if command -v curl >/dev/null 2>&1 && [ -f {pw} ]; then
-  emit ping "$(curl -s -o /dev/null -w '%{{http_code}}' --cacert {CA_FILE} {url}/_ping)"
-  emit catalog "$(printf 'user = "%s:%s"\\n' {users.PROBE_USER} "$(cat {pw})" \\
-    | curl -s -K - --cacert {CA_FILE} '{url}/v2/_catalog?n=1000' | tr -d '\\n')"
-else
-  emit ping "unknown (no curl on the host)"
-fi
-true"""
+    return scripts.script(
+        "status",
+        containers=[REGISTRY, NGINX],
+        container_format="{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}",
+        auth_file=AUTH_FILE,
+        data_dir=reg.data_dir,
+        port=reg.port,
+        domain=reg.domain,
+        password_file=PROBE_PASSWORD_FILE,
+        ca=CA_FILE,
+        url=reg.url,
+        user=users.PROBE_USER,
+    )
 
 
 def served_certificate(value: str) -> tuple[dt.datetime, str] | None:
@@ -148,67 +139,57 @@ def disk_problems(values: dict[str, str], data_dir: str) -> list[str]:
     return []
 
 
-@task
-def status(c: Context) -> None:
+@task(role="registry", help={"force": "Act on -H hosts whose inventory role is not registry."})
+def status(c: Context, force: bool = False) -> None:
     """Show the registry host(s): containers, health, certificates, users, disk, catalog."""
     inv = inventory.load()
-    aliases = aliases_from(c, inv, "registry", "status")
-    if not aliases:
-        return
-    rep = Report()
+    aliases = hosts_for(c, inv, "registry", "status", force)
+    report = Report()
     ca = pki.read_cert(pki.paths(inv).ca_cert)
     local_users = sorted(users.load(inv).users())
-    wanted_auth = sha256(users.deployed_htpasswd(inv)) if local_users else ""
-    failed = []
-    for alias in aliases:
-        try:
-            values = parse_values(
-                open_target(inv, alias, c).check(status_script(inv), "reading status").stdout
-            )
-        except RegkitError as exc:
-            rep.failed(alias, "status", str(exc).removeprefix(f"{alias}: "))
-            failed.append(alias)
-            continue
+    deployed = local_users and users.has_probe_credential(inv)
+    wanted_auth = sha256(users.deployed_htpasswd(inv)) if deployed else ""
+
+    def work(target: Target) -> None:
+        alias = target.alias
+        values = parse_values(target.check(status_script(inv), "reading status").stdout)
         for line in status_lines(values):
-            rep.info(f"[{alias}] {line}")
-        rep.info(f"[{alias}] CA: {pki.days_left(ca)} days left")
-        for problem in expiry_problems(
-            ca, served_certificate(values.get("served", "")), inv.pki.warn_days
-        ):
-            rep.info(f"[{alias}] WARNING: {problem}")
+            report.info(f"[{alias}] {line}")
+        report.info(f"[{alias}] CA: {pki.days_left(ca)} days left")
+        served = served_certificate(values.get("served", ""))
+        for problem in expiry_problems(ca, served, inv.pki.warn_days):
+            report.info(f"[{alias}] WARNING: {problem}")
         for problem in disk_problems(values, inv.registry.data_dir):
-            rep.info(f"[{alias}] WARNING: {problem}")
+            report.info(f"[{alias}] WARNING: {problem}")
         drift = "" if values.get("htpasswd") == wanted_auth else " (host differs: run deploy)"
-        rep.info(f"[{alias}] users: {', '.join(local_users) or 'none'}{drift}")
-    if failed:
-        raise RemoteError(f"status failed on {', '.join(failed)}")
+        report.info(f"[{alias}] users: {', '.join(local_users) or 'none'}{drift}")
+        report.ok(alias, "status", "read")
+
+    each_host(c, inv, aliases, report, "status", work)
 
 
-@task(name="check-expiry")
-def check_expiry(c: Context) -> None:
+@task(
+    name="check-expiry",
+    role="registry",
+    help={"force": "Act on -H hosts whose inventory role is not registry."},
+)
+def check_expiry(c: Context, force: bool = False) -> None:
     """Exit non-zero if the CA or a served certificate expires within pki.warn_days (cron/CI)."""
     inv = inventory.load()
-    aliases = aliases_from(c, inv, "registry", "check-expiry")
-    if not aliases:
-        return
+    aliases = hosts_for(c, inv, "registry", "check-expiry", force)
     ca = pki.read_cert(pki.paths(inv).ca_cert)
-    rep = Report()
-    problems = []
-    script = f"{EMIT}\n{served_script(inv)}"
-    for alias in aliases:
-        values = parse_values(
-            open_target(inv, alias, c).check(script, "reading certificates").stdout
-        )
-        found = expiry_problems(ca, served_certificate(values.get("served", "")), inv.pki.warn_days)
-        for problem in found:
-            rep.failed(alias, "expiry", problem)
-        if not found:
-            rep.ok(
-                alias, "expiry", f"CA and served certificate valid for {inv.pki.warn_days}+ days"
-            )
-        problems += [f"{alias}: {p}" for p in found]
-    if problems:
-        raise RemoteError(f"{len(problems)} certificate problem(s); see above")
+    report = Report()
+    days = inv.pki.warn_days
+
+    def work(target: Target) -> None:
+        output = target.check(served_script(inv), "reading certificates").stdout
+        served = served_certificate(parse_values(output).get("served", ""))
+        problems = expiry_problems(ca, served, days)
+        if problems:
+            raise RemoteError(f"{target.alias}: {'; '.join(problems)}")
+        report.ok(target.alias, "expiry", f"CA and served certificate valid for {days}+ days")
+
+    each_host(c, inv, aliases, report, "check-expiry", work, step="expiry")
 
 
 ns = Collection("health", status, check_expiry)

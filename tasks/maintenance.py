@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from shlex import quote
 
 from invoke import Collection, Context
 
@@ -21,7 +22,10 @@ from tasks.errors import RegkitError
 from tasks.inventory import Inventory
 from tasks.layout import DEPLOYED, NGINX, REGISTRY, REGISTRY_CONFIG_MOUNT
 from tasks.plans.deploy import replace_script, verify_script
-from tasks.remote import Target, Upload, aliases_from, each_host, host_lock, q
+from tasks.remote.fanout import each_host, hosts_for
+from tasks.remote.lock import host_lock
+from tasks.remote.target import Target
+from tasks.remote.upload import Upload
 from tasks.report import Report
 
 # The registry binary: "registry" in the official image, "docker-registry" in Debian's.
@@ -37,7 +41,7 @@ def set_readonly(inv: Inventory, t: Target, on: bool, image: str = "") -> None:
 
 
 def disk_use(inv: Inventory, t: Target) -> int:
-    out = t.check(f"du -sk {q(inv.registry.data_dir)} | cut -f1", "measuring disk use").stdout
+    out = t.check(f"du -sk {quote(inv.registry.data_dir)} | cut -f1", "measuring disk use").stdout
     return int(out.strip() or 0)
 
 
@@ -46,8 +50,9 @@ def collect(t: Target, dry_run: bool, delete_untagged: bool) -> str:
         f for f, on in (("--dry-run", dry_run), ("--delete-untagged", delete_untagged)) if on
     )
     return t.check(
-        f'bin=$(docker exec {REGISTRY} sh -c {q(FIND_BINARY)}) && docker exec {REGISTRY} "$bin" '
-        f"garbage-collect {flags} {REGISTRY_CONFIG_MOUNT}/config.yml 2>&1",
+        f"bin=$(docker exec {REGISTRY} sh -c {quote(FIND_BINARY)}) && "
+        f'docker exec {REGISTRY} "$bin" garbage-collect {flags} '
+        f"{REGISTRY_CONFIG_MOUNT}/config.yml 2>&1",
         "garbage-collect" + (" --dry-run" if dry_run else ""),
     ).stdout
 
@@ -64,18 +69,20 @@ def current_image(t: Target) -> str:
 
 
 @task(
+    role="registry",
     help={
         "dry-run": "Only say what would be deleted; the registry stays writable.",
         "delete-untagged": "Also delete manifests that no tag points to any more.",
-    }
+        "force": "Act on -H hosts whose inventory role is not registry.",
+    },
 )
-def gc(c: Context, dry_run: bool = False, delete_untagged: bool = False) -> None:
+def gc(
+    c: Context, dry_run: bool = False, delete_untagged: bool = False, force: bool = False
+) -> None:
     """Collect garbage safely: dry run, then read-only registry while blobs are deleted."""
     inv = inventory.load()
     rep = Report()
-    aliases = aliases_from(c, inv, "registry", "gc")
-    if not aliases:
-        return
+    aliases = hosts_for(c, inv, "registry", "gc", force)
 
     def work(t: Target) -> None:
         with host_lock(t, "gc"):
@@ -148,14 +155,12 @@ def rollback_host(inv: Inventory, t: Target, rep: Report) -> None:
         )
 
 
-@task
-def rollback(c: Context) -> None:
+@task(role="registry", help={"force": "Act on -H hosts whose inventory role is not registry."})
+def rollback(c: Context, force: bool = False) -> None:
     """Return the registry and proxy to the images the previous deploy ran (data kept)."""
     inv = inventory.load()
     rep = Report()
-    aliases = aliases_from(c, inv, "registry", "rollback")
-    if not aliases:
-        return
+    aliases = hosts_for(c, inv, "registry", "rollback", force)
 
     def work(t: Target) -> None:
         with host_lock(t, "rollback"):

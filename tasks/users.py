@@ -18,7 +18,7 @@ from invoke import Collection, Context
 
 from tasks import inventory
 from tasks.cli import read_secret_stdin, task
-from tasks.errors import UsersError
+from tasks.errors import StateError, UsersError
 from tasks.inventory import Inventory
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
@@ -147,10 +147,19 @@ def remove(inv: Inventory, username: str) -> None:
     save(inv, htpasswd)
 
 
-def probe_credential(inv: Inventory) -> tuple[str, str]:
-    """The deploy probe's password and htpasswd line: made once, then kept (like Harbor)."""
+def _probe_paths(inv: Inventory) -> tuple[Path, Path]:
+    return inv.state_path / "probe-password", inv.state_path / "probe.htpasswd"
+
+
+def has_probe_credential(inv: Inventory) -> bool:
+    """Whether a deploy from this state made the probe's login."""
+    return all(path.exists() for path in _probe_paths(inv))
+
+
+def ensure_probe_credential(inv: Inventory) -> None:
+    """Make the deploy probe's password and htpasswd line once; then keep them (like Harbor)."""
     ensure_private_dir(inv.state_path)
-    pw_path, line_path = inv.state_path / "probe-password", inv.state_path / "probe.htpasswd"
+    pw_path, line_path = _probe_paths(inv)
     if not pw_path.exists():
         atomic_write(pw_path, secrets.token_urlsafe(32), mode=0o600)
         line_path.unlink(missing_ok=True)
@@ -165,7 +174,14 @@ def probe_credential(inv: Inventory) -> tuple[str, str]:
         htpasswd = HtpasswdFile(context=context)
         htpasswd.set_password(PROBE_USER, password)
         atomic_write(line_path, htpasswd.to_string(), mode=0o600)
-    return password, line_path.read_text()
+
+
+def probe_credential(inv: Inventory) -> tuple[str, str]:
+    """The deploy probe's password and htpasswd line (read only: a deploy makes them)."""
+    pw_path, line_path = _probe_paths(inv)
+    if not has_probe_credential(inv):
+        raise StateError(f"{inv.state_path}: no deploy login here yet; run 'fab deploy' first")
+    return pw_path.read_text().strip(), line_path.read_text()
 
 
 def deployed_htpasswd(inv: Inventory) -> bytes:

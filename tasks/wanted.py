@@ -33,7 +33,7 @@ from tasks.layout import (
     SPEC_LABEL,
     TLS_DIR,
 )
-from tasks.remote import Upload, sha256
+from tasks.remote.upload import Upload, sha256
 
 # The proxy's build context: a change here rebuilds the nginx image.
 NGINX_CONTEXT = (

@@ -33,7 +33,7 @@ from tasks.layout import (
     SPEC_LABEL,
     TLS_DIR,
 )
-from tasks.remote import Upload, sha256
+from tasks.remote.upload import Upload, sha256
 from tasks.wanted import RunSpec, nginx_spec, nginx_tag, registry_spec
 
 NETWORK_FORMAT = f'{{{{.Name}}}} {{{{.Internal}}}} {{{{index .Options "{INHIBIT_IPV4}"}}}}'

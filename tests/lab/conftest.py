@@ -28,9 +28,10 @@ from invoke import Context
 from lab.settings import INVENTORY, LAB_DIR
 from tasks import inventory as inventory_module
 from tasks import pki
-from tasks.connect import connect, open_connection
 from tasks.inventory import ENV_VAR, Inventory
-from tasks.remote import LOCK, LOCK_OWNER, Target
+from tasks.layout import LOCK, LOCK_OWNER
+from tasks.remote.connect import connect, open_connection
+from tasks.remote.target import Target
 
 HERE = Path(__file__).resolve().parent
 REPO = LAB_DIR.parent

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tasks import users
-from tasks.remote import host_lock
+from tasks.remote.lock import host_lock
 from tests.lab.conftest import (
     DOMAIN,
     PASSWORD,

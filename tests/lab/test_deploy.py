@@ -11,13 +11,13 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from shlex import quote
 
 import fabric
 import pytest
 
 from tasks import deploy, pki, render, users
 from tasks.errors import RemoteError
-from tasks.remote import q
 from tasks.report import Report
 from tests.lab.conftest import (
     DOMAIN,
@@ -339,7 +339,7 @@ def test_no_secret_in_the_proxy_image(lab: Lab, pushed: Pushed) -> None:
     needles = [key_line, hash_line, secret.read_text().strip()]
 
     def count(strings: list[str]) -> str:
-        search = " ".join(f"-e {q(n)}" for n in strings)
+        search = " ".join(f"-e {quote(n)}" for n in strings)
         layers = f"docker save {image} | tar -xO 2>/dev/null"
         return sh(regbox, f"{layers} | grep -a -c -F {search} || true")
 

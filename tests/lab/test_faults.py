@@ -19,7 +19,7 @@ import pytest
 
 from tasks import deploy, render
 from tasks.errors import RemoteError
-from tasks.remote import host_lock
+from tasks.remote.lock import host_lock
 from tasks.report import Report
 from tasks.wanted import nginx_tag, registry_files
 from tests.lab.conftest import (

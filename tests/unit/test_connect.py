@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tasks import inventory
-from tasks.connect import connect
 from tasks.errors import InventoryError
+from tasks.remote.connect import connect
 from tests.unit.conftest import base_inventory
 
 

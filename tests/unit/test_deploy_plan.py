@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tasks import commands, layout, pki, users, wanted
-from tasks.errors import RemoteError
+from tasks.errors import RemoteError, StateError
 from tasks.inventory import Inventory
 from tasks.plans import deploy as planner
 from tasks.plans.deploy import Container, DeployFacts, DeployPlan
-from tasks.remote import Upload
+from tasks.remote.upload import Upload
 from tasks.wanted import RunSpec
 
 FACTS_OUTPUT = "\n".join(
@@ -126,6 +126,7 @@ def test_a_backend_network_that_is_not_internal_stops_the_deploy() -> None:
 
 def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
     users.set_password(pki_inv, "alice", "correct horse battery")
+    users.ensure_probe_credential(pki_inv)
     files = {f.path: f for f in wanted.registry_files(pki_inv)}
     assert files["/etc/regkit/tls/server.key"].mode == 0o600
     assert files["/etc/regkit/registry/config.yml"].mode == 0o600
@@ -147,6 +148,7 @@ def test_deploy_needs_a_user_first(pki_inv: Inventory) -> None:
 
 def test_files_that_match_are_left_alone(pki_inv: Inventory) -> None:
     users.set_password(pki_inv, "alice", "correct horse battery")
+    users.ensure_probe_credential(pki_inv)
     files = wanted.registry_files(pki_inv)
     facts = deployed(pki_inv, files)
     assert planner.plan(pki_inv, "regbox", files, facts).files == ()
@@ -158,6 +160,7 @@ def test_files_that_match_are_left_alone(pki_inv: Inventory) -> None:
 
 def test_nginx_tag_follows_the_build_context_only(pki_inv: Inventory) -> None:
     users.set_password(pki_inv, "alice", "correct horse battery")
+    users.ensure_probe_credential(pki_inv)
     before = wanted.nginx_tag(wanted.registry_files(pki_inv))
     users.set_password(pki_inv, "bob", "correct horse battery")
     assert wanted.nginx_tag(wanted.registry_files(pki_inv)) == before
@@ -165,7 +168,12 @@ def test_nginx_tag_follows_the_build_context_only(pki_inv: Inventory) -> None:
 
 
 def test_stable_probe_credential(inv: Inventory) -> None:
+    with pytest.raises(StateError, match="no deploy login here yet; run 'fab deploy' first"):
+        users.probe_credential(inv)
+    assert not (inv.state_path / "probe-password").exists()
+    users.ensure_probe_credential(inv)
     first = users.probe_credential(inv)
+    users.ensure_probe_credential(inv)
     assert first == users.probe_credential(inv)
     assert first[1].startswith("regkit-probe:$2y$05$")
     assert len(first[0]) >= 43
@@ -211,6 +219,7 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
 @pytest.fixture
 def files(pki_inv: Inventory) -> list[Upload]:
     users.set_password(pki_inv, "alice", "correct horse battery")
+    users.ensure_probe_credential(pki_inv)
     return wanted.registry_files(pki_inv)
 
 

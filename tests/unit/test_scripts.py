@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks import deploy, render, users, wanted
+from tasks import accounts, deploy, health, pki, render, trust, users, wanted
 from tasks.inventory import Inventory
+from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
-from tasks.remote import Upload
+from tasks.plans import trust as trust_planner
+from tasks.remote import lock, upload
+from tasks.remote.upload import Upload
 
 SH_TEMPLATES = render.TEMPLATES / "sh"
 
@@ -24,6 +27,7 @@ SH_TEMPLATES = render.TEMPLATES / "sh"
 def deploy_scripts(inv: Inventory) -> dict[str, str]:
     """The scripts a deploy runs: facts, each step's command, both proofs."""
     users.set_password(inv, "alice", "correct horse battery")
+    users.ensure_probe_credential(inv)
     files = wanted.registry_files(inv)
     fresh = planner.parse_facts("os\tdebian\napt\tyes\ndocker\t20.10\ndisk_free_kb\t99999999")
     plan = planner.plan(inv, "regbox", files, fresh)
@@ -38,8 +42,48 @@ def deploy_scripts(inv: Inventory) -> dict[str, str]:
     }
 
 
+def trust_scripts(inv: Inventory) -> dict[str, str]:
+    """The scripts trust-ca and untrust-ca run, for every flavor they know."""
+    pems = [pki.cert_pem(ca) for ca in pki.trusted_cas(inv)]
+    bundle = b"".join(pems)
+    facts = trust_planner.TrustFacts(systemd=True)
+    out = {
+        "trust-facts": trust_planner.facts_script(inv, pems),
+        "trust-verify": trust_planner.verify_script(inv, bundle, trust_planner.BUNDLES[0]),
+        "docker-login": trust.login_script(inv, "alice", "secret-password")[0],
+        "restart-docker": trust_planner.restart_script("debian", facts),
+        "untrust: remove": trust_planner.remove_command(("/a b", "/c"), "/etc/docker/certs.d/x"),
+    }
+    for flavor in ("debian", "rhel", "boot2docker", "generic"):
+        out[f"restart-docker ({flavor})"] = trust_planner.restart_script(flavor, facts)
+        out[f"system store ({flavor})"] = trust_planner.store_script(inv, flavor, facts, bundle)
+        out[f"system store removed ({flavor})"] = trust_planner.store_script(
+            inv, flavor, facts, b""
+        )
+    out["boot2docker-store"] = out["system store (boot2docker)"]
+    out["bundle-block"] = out["system store (generic)"]
+    return out
+
+
+def host_scripts(inv: Inventory) -> dict[str, str]:
+    """The scripts of the other tasks and of the SSH layer: status, users, lock, upload."""
+    files = [Upload("/etc/regkit/a b", b"x", 0o600), Upload("/etc/x", b"y", 0o640, 0, 4430)]
+    held = lock.lock_script("deploy from me@here since now", "echo facts")
+    return {
+        "status": health.status_script(inv),
+        "served-certificate": health.served_script(inv),
+        "password-facts": accounts_planner.facts_script(),
+        "login-check": accounts.login_check_script(inv),
+        "upload": upload.upload_script(files),
+        "lock": held,
+        "lock-held": lock.lock_script("gc from me@here since now"),
+    }
+
+
 RENDERERS: dict[str, Callable[[Inventory], dict[str, str]]] = {
     "deploy": deploy_scripts,
+    "trust": trust_scripts,
+    "host": host_scripts,
 }
 
 
@@ -67,6 +111,7 @@ def test_every_rendered_script_parses(rendered: dict[str, str]) -> None:
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="needs Debian's shellcheck")
 def test_every_rendered_script_passes_shellcheck(rendered: dict[str, str]) -> None:
+    findings = []
     for name, script in rendered.items():
         result = subprocess.run(
             ["shellcheck", "--shell=sh", "--format=gcc", "-"],
@@ -75,7 +120,9 @@ def test_every_rendered_script_passes_shellcheck(rendered: dict[str, str]) -> No
             text=True,
             check=False,
         )
-        assert result.returncode == 0, f"{name}:\n{result.stdout}\n{script}"
+        if result.returncode != 0:
+            findings.append(f"{name}:\n{result.stdout}")
+    assert not findings, "\n".join(findings)
 
 
 # Stand-ins for what the facts script asks the host, each printing what the real

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import pki, trust
+from tasks import pki
 from tasks.inventory import Inventory
-from tasks.trust import TrustFacts
+from tasks.plans import trust
+from tasks.plans.trust import TrustFacts
 
 
 @pytest.mark.parametrize(
@@ -39,8 +40,9 @@ def test_detect_flavor(declared: str | None, facts: TrustFacts, flavor: str) -> 
     ],
 )
 def test_restart_uses_the_hosts_own_way(flavor: str, facts: TrustFacts, command: str) -> None:
-    script = trust.restart_command(flavor, facts)
-    assert script.startswith(command)
+    script = trust.restart_script(flavor, facts)
+    first = next(line for line in script.splitlines() if not line.startswith("#"))
+    assert first.startswith(command)
     assert "docker info" in script
 
 
@@ -69,7 +71,7 @@ def test_store_paths_are_where_each_flavor_reads(pki_inv: Inventory, flavor: str
 
 def run_generic(inv: Inventory, bundle: Path, ca_pem: bytes) -> None:
     facts = TrustFacts(bundle=str(bundle))
-    script = trust.activate_script(inv, "generic", facts, ca_pem)
+    script = trust.store_script(inv, "generic", facts, ca_pem)
     subprocess.run(["sh", "-c", script], check=True, timeout=30)
 
 
@@ -101,13 +103,36 @@ def test_plan_carries_both_cas_during_a_rotation_then_drops_the_old(pki_inv: Inv
         store: current,
         store_next: following,
     }
-    assert rotating.system_changed and not rotating.stale
+    assert rotating.system_changed and not rotating.remove
 
     installed = {u.path: u.fact for u in rotating.uploads}
     settled = TrustFacts(files=installed, in_bundle={0: 1, 1: 1})
     assert not trust.plan(pki_inv, "debian", settled, [current, following]).system_changed
 
     retired = trust.plan(pki_inv, "debian", settled, [following])
-    assert retired.stale == [store_next]
+    assert retired.remove == (store_next,)
     assert retired.system_changed
     assert {u.path for u in retired.uploads} == {pki_inv.registry.certs_d, store}
+
+
+def test_docker_restarts_only_when_the_system_store_changes(pki_inv: Inventory) -> None:
+    current = pki.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
+    fresh = trust.plan(pki_inv, "debian", TrustFacts(docker=True), [current])
+    assert fresh.system_changed and fresh.restart_docker
+    installed = {u.path: u.fact for u in fresh.uploads}
+    settled = TrustFacts(docker=True, files=installed, in_bundle={0: 1})
+    again = trust.plan(pki_inv, "debian", settled, [current])
+    assert not again.changes and not again.restart_docker
+    no_docker = trust.plan(pki_inv, "debian", TrustFacts(), [current])
+    assert no_docker.system_changed and not no_docker.restart_docker
+
+
+def test_untrust_removes_what_trust_placed_and_restarts_docker(pki_inv: Inventory) -> None:
+    current = pki.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
+    installed = {
+        u.path: u.fact for u in trust.plan(pki_inv, "debian", TrustFacts(), [current]).uploads
+    }
+    gone = trust.untrust_plan(pki_inv, "debian", TrustFacts(docker=True, files=installed))
+    assert set(gone.remove) == set(installed) and gone.system_changed and gone.restart_docker
+    nothing = trust.untrust_plan(pki_inv, "debian", TrustFacts(docker=True))
+    assert not nothing.changes and not nothing.restart_docker

@@ -166,6 +166,7 @@ def test_curl_config_escapes_the_password(password: str, line: str) -> None:
 def test_deployed_file_is_every_user_plus_the_probe(inv: Inventory) -> None:
     users.set_password(inv, "alice", "alice-password-1")
     users.set_password(inv, "bob", "bob-password-12")
+    users.ensure_probe_credential(inv)
     deployed = users.deployed_htpasswd(inv).decode()
     assert deployed.startswith(users.password_file(inv).read_text())
     names = [line.split(":", 1)[0] for line in deployed.splitlines()]
