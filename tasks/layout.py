@@ -6,7 +6,10 @@ that "where does the password file live on the host" has one answer.
 On the host (all root-owned):
 
 - ``/etc/regkit/nginx/``     the proxy's build context (configuration only)
-- ``/etc/regkit/registry/``  the registry's ``config.yml`` (0600, holds the http secret)
+- ``/etc/regkit/registry/<digest>/``  the registry's ``config.yml`` (0600, holds the http
+  secret), one folder per content: the normal and read-only variants of what runs
+  now and of what ran before, so that ``fab rollback`` returns to an image with the
+  configuration it ran with
 - ``/etc/regkit/tls/``       ``server.crt`` and ``server.key`` (0600), mounted read-only
 - ``/etc/regkit/auth/``      ``htpasswd`` (0640, group of nginx's worker), mounted read-only
 - ``/etc/regkit/ca.crt``, ``/etc/regkit/probe-password`` (0600)
@@ -19,9 +22,9 @@ from __future__ import annotations
 
 REMOTE_DIR = "/etc/regkit"
 NGINX_CONTEXT_DIR = f"{REMOTE_DIR}/nginx"
-REGISTRY_CONFIG_DIR = f"{REMOTE_DIR}/registry"
-# The same config, read-only (pulls work, pushes are refused): while `fab gc` runs.
-READONLY_CONFIG_DIR = f"{REMOTE_DIR}/registry-readonly"
+REGISTRY_CONFIGS = f"{REMOTE_DIR}/registry"
+# Where regkit before staged configs kept the config, and its read-only variant.
+LEGACY_CONFIGS = (f"{REGISTRY_CONFIGS}/config.yml", f"{REMOTE_DIR}/registry-readonly")
 TLS_DIR = f"{REMOTE_DIR}/tls"
 AUTH_DIR = f"{REMOTE_DIR}/auth"
 AUTH_FILE = f"{AUTH_DIR}/htpasswd"
@@ -61,6 +64,12 @@ PROBE_TAG = "deploy"
 # long as the task's SSH connection.
 LOCK = "/run/lock/regkit.lock"
 LOCK_OWNER = "/run/lock/regkit.owner"
+
+
+def config_dir(digest: str) -> str:
+    """The folder of the registry config whose content has this SHA-256."""
+    return f"{REGISTRY_CONFIGS}/{digest[:16]}"
+
 
 # Below this much free space under the data directory, deploy refuses to start.
 MIN_FREE_KB = 1024 * 1024

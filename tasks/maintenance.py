@@ -4,8 +4,10 @@ Garbage collection follows distribution's rule: never while pushes can happen.
 The registry runs read-only (pulls work, pushes get a clear read-only error)
 while ``garbage-collect`` runs, after a dry run that says what would go.
 
-Rollback returns the registry and the proxy to the images the previous deploy
-ran (``/etc/regkit/deployed.json``); data and users are untouched.
+Rollback returns the registry and the proxy to the images, and the registry to
+the staged configuration, that the previous deploy ran
+(``/etc/regkit/deployed.json``, see :mod:`tasks.plans.maintenance`); data and
+users are untouched.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from invoke import Collection, Context
 
 from tasks import commands, inventory, wanted
 from tasks.cli import task
-from tasks.errors import RegkitError
 from tasks.inventory import Inventory
-from tasks.layout import DEPLOYED, NGINX, REGISTRY, REGISTRY_CONFIG_MOUNT
+from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG_MOUNT
+from tasks.plans import maintenance as planner
 from tasks.plans.deploy import replace_script, verify_script
+from tasks.plans.maintenance import HostState
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
@@ -32,24 +35,32 @@ from tasks.report import Report
 FIND_BINARY = "command -v registry || command -v docker-registry"
 
 
-def set_readonly(inv: Inventory, t: Target, on: bool, image: str = "") -> None:
-    """Recreate the registry with the read-only (or the normal) config, then reload nginx."""
-    digest = wanted.registry_config(inv, readonly=on).digest
-    spec = wanted.registry_spec(inv, digest, image=image, readonly=on)
-    t.check(replace_script(spec), f"restarting {REGISTRY} {'read-only' if on else 'read-write'}")
-    t.check(commands.nginx_reload(), "reloading nginx")
+def read_state(target: Target) -> HostState:
+    """What runs on the host, and its deploy record, in one command."""
+    return planner.parse_facts(target.check(planner.facts_script(), "reading the host").stdout)
 
 
-def disk_use(inv: Inventory, t: Target) -> int:
-    out = t.check(f"du -sk {quote(inv.registry.data_dir)} | cut -f1", "measuring disk use").stdout
+def set_readonly(inv: Inventory, target: Target, state: HostState, on: bool) -> None:
+    """Recreate the registry with the read-only (or its normal) config, then reload nginx."""
+    normal, readonly = planner.gc_configs(target.alias, state)
+    spec = wanted.registry_spec(inv, readonly if on else normal, image=state.registry_image)
+    mode = "read-only" if on else "read-write"
+    target.check(replace_script(spec), f"restarting {REGISTRY} {mode}")
+    target.check(commands.nginx_reload(), "reloading nginx")
+
+
+def disk_use(inv: Inventory, target: Target) -> int:
+    out = target.check(
+        f"du -sk {quote(inv.registry.data_dir)} | cut -f1", "measuring disk use"
+    ).stdout
     return int(out.strip() or 0)
 
 
-def collect(t: Target, dry_run: bool, delete_untagged: bool) -> str:
+def collect(target: Target, dry_run: bool, delete_untagged: bool) -> str:
     flags = " ".join(
         f for f, on in (("--dry-run", dry_run), ("--delete-untagged", delete_untagged)) if on
     )
-    return t.check(
+    return target.check(
         f"bin=$(docker exec {REGISTRY} sh -c {quote(FIND_BINARY)}) && "
         f'docker exec {REGISTRY} "$bin" garbage-collect {flags} '
         f"{REGISTRY_CONFIG_MOUNT}/config.yml 2>&1",
@@ -60,12 +71,6 @@ def collect(t: Target, dry_run: bool, delete_untagged: bool) -> str:
 def eligible(output: str) -> int:
     """How many blobs garbage-collect deletes (or would)."""
     return len(re.findall(r"blob eligible for deletion", output))
-
-
-def current_image(t: Target) -> str:
-    return t.check(
-        f"docker inspect --format '{{{{.Config.Image}}}}' {REGISTRY}", "reading the registry image"
-    ).stdout.strip()
 
 
 @task(
@@ -81,38 +86,39 @@ def gc(
 ) -> None:
     """Collect garbage safely: dry run, then read-only registry while blobs are deleted."""
     inv = inventory.load()
-    rep = Report()
+    report = Report()
     aliases = hosts_for(c, inv, "registry", "gc", force)
 
-    def work(t: Target) -> None:
-        with host_lock(t, "gc"):
-            collect_garbage(inv, t, rep, dry_run, delete_untagged)
+    def work(target: Target) -> None:
+        with host_lock(target, "gc"):
+            collect_garbage(inv, target, report, dry_run, delete_untagged)
 
-    each_host(c, inv, aliases, rep, "gc", work)
+    each_host(c, inv, aliases, report, "gc", work)
 
 
 def collect_garbage(
-    inv: Inventory, t: Target, rep: Report, dry_run: bool, delete_untagged: bool
+    inv: Inventory, target: Target, report: Report, dry_run: bool, delete_untagged: bool
 ) -> None:
     """Dry run, then (unless ``dry_run``) collect with the registry read-only."""
-    alias = t.alias
-    before = disk_use(inv, t)
-    planned = eligible(collect(t, dry_run=True, delete_untagged=delete_untagged))
-    rep.ok(
+    alias = target.alias
+    state = read_state(target)
+    planner.gc_configs(alias, state)
+    before = disk_use(inv, target)
+    planned = eligible(collect(target, dry_run=True, delete_untagged=delete_untagged))
+    report.ok(
         alias, "gc dry run", f"{planned} blobs eligible for deletion, {before // 1024} MiB in use"
     )
     if dry_run or not planned:
-        rep.unchanged(alias, "gc", "dry run only" if dry_run else "nothing to delete")
+        report.unchanged(alias, "gc", "dry run only" if dry_run else "nothing to delete")
         return
-    image = current_image(t)
-    rep.info(f"[{alias}] registry read-only while collecting: pushes are refused, pulls work")
+    report.info(f"[{alias}] registry read-only while collecting: pushes are refused, pulls work")
     try:
-        set_readonly(inv, t, True, image)
-        deleted = eligible(collect(t, dry_run=False, delete_untagged=delete_untagged))
+        set_readonly(inv, target, state, True)
+        deleted = eligible(collect(target, dry_run=False, delete_untagged=delete_untagged))
     finally:
-        set_readonly(inv, t, False, image)
-    after = disk_use(inv, t)
-    rep.changed(
+        set_readonly(inv, target, state, False)
+    after = disk_use(inv, target)
+    report.changed(
         alias,
         "gc",
         f"{deleted} blobs deleted, {(before - after) // 1024} MiB freed "
@@ -120,53 +126,57 @@ def collect_garbage(
     )
 
 
-def rollback_host(inv: Inventory, t: Target, rep: Report) -> None:
-    raw = t.check(f"cat {DEPLOYED} 2>/dev/null || echo '{{}}'", "reading the deploy record").stdout
-    record = json.loads(raw or "{}")
-    previous = record.get("previous") or {}
-    if not previous.get("registry") or not previous.get("nginx"):
-        raise RegkitError(
-            f"{t.alias}: no previous deploy recorded in {DEPLOYED}; nothing to roll back to"
-        )
-    config = wanted.registry_config(inv).digest
-    if previous["registry"] != record.get("registry"):
-        t.check(
-            replace_script(wanted.registry_spec(inv, config, image=previous["registry"])),
-            f"starting {REGISTRY} {previous['registry']}",
-        )
-        rep.changed(t.alias, f"container {REGISTRY}", f"back to {previous['registry']}")
-    if previous["nginx"] != record.get("nginx"):
-        t.check(
-            replace_script(wanted.nginx_spec(inv, previous["nginx"])),
-            f"starting {NGINX} {previous['nginx']}",
-        )
-        rep.changed(t.alias, f"container {NGINX}", f"back to {previous['nginx']}")
-    else:
-        t.check(commands.nginx_reload(), "reloading nginx")
-    proof = t.check(verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
+def rollback_host(inv: Inventory, target: Target, report: Report, dry_run: bool) -> None:
+    alias = target.alias
+    plan = planner.rollback_plan(inv, alias, read_state(target))
+    goal = plan.target
+    report.info(f"[{alias}] rolling back to {plan.why}: {goal['registry']}, {goal['nginx']}")
+    suffix = " (dry run)" if dry_run else ""
+    for spec in (plan.registry, plan.nginx):
+        if spec is None:
+            continue
+        if not dry_run:
+            target.check(replace_script(spec), f"starting {spec.name} {spec.image}")
+        back = f"back to {spec.image}"
+        if spec.name == REGISTRY:
+            back += f" with config {goal['config']}"
+        report.changed(alias, f"container {spec.name}", back + suffix)
+    if plan.registry is None and plan.nginx is None:
+        report.unchanged(alias, "containers", "already run what rollback returns to")
+    if dry_run:
+        return
+    if plan.nginx is None:
+        target.check(commands.nginx_reload(), "reloading nginx")
+    proof = target.check(verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
     for line in proof.splitlines():
-        rep.ok(t.alias, "verify", line)
-    swapped = {**previous, "previous": {k: record.get(k) for k in ("registry", "nginx")}}
-    t.upload([Upload(DEPLOYED, (json.dumps(swapped, sort_keys=True) + "\n").encode())])
-    if inv.registry.images.registry != previous["registry"]:
-        rep.info(
-            f"[{t.alias}] note: the inventory still names {inv.registry.images.registry}; "
+        report.ok(alias, "verify", line)
+    record = (json.dumps(plan.record, sort_keys=True) + "\n").encode()
+    target.upload([Upload(DEPLOYED, record)])
+    if inv.registry.images.registry != goal["registry"]:
+        report.info(
+            f"[{alias}] note: the inventory still names {inv.registry.images.registry}; "
             "set it back, or the next deploy upgrades again"
         )
 
 
-@task(role="registry", help={"force": "Act on -H hosts whose inventory role is not registry."})
-def rollback(c: Context, force: bool = False) -> None:
-    """Return the registry and proxy to the images the previous deploy ran (data kept)."""
+@task(
+    role="registry",
+    help={
+        "dry-run": "Say where rollback would return and what it would recreate; change nothing.",
+        "force": "Act on -H hosts whose inventory role is not registry.",
+    },
+)
+def rollback(c: Context, dry_run: bool = False, force: bool = False) -> None:
+    """Return the registry and proxy to the images and configuration the previous deploy ran."""
     inv = inventory.load()
-    rep = Report()
+    report = Report()
     aliases = hosts_for(c, inv, "registry", "rollback", force)
 
-    def work(t: Target) -> None:
-        with host_lock(t, "rollback"):
-            rollback_host(inv, t, rep)
+    def work(target: Target) -> None:
+        with host_lock(target, "rollback"):
+            rollback_host(inv, target, report, dry_run)
 
-    each_host(c, inv, aliases, rep, "rollback", work)
+    each_host(c, inv, aliases, report, "rollback", work)
 
 
 ns = Collection("maintenance", gc, rollback)

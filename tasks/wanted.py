@@ -24,14 +24,13 @@ from tasks.layout import (
     NGINX_CONTEXT_DIR,
     NGINX_IMAGE,
     PROBE_PASSWORD_FILE,
-    READONLY_CONFIG_DIR,
     REGISTRY,
     REGISTRY_ALIAS,
-    REGISTRY_CONFIG_DIR,
     REGISTRY_CONFIG_MOUNT,
     REGISTRY_DATA_MOUNT,
     SPEC_LABEL,
     TLS_DIR,
+    config_dir,
 )
 from tasks.remote.upload import Upload, sha256
 
@@ -54,8 +53,8 @@ def registry_files(inv: Inventory) -> list[Upload]:
         Upload(f"{NGINX_CONTEXT_DIR}/{name}", build[f"nginx/{name}"]) for name in NGINX_CONTEXT
     ]
     files += [
-        Upload(f"{REGISTRY_CONFIG_DIR}/config.yml", build["registry/config.yml"], 0o600),
-        Upload(f"{READONLY_CONFIG_DIR}/config.yml", build["registry-readonly/config.yml"], 0o600),
+        staged_config(build["registry/config.yml"]),
+        staged_config(build["registry-readonly/config.yml"]),
         Upload(f"{TLS_DIR}/server.crt", p.server_cert.read_bytes()),
         Upload(f"{TLS_DIR}/server.key", p.server_key.read_bytes(), 0o600),
         password_file(inv),
@@ -71,11 +70,16 @@ def password_file(inv: Inventory) -> Upload:
     return Upload(AUTH_FILE, users.deployed_htpasswd(inv), 0o640, 0, render.CONTAINER.worker_gid)
 
 
-def registry_config(inv: Inventory, readonly: bool = False) -> Upload:
-    """The registry's config.yml (or its read-only variant), rendered alone."""
-    ctx = {**render.context(inv), "readonly": readonly}
-    folder = READONLY_CONFIG_DIR if readonly else REGISTRY_CONFIG_DIR
-    return Upload(f"{folder}/config.yml", render.render("config.yml.j2", ctx).encode(), 0o600)
+def staged_config(content: bytes) -> Upload:
+    """A registry config in the folder named after its content."""
+    return Upload(f"{config_dir(sha256(content))}/config.yml", content, 0o600)
+
+
+def registry_configs(files: list[Upload]) -> tuple[Upload, Upload]:
+    """The registry's config and its read-only variant, among ``files``."""
+    configs = [f for f in files if f.path == f"{config_dir(f.digest)}/config.yml"]
+    normal, readonly = configs
+    return normal, readonly
 
 
 def nginx_tag(files: list[Upload]) -> str:
@@ -109,12 +113,10 @@ class RunSpec:
         return ("--label", f"{SPEC_LABEL}={self.digest}")
 
 
-def registry_spec(
-    inv: Inventory, config_digest: str, image: str = "", readonly: bool = False
-) -> RunSpec:
-    """The registry container; ``readonly`` is the variant ``fab gc`` runs."""
+def registry_spec(inv: Inventory, config_digest: str, image: str = "") -> RunSpec:
+    """The registry container, running the config with that digest (``fab gc`` runs the
+    read-only variant's)."""
     reg = inv.registry
-    folder = READONLY_CONFIG_DIR if readonly else REGISTRY_CONFIG_DIR
     return RunSpec(
         REGISTRY,
         image or reg.images.registry,
@@ -123,7 +125,7 @@ def registry_spec(
             "--restart", "unless-stopped",
             "--label", f"{CONFIG_LABEL}={config_digest[:16]}",
             "-v", f"{reg.data_dir}:{REGISTRY_DATA_MOUNT}",
-            "-v", f"{folder}:{REGISTRY_CONFIG_MOUNT}:ro",
+            "-v", f"{config_dir(config_digest)}:{REGISTRY_CONFIG_MOUNT}:ro",
         ),
     )  # fmt: skip
 

@@ -21,6 +21,7 @@ from tasks.layout import (
     CA_FILE,
     DEPLOYED,
     INHIBIT_IPV4,
+    LEGACY_CONFIGS,
     MIN_FREE_KB,
     NETWORK,
     NGINX,
@@ -29,12 +30,12 @@ from tasks.layout import (
     PROBE_REPO,
     PROBE_TAG,
     REGISTRY,
-    REGISTRY_CONFIG_DIR,
+    REGISTRY_CONFIGS,
     SPEC_LABEL,
     TLS_DIR,
 )
 from tasks.remote.upload import Upload, sha256
-from tasks.wanted import RunSpec, nginx_spec, nginx_tag, registry_spec
+from tasks.wanted import RunSpec, nginx_spec, nginx_tag, registry_configs, registry_spec
 
 NETWORK_FORMAT = f'{{{{.Name}}}} {{{{.Internal}}}} {{{{index .Options "{INHIBIT_IPV4}"}}}}'
 # What docker network inspect says of BACKEND when it is as BACKEND_OPTIONS made it.
@@ -76,6 +77,9 @@ class DeployFacts:
     # "<ip_forward> <first line of iptables -S FORWARD>", e.g. "1 -P FORWARD ACCEPT"
     forwarding: str = ""
     deployed: dict[str, Any] = field(default_factory=dict)
+    # What is in the folder of staged registry configs (names), and the legacy paths.
+    configs: tuple[str, ...] = ()
+    legacy: tuple[str, ...] = ()
 
 
 def facts_script(inv: Inventory, files: list[Upload]) -> str:
@@ -88,6 +92,8 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         networks=[NETWORK, BACKEND],
         network_format=NETWORK_FORMAT,
         deployed=DEPLOYED,
+        configs=REGISTRY_CONFIGS,
+        legacy=LEGACY_CONFIGS,
         paths=[f.path for f in files],
         containers=[REGISTRY, NGINX],
         container_format=CONTAINER_FORMAT,
@@ -120,6 +126,8 @@ def parse_facts(output: str) -> DeployFacts:
             facts.containers[key[4:]] = Container(cid, image_id, spec, running == "true", started)
         elif key == "deployed":
             facts.deployed = _json_object(value)
+        elif key in ("configs", "legacy"):
+            setattr(facts, key, tuple(value.split()))
     return facts
 
 
@@ -221,6 +229,7 @@ class DeployPlan:
     nginx: ContainerStep
     reload: tuple[str, ...]  # why nginx reloads; () for no reload
     record: dict[str, Any] | None  # the new deploy record, or None when it stands
+    prune: tuple[str, ...] = ()  # configs no deploy record names any more
 
     @property
     def changes(self) -> bool:
@@ -233,6 +242,7 @@ class DeployPlan:
             or self.registry.why
             or self.nginx.why
             or self.reload
+            or self.prune
         )
 
     @property
@@ -262,7 +272,7 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         for f in files
         if facts.files.get(f.path) != f.fact
     )
-    config = next(f for f in files if f.path == f"{REGISTRY_CONFIG_DIR}/config.yml")
+    config, readonly = registry_configs(files)
     registry = registry_spec(inv, config.digest)
     registry_why = container_change(
         facts.containers.get(REGISTRY), registry, facts.images.get(image, "")
@@ -280,7 +290,13 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         ]
         reload = tuple(r for r in reasons if r)
     package = "installed" if facts.apache2_utils else ("install" if facts.apt else "no apt")
-    now = {"registry": image, "nginx": tag}
+    now = {
+        "registry": image,
+        "nginx": tag,
+        "config": config.digest[:16],
+        "readonly_config": readonly.digest[:16],
+    }
+    record = deploy_record(facts.deployed, now)
     return DeployPlan(
         preflight=summary,
         warning=forwarding_warning(facts),
@@ -294,17 +310,37 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         registry=ContainerStep(registry, registry_why),
         nginx=ContainerStep(proxy, nginx_why),
         reload=reload,
-        record=deploy_record(facts.deployed, now),
+        record=record,
+        prune=stale_configs(facts, record or facts.deployed),
     )
+
+
+RECORD_KEYS = ("registry", "nginx", "config", "readonly_config")
 
 
 def deploy_record(before: dict[str, Any], now: dict[str, str]) -> dict[str, Any] | None:
     """The deploy record after this deploy (what runs, and what ran before it), or None
     when it already says so."""
-    current = {key: before.get(key) for key in ("registry", "nginx")}
+    current = {key: before.get(key) for key in RECORD_KEYS}
     if current == now:
         return None
-    return {**now, "previous": current if all(current.values()) else before.get("previous")}
+    ran = current["registry"] and current["nginx"]
+    return {**now, "previous": current if ran else before.get("previous")}
+
+
+def stale_configs(facts: DeployFacts, record: dict[str, Any]) -> tuple[str, ...]:
+    """Staged configs that neither what runs nor what ran before uses, and the legacy
+    ones: removed once the deploy has proved itself."""
+    previous = record.get("previous") or {}
+    keep = {
+        name
+        for source in (record, previous)
+        for key in ("config", "readonly_config")
+        if (name := source.get(key))
+    }
+    stale = [f"{REGISTRY_CONFIGS}/{name}" for name in facts.configs if name not in keep]
+    stale = [path for path in stale if path not in LEGACY_CONFIGS]
+    return (*stale, *facts.legacy)
 
 
 @dataclass(frozen=True)
@@ -385,6 +421,10 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
                 uploads=(Upload(DEPLOYED, record),),
             )
         )
+    if plan.prune:
+        why = f"removed {len(plan.prune)} that no deploy record names"
+        prune = commands.join("rm", "-rf", *plan.prune)
+        out.append(Step("old registry configs", why, command=prune, what="removing old configs"))
     return out
 
 

@@ -97,14 +97,20 @@ def test_files_on_the_host_are_root_owned_and_private(lab: Lab, deployed: object
     out = sh(
         lab.connect("regbox"),
         "stat -c '%n %a %U %g' /etc/regkit/tls/server.key "
-        "/etc/regkit/auth/htpasswd /etc/regkit/registry/config.yml /etc/regkit/probe-password",
+        "/etc/regkit/auth/htpasswd /etc/regkit/probe-password /etc/regkit/registry/*/config.yml",
     )
-    assert out.splitlines() == [
+    lines = out.splitlines()
+    assert lines[:3] == [
         "/etc/regkit/tls/server.key 600 root 0",
         "/etc/regkit/auth/htpasswd 640 root 4430",
-        "/etc/regkit/registry/config.yml 600 root 0",
         "/etc/regkit/probe-password 600 root 0",
     ]
+    # The registry's config and its read-only variant, each in a folder named after it.
+    assert len(lines) == 5
+    assert all(
+        re.fullmatch(r"/etc/regkit/registry/[0-9a-f]{16}/config.yml 600 root 0", line)
+        for line in lines[3:]
+    )
 
 
 def test_second_deploy_changes_nothing(

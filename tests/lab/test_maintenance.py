@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+from pathlib import Path
 
+import fabric
 import pytest
 import yaml
 
-from tasks import layout, maintenance
+from tasks import deploy, layout, maintenance, render
+from tasks.errors import RemoteError
+from tasks.report import Report
 from tests.lab.conftest import (
     CA_FILE,
     DOMAIN,
@@ -53,8 +59,8 @@ def data_kib(lab: Lab) -> int:
 def test_pushes_are_refused_while_read_only_and_pulls_work(clients: Lab) -> None:
     kept = push_image(clients.connect("client1"))
     regbox = target(clients, "regbox")
-    image = maintenance.current_image(regbox)
-    maintenance.set_readonly(clients.inventory, regbox, True, image)
+    state = maintenance.read_state(regbox)
+    maintenance.set_readonly(clients.inventory, regbox, state, True)
     try:
         c1 = clients.connect("client1")
         refused = c1.run(
@@ -70,7 +76,7 @@ def test_pushes_are_refused_while_read_only_and_pulls_work(clients: Lab) -> None
         assert "the registry is read-only while garbage is collected (fab gc)" in refused.stderr
         assert pull_digest(clients.connect("client2"), kept) == kept.digest
     finally:
-        maintenance.set_readonly(clients.inventory, regbox, False, image)
+        maintenance.set_readonly(clients.inventory, regbox, state, False)
     assert push_image(clients.connect("client1")).digest.startswith("sha256:")
 
 
@@ -118,7 +124,10 @@ def test_upgrade_then_rollback_keeps_images_and_users(clients: Lab) -> None:
 
         back = fab(clients, "-H", "regbox", "rollback", env=env)
         assert back.returncode == 0, back.stdout + back.stderr
-        assert f"[regbox] container regkit-registry: changed (back to {current})" in back.stdout
+        assert (
+            f"[regbox] container regkit-registry: changed (back to {current} with config "
+            in back.stdout
+        )
         assert "the inventory still names" in back.stdout
         assert sh(regbox, "docker inspect --format '{{.Config.Image}}' regkit-registry") == current
         assert pull_digest(clients.connect("client2"), kept) == kept.digest
@@ -127,3 +136,56 @@ def test_upgrade_then_rollback_keeps_images_and_users(clients: Lab) -> None:
         newer.unlink()
     again = must(fab(clients, "-H", "regbox", "deploy"))
     assert "[regbox] verify: ok" in again and "failed" not in again
+
+
+@pytest.fixture
+def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of templates/ that in-process deploys render from, for this test only."""
+    copy = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, copy)
+    monkeypatch.setattr(render, "TEMPLATES", copy)
+    return copy
+
+
+def registry_config_in_use(conn: fabric.Connection) -> str:
+    return sh(
+        conn, "docker inspect --format '{{index .Config.Labels \"regkit.config\"}}' regkit-registry"
+    )
+
+
+def test_a_config_the_registry_rejects_fails_the_deploy_and_rollback_restores_the_last(
+    clients: Lab, templates: Path
+) -> None:
+    """Issue #14: configs are staged by digest, so a registry config that fails at start
+    leaves the running registry's config in place (through a restart too), and rollback
+    returns to the deploy before with the config it ran."""
+    kept = push_image(clients.connect("client1"))
+    regbox, c2 = clients.connect("regbox"), clients.connect("client2")
+    config = templates / "config.yml.j2"
+    good = config.read_text()
+    before = registry_config_in_use(regbox)
+
+    config.write_text(good.replace("level: info", "level: info\n  # variant A"))
+    deploy.deploy_host(clients.inventory, target(clients, "regbox"), Report(io.StringIO()), False)
+    variant_a = registry_config_in_use(regbox)
+    assert variant_a != before
+
+    config.write_text(good.replace("level: info", "level: not-a-level"))
+    out = io.StringIO()
+    with pytest.raises(RemoteError, match="starting regkit-registry failed") as failed:
+        deploy.deploy_host(clients.inventory, target(clients, "regbox"), Report(out), False)
+    assert "the previous regkit-registry was restored" in str(failed.value)
+    assert registry_config_in_use(regbox) == variant_a
+    sh(regbox, "docker restart regkit-registry >/dev/null")
+    assert sh(regbox, "sleep 2; docker inspect --format '{{.State.Running}}' regkit-registry") == (
+        "true"
+    )
+    assert pull_digest(c2, kept) == kept.digest
+
+    back = io.StringIO()
+    maintenance.rollback_host(clients.inventory, target(clients, "regbox"), Report(back), False)
+    assert "rolling back to the deploy before the last one" in back.getvalue()
+    assert registry_config_in_use(regbox) == before
+    assert pull_digest(c2, kept) == kept.digest
+    record = json.loads(sh(regbox, f"cat {layout.DEPLOYED}"))
+    assert (record["config"], record["previous"]["config"]) == (before, variant_a)

@@ -129,7 +129,11 @@ def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
     users.ensure_probe_credential(pki_inv)
     files = {f.path: f for f in wanted.registry_files(pki_inv)}
     assert files["/etc/regkit/tls/server.key"].mode == 0o600
-    assert files["/etc/regkit/registry/config.yml"].mode == 0o600
+    configs = [f for path, f in files.items() if path.startswith("/etc/regkit/registry/")]
+    assert [f.path for f in configs] == [
+        f"{layout.config_dir(f.digest)}/config.yml" for f in configs
+    ]
+    assert [f.mode for f in configs] == [0o600, 0o600]
     auth = files["/etc/regkit/auth/htpasswd"]
     assert (auth.mode, auth.uid, auth.gid) == (0o640, 0, 4430)
     assert auth.content.count(b"\n") == 2
@@ -193,7 +197,7 @@ def test_preflight_refuses_a_busy_port(inv: Inventory) -> None:
 def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
     """The facts of a host where ``files`` were deployed and nothing changed since."""
     tag = wanted.nginx_tag(files)
-    config = next(f for f in files if f.path == "/etc/regkit/registry/config.yml")
+    config, readonly = wanted.registry_configs(files)
     registry = wanted.registry_spec(inv, config.digest)
     nginx = wanted.nginx_spec(inv, tag)
     image = inv.registry.images.registry
@@ -212,7 +216,13 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
         },
         images={image: "sha256:reg", tag: "sha256:ngx"},
         networks={"regkit": "false <no value>", "regkit-backend": "true true"},
-        deployed={"registry": image, "nginx": tag},
+        deployed={
+            "registry": image,
+            "nginx": tag,
+            "config": config.digest[:16],
+            "readonly_config": readonly.digest[:16],
+        },
+        configs=(config.digest[:16], readonly.digest[:16]),
     )
 
 
@@ -260,7 +270,14 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
         "deploy record",
     ]
     assert plan.test_nginx and plan.reload == ()
-    assert plan.record == {"registry": "registry:2.8.3", "nginx": tag, "previous": None}
+    config, readonly = wanted.registry_configs(files)
+    assert plan.record == {
+        "registry": "registry:2.8.3",
+        "nginx": tag,
+        "config": config.digest[:16],
+        "readonly_config": readonly.digest[:16],
+        "previous": None,
+    }
     kinds = [step.kind for step in planner.steps(pki_inv, plan)]
     assert kinds.index("build") < kinds.index("check") < kinds.index("upload", 2)
 
@@ -323,3 +340,34 @@ def test_the_plan_digest_follows_the_facts(pki_inv: Inventory, files: list[Uploa
     facts = deployed(pki_inv, files)
     facts.containers["regkit-nginx"] = Container("c2", "sha256:ngx", "other", True, "t")
     assert planner.plan(pki_inv, "regbox", files, facts).digest != same[0].digest
+
+
+def test_configs_are_staged_by_digest_and_old_ones_pruned(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    """A new registry config goes to a folder of its own; after the deploy, the folders
+    of what runs and what ran before stay, and everything else goes."""
+    facts = deployed(pki_inv, files)
+    old = dict(facts.deployed)
+    config, _ = wanted.registry_configs(files)
+    changed = [wanted.staged_config(f.content + b"# new\n") if f is config else f for f in files]
+    facts.configs = (*facts.configs, "0123456789abcdef", "config.yml")
+    facts.legacy = ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
+    plan = planner.plan(pki_inv, "regbox", changed, facts)
+    new_config, _ = wanted.registry_configs(changed)
+    assert plan.registry.why == "recreated: its configuration changed"
+    assert plan.reload == ("registry recreated",)
+    assert plan.record is not None
+    assert plan.record["previous"] == {k: old[k] for k in planner.RECORD_KEYS}
+    assert plan.record["config"] == new_config.digest[:16] != old["config"]
+    assert plan.prune == (
+        "/etc/regkit/registry/0123456789abcdef",
+        "/etc/regkit/registry/config.yml",
+        "/etc/regkit/registry-readonly",
+    )
+    steps = planner.steps(pki_inv, plan)
+    assert steps[-1].command == (
+        "rm -rf /etc/regkit/registry/0123456789abcdef /etc/regkit/registry/config.yml "
+        "/etc/regkit/registry-readonly"
+    )
+    assert [s.subject for s in steps][-3:] == ["verify", "deploy record", "old registry configs"]

@@ -17,6 +17,7 @@ from tasks import accounts, deploy, health, pki, render, trust, users, wanted
 from tasks.inventory import Inventory
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
+from tasks.plans import maintenance as maintenance_planner
 from tasks.plans import trust as trust_planner
 from tasks.remote import lock, upload
 from tasks.remote.upload import Upload
@@ -73,6 +74,7 @@ def host_scripts(inv: Inventory) -> dict[str, str]:
         "status": health.status_script(inv),
         "served-certificate": health.served_script(inv),
         "password-facts": accounts_planner.facts_script(),
+        "maintenance-facts": maintenance_planner.facts_script(),
         "login-check": accounts.login_check_script(inv),
         "upload": upload.upload_script(files),
         "lock": held,
