@@ -22,7 +22,9 @@ from tasks.errors import PkiError, RegkitError, RemoteError
 from tasks.inventory import Inventory
 from tasks.layout import BACKEND, NETWORK, NGINX, NGINX_IMAGE, REGISTRY, REMOTE_DIR
 from tasks.plans import deploy as planner
-from tasks.plans.deploy import DeployFacts, DeployPlan, Step
+from tasks.plans import deploy_facts
+from tasks.plans.deploy import DeployPlan, Step
+from tasks.plans.deploy_facts import DeployFacts
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
@@ -53,8 +55,8 @@ def read_plan(
     """The host's facts and the plan they make; ``facts_output`` is what the facts
     script printed, if it already ran (with the host lock), else it runs now."""
     if facts_output is None:
-        facts_output = target.check(planner.facts_script(inv, files), "reading facts").stdout
-    facts = planner.parse_facts(facts_output)
+        facts_output = target.check(deploy_facts.facts_script(inv, files), "reading facts").stdout
+    facts = deploy_facts.parse_facts(facts_output)
     return facts, planner.plan(inv, target.alias, files, facts)
 
 
@@ -165,7 +167,7 @@ def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
             deploy_host(inv, target, report, dry_run=True)
         else:
             files = wanted.registry_files(inv)
-            facts_script = planner.facts_script(inv, files)
+            facts_script = deploy_facts.facts_script(inv, files)
             with host_lock(target, "deploy", facts_script) as facts:
                 deploy_host(inv, target, report, False, facts)
         took = time.monotonic() - start

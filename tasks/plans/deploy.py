@@ -9,7 +9,7 @@ the networks, the two containers, a reload, the proof and the deploy record.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from tasks import commands, scripts, users
@@ -20,7 +20,6 @@ from tasks.layout import (
     BACKEND_OPTIONS,
     CA_FILE,
     DEPLOYED,
-    INHIBIT_IPV4,
     LEGACY_CONFIGS,
     MIN_FREE_KB,
     NETWORK,
@@ -31,112 +30,11 @@ from tasks.layout import (
     PROBE_TAG,
     REGISTRY,
     REGISTRY_CONFIGS,
-    SPEC_LABEL,
     TLS_DIR,
 )
+from tasks.plans.deploy_facts import BACKEND_WANTED, Container, DeployFacts
 from tasks.remote.upload import Upload, sha256
 from tasks.wanted import RunSpec, nginx_spec, nginx_tag, registry_configs, registry_spec
-
-NETWORK_FORMAT = f'{{{{.Name}}}} {{{{.Internal}}}} {{{{index .Options "{INHIBIT_IPV4}"}}}}'
-# What docker network inspect says of BACKEND when it is as BACKEND_OPTIONS made it.
-BACKEND_WANTED = "true true"
-CONTAINER_FORMAT = (
-    f'{{{{.Name}}}}|{{{{.Id}}}}|{{{{.Image}}}}|{{{{index .Config.Labels "{SPEC_LABEL}"}}}}|'
-    "{{.State.Running}}|{{.State.StartedAt}}"
-)
-IMAGE_FORMAT = "{{json .RepoTags}}{{json .RepoDigests}} {{.Id}}"
-
-
-@dataclass(frozen=True)
-class Container:
-    """What ``docker inspect`` says of a container."""
-
-    id: str
-    image_id: str
-    spec: str
-    running: bool
-    started: str
-
-
-@dataclass
-class DeployFacts:
-    """Everything deploy needs to know about a host, read in one command."""
-
-    os: str = "unknown"
-    apt: bool = False
-    apache2_utils: bool = False
-    curl: bool = False
-    docker: str = ""
-    disk_free_kb: int = 0
-    port_holder: str = ""
-    files: dict[str, str] = field(default_factory=dict)
-    containers: dict[str, Container] = field(default_factory=dict)
-    images: dict[str, str] = field(default_factory=dict)
-    # network name -> "<internal> <inhibit_ipv4>", as docker network inspect says
-    networks: dict[str, str] = field(default_factory=dict)
-    # "<ip_forward> <first line of iptables -S FORWARD>", e.g. "1 -P FORWARD ACCEPT"
-    forwarding: str = ""
-    deployed: dict[str, Any] = field(default_factory=dict)
-    # What is in the folder of staged registry configs (names), and the legacy paths.
-    configs: tuple[str, ...] = ()
-    legacy: tuple[str, ...] = ()
-
-
-def facts_script(inv: Inventory, files: list[Upload]) -> str:
-    """The script that reads a deploy's facts: the host, its files, containers, images."""
-    reg = inv.registry
-    return scripts.script(
-        "deploy-facts",
-        data_dir=reg.data_dir,
-        port=reg.port,
-        networks=[NETWORK, BACKEND],
-        network_format=NETWORK_FORMAT,
-        deployed=DEPLOYED,
-        configs=REGISTRY_CONFIGS,
-        legacy=LEGACY_CONFIGS,
-        paths=[f.path for f in files],
-        containers=[REGISTRY, NGINX],
-        container_format=CONTAINER_FORMAT,
-        images=[reg.images.registry, nginx_tag(files)],
-        image_format=IMAGE_FORMAT,
-    )
-
-
-_FLAGS = ("apt", "apache2_utils", "curl")
-_PREFIXED = {"file:": "files", "img:": "images", "net:": "networks"}
-
-
-def parse_facts(output: str) -> DeployFacts:
-    """Facts from the script's output."""
-    facts = DeployFacts()
-    for line in output.splitlines():
-        key, _, value = line.partition("\t")
-        prefix = key[: key.find(":") + 1]
-        if key in _FLAGS:
-            setattr(facts, key, value == "yes")
-        elif key in ("os", "docker", "port_holder", "forwarding"):
-            setattr(facts, key, value)
-        elif key == "disk_free_kb":
-            facts.disk_free_kb = int(value) if value.isdigit() else 0
-        elif prefix in _PREFIXED:
-            getattr(facts, _PREFIXED[prefix])[key[len(prefix) :]] = value
-        elif prefix == "ctr:":
-            cid, image_id, spec, running, started = (value.split("|") + [""] * 5)[:5]
-            spec = "" if spec == "<no value>" else spec
-            facts.containers[key[4:]] = Container(cid, image_id, spec, running == "true", started)
-        elif key == "deployed":
-            facts.deployed = _json_object(value)
-        elif key in ("configs", "legacy"):
-            setattr(facts, key, tuple(value.split()))
-    return facts
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def preflight(inv: Inventory, alias: str, facts: DeployFacts) -> str:

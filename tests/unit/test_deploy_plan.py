@@ -8,7 +8,9 @@ from tasks import commands, layout, pki, users, wanted
 from tasks.errors import RemoteError, StateError
 from tasks.inventory import Inventory
 from tasks.plans import deploy as planner
-from tasks.plans.deploy import Container, DeployFacts, DeployPlan
+from tasks.plans import deploy_facts
+from tasks.plans.deploy import DeployPlan
+from tasks.plans.deploy_facts import Container, DeployFacts
 from tasks.remote.upload import Upload
 from tasks.wanted import RunSpec
 
@@ -32,7 +34,7 @@ FACTS_OUTPUT = "\n".join(
 
 
 def test_parse_facts() -> None:
-    f = planner.parse_facts(FACTS_OUTPUT)
+    f = deploy_facts.parse_facts(FACTS_OUTPUT)
     assert (f.os, f.apt, f.curl, f.apache2_utils) == ("debian", True, True, False)
     assert f.networks == {"regkit": "false <no value>", "regkit-backend": "true true"}
     assert f.forwarding == "1 -P FORWARD DROP"
@@ -253,7 +255,7 @@ def test_nothing_changed_plans_nothing_and_only_reads_the_probe_back(
 
 
 def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[Upload]) -> None:
-    facts = planner.parse_facts(
+    facts = deploy_facts.parse_facts(
         "os\tdebian\napt\tyes\ndocker\t20.10.24\ndisk_free_kb\t9999999\nport_holder\t"
     )
     plan = planner.plan(pki_inv, "regbox", files, facts)

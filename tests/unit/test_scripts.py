@@ -17,6 +17,7 @@ from tasks import accounts, deploy, health, pki, render, trust, users, wanted
 from tasks.inventory import Inventory
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
+from tasks.plans import deploy_facts
 from tasks.plans import maintenance as maintenance_planner
 from tasks.plans import trust as trust_planner
 from tasks.remote import lock, upload
@@ -30,11 +31,11 @@ def deploy_scripts(inv: Inventory) -> dict[str, str]:
     users.set_password(inv, "alice", "correct horse battery")
     users.ensure_probe_credential(inv)
     files = wanted.registry_files(inv)
-    fresh = planner.parse_facts("os\tdebian\napt\tyes\ndocker\t20.10\ndisk_free_kb\t99999999")
+    fresh = deploy_facts.parse_facts("os\tdebian\napt\tyes\ndocker\t20.10\ndisk_free_kb\t99999999")
     plan = planner.plan(inv, "regbox", files, fresh)
     steps = planner.steps(inv, plan)
     return {
-        "deploy-facts": planner.facts_script(inv, files),
+        "deploy-facts": deploy_facts.facts_script(inv, files),
         "replace-container": next(s.command for s in steps if s.subject.startswith("container")),
         "verify": planner.verify_script(inv, full=True),
         "verify (read back)": planner.verify_script(inv, full=False),
@@ -165,13 +166,13 @@ def test_the_facts_script_run_for_real_reads_back_through_the_parser(
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     out = subprocess.run(
         ["sh"],
-        input=planner.facts_script(inv, files),
+        input=deploy_facts.facts_script(inv, files),
         capture_output=True,
         text=True,
         env=env,
         check=True,
     ).stdout
-    facts = planner.parse_facts(out)
+    facts = deploy_facts.parse_facts(out)
     uid, gid = os.getuid(), os.getgid()
     assert facts.docker == "20.10.24+dfsg1"
     assert facts.apache2_utils
@@ -180,7 +181,7 @@ def test_the_facts_script_run_for_real_reads_back_through_the_parser(
     assert facts.forwarding.endswith(" -P FORWARD ACCEPT")
     assert facts.networks == {"regkit": "false <no value>", "regkit-backend": "true true"}
     assert facts.files == {str(present): f"{files[0].digest} 640 {uid} {gid}"}
-    assert facts.containers["regkit-registry"] == planner.Container(
+    assert facts.containers["regkit-registry"] == deploy_facts.Container(
         "sha256:c1", "sha256:i1", "0123456789abcdef", True, "2026-11-29T10:00:00Z"
     )
     assert facts.containers["regkit-nginx"].spec == ""
