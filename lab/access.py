@@ -35,12 +35,12 @@ def _userdata_tar(public_key: str) -> bytes:
     return buf.getvalue()
 
 
-def authorize(engine: Engine, spec: HostSpec, public_key: str, rep: Report) -> None:
+def authorize(engine: Engine, spec: HostSpec, public_key: str, report: Report) -> None:
     """Let the lab's key log in as the host's user (b2d: through userdata.tar, kept on disk)."""
     home = f"/home/{spec.user}"
     current = engine.run("exec", spec.container, "cat", f"{home}/.ssh/authorized_keys", check=False)
     if current.stdout.strip() == public_key.strip():
-        rep.unchanged(spec.alias, f"authorized_keys of {spec.user}", "holds the lab key")
+        report.unchanged(spec.alias, f"authorized_keys of {spec.user}", "holds the lab key")
         return
     if spec.flavor == "boot2docker":
         engine.exec(
@@ -58,7 +58,7 @@ def authorize(engine: Engine, spec: HostSpec, public_key: str, rep: Report) -> N
             f"chmod 600 {ssh}/authorized_keys"
         )
         engine.exec(spec.container, script, stdin=public_key)
-    rep.changed(spec.alias, f"authorized_keys of {spec.user}", "lab key installed")
+    report.changed(spec.alias, f"authorized_keys of {spec.user}", "lab key installed")
 
 
 def host_key(engine: Engine, spec: HostSpec) -> str:
@@ -68,7 +68,7 @@ def host_key(engine: Engine, spec: HostSpec) -> str:
     return " ".join(line.split()[:2])
 
 
-def ensure_ssh_key(rep: Report) -> str:
+def ensure_ssh_key(report: Report) -> str:
     """The lab's login key (made once); return its public line."""
     if not SSH_KEY.exists():
         ensure_private_dir(SSH_KEY.parent)
@@ -76,9 +76,9 @@ def ensure_ssh_key(rep: Report) -> str:
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "regkit-lab", "-f", str(SSH_KEY)],
             check=True,
         )
-        rep.changed("lab", "ssh key", f"made {SSH_KEY.relative_to(LAB_DIR.parent)}")
+        report.changed("lab", "ssh key", f"made {SSH_KEY.relative_to(LAB_DIR.parent)}")
     else:
-        rep.unchanged("lab", "ssh key", f"{SSH_KEY.relative_to(LAB_DIR.parent)} exists")
+        report.unchanged("lab", "ssh key", f"{SSH_KEY.relative_to(LAB_DIR.parent)} exists")
     return SSH_KEY.with_suffix(".pub").read_text().strip()
 
 
@@ -106,10 +106,10 @@ def inventory_data(
     }
 
 
-def write_inventory(data: dict[str, Any], rep: Report) -> None:
+def write_inventory(data: dict[str, Any], report: Report) -> None:
     text = "# Written by `invoke lab.up`; removed by `invoke lab.down`.\n"
     text += yaml.safe_dump(data, sort_keys=False)
     if atomic_write(INVENTORY, text, mode=0o644):
-        rep.changed("lab", "inventory", f"wrote {INVENTORY.relative_to(LAB_DIR.parent)}")
+        report.changed("lab", "inventory", f"wrote {INVENTORY.relative_to(LAB_DIR.parent)}")
     else:
-        rep.unchanged("lab", "inventory", f"{INVENTORY.relative_to(LAB_DIR.parent)} is current")
+        report.unchanged("lab", "inventory", f"{INVENTORY.relative_to(LAB_DIR.parent)} is current")

@@ -43,11 +43,11 @@ def _refs(engine: Engine, settings: Settings) -> dict[str, str]:
     return {name: ref for name, ref in refs.items() if ref}
 
 
-def _finish(rep: Report) -> None:
-    if rep.count(FAILED):
-        rep.summary()
+def _finish(report: Report) -> None:
+    if report.count(FAILED):
+        report.summary()
         raise LabError("the lab is not fully up; see the failed lines above")
-    rep.summary()
+    report.summary()
 
 
 @task(help={"clients": "How many Debian clients (client1..clientN) to run; 2 by default."})
@@ -63,19 +63,19 @@ def up(c: Context, clients: int = 2) -> None:
         raise LabError(f"--clients {clients}: the lab needs at least one client")
     settings = Settings.from_context(c)
     specs = lab_hosts(clients)
-    rep = Report()
+    report = Report()
     start = time.monotonic()
-    engine = ensure_engine(settings, rep)
-    build_images(settings, engine, rep)
-    public_key = ensure_ssh_key(rep)
-    ensure_network(engine, rep)
+    engine = ensure_engine(settings, report)
+    build_images(settings, engine, report)
+    public_key = ensure_ssh_key(report)
+    ensure_network(engine, report)
     for extra in range(clients + 1, present_clients(engine) + 1):
-        remove_host(engine, host_spec(f"client{extra}"), rep)
+        remove_host(engine, host_spec(f"client{extra}"), report)
     ports: dict[str, int] = {}
     lock = threading.Lock()
 
     def bring_up(spec: HostSpec) -> None:
-        port = ensure_host(engine, spec, settings, rep)
+        port = ensure_host(engine, spec, settings, report)
         with lock:
             ports[spec.alias] = port
 
@@ -84,14 +84,14 @@ def up(c: Context, clients: int = 2) -> None:
             future.result()
     keys = {}
     for spec in specs:
-        authorize(engine, spec, public_key, rep)
+        authorize(engine, spec, public_key, report)
         keys[spec.alias] = host_key(engine, spec)
         if spec.role == "registry":
-            load_images(engine, spec, settings, rep)
-    write_inventory(inventory_data(specs, ports, keys, _refs(engine, settings)), rep)
+            load_images(engine, spec, settings, report)
+    write_inventory(inventory_data(specs, ports, keys, _refs(engine, settings)), report)
     where = INVENTORY.relative_to(LAB_DIR.parent)
-    rep.info(f"[lab] up in {time.monotonic() - start:.0f} s; use REGISTRY_INVENTORY={where}")
-    _finish(rep)
+    report.info(f"[lab] up in {time.monotonic() - start:.0f} s; use REGISTRY_INVENTORY={where}")
+    _finish(report)
 
 
 @task
@@ -103,32 +103,32 @@ def down(c: Context) -> None:
     lab) is removed with the inventory.
     """
     settings = Settings.from_context(c)
-    rep = Report()
+    report = Report()
     engine = Engine(settings)
     if engine.answers():
         for name in engine.labelled("container"):
             engine.run("rm", "--force", "--volumes", name)
-            rep.changed("lab", f"container {name}", "removed")
+            report.changed("lab", f"container {name}", "removed")
         for name in engine.labelled("volume"):
             engine.run("volume", "rm", name)
-            rep.changed("lab", f"volume {name}", "removed")
+            report.changed("lab", f"volume {name}", "removed")
         for name in engine.labelled("network"):
             engine.run("network", "rm", name)
-            rep.changed("lab", f"network {name}", "removed")
-        rep.info(f"[lab] images stay cached in the engine on {settings.socket}")
+            report.changed("lab", f"network {name}", "removed")
+        report.info(f"[lab] images stay cached in the engine on {settings.socket}")
     else:
-        rep.unchanged(
+        report.unchanged(
             "lab", "docker engine", f"nothing answers on {settings.socket}: no containers to remove"
         )
     if INVENTORY.exists():
         INVENTORY.unlink()
-        rep.changed("lab", "inventory", f"removed {INVENTORY.relative_to(LAB_DIR.parent)}")
+        report.changed("lab", "inventory", f"removed {INVENTORY.relative_to(LAB_DIR.parent)}")
     if STATE_DIR.exists():
         shutil.rmtree(STATE_DIR)
-        rep.changed(
+        report.changed(
             "lab", "state", f"removed {STATE_DIR.relative_to(LAB_DIR.parent)} (ssh key, lab PKI)"
         )
-    _finish(rep)
+    _finish(report)
 
 
 @task
@@ -168,14 +168,14 @@ def reboot(c: Context, host: str) -> None:
     """
     spec = host_spec(host)
     settings = Settings.from_context(c)
-    rep = Report()
+    report = Report()
     engine = Engine(settings)
     if not engine.answers():
         raise LabError(
             f"the lab's engine does not answer on {settings.socket}; run `invoke lab.up`"
         )
-    reboot_host(engine, spec, settings, rep)
-    _finish(rep)
+    reboot_host(engine, spec, settings, report)
+    _finish(report)
 
 
 @task(

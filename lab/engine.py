@@ -85,11 +85,11 @@ class Engine:
         return sorted(self.run(*args).stdout.split())
 
 
-def ensure_engine(settings: Settings, rep: Report) -> Engine:
+def ensure_engine(settings: Settings, report: Report) -> Engine:
     """Use the lab's engine if it answers; otherwise start Debian's dockerd for it."""
     engine = Engine(settings)
     if engine.answers():
-        rep.unchanged("lab", "docker engine", f"answers on {settings.socket}")
+        report.unchanged("lab", "docker engine", f"answers on {settings.socket}")
         return engine
     if not os.access(DOCKERD, os.X_OK):
         raise LabError(
@@ -121,7 +121,7 @@ def ensure_engine(settings: Settings, rep: Report) -> Engine:
                 f"dockerd did not answer on {settings.socket} within 60 s; see {log_path}"
             )
         time.sleep(0.5)
-    rep.changed(
+    report.changed(
         "lab", "docker engine", f"started dockerd on {settings.socket}, data in {root / 'docker'}"
     )
     return engine

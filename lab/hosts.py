@@ -101,12 +101,12 @@ def ssh_answers(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def ensure_network(engine: Engine, rep: Report) -> None:
+def ensure_network(engine: Engine, report: Report) -> None:
     if engine.ok("network", "inspect", NETWORK):
-        rep.unchanged("lab", f"network {NETWORK}", "exists")
+        report.unchanged("lab", f"network {NETWORK}", "exists")
         return
     engine.run("network", "create", "--label", LABEL, NETWORK)
-    rep.changed("lab", f"network {NETWORK}", "created")
+    report.changed("lab", f"network {NETWORK}", "created")
 
 
 def _run_host(engine: Engine, spec: HostSpec, settings: Settings, port: int) -> None:
@@ -141,7 +141,7 @@ def wait_booted(engine: Engine, spec: HostSpec, port: int) -> float:
         time.sleep(0.5)
 
 
-def ensure_host(engine: Engine, spec: HostSpec, settings: Settings, rep: Report) -> int:
+def ensure_host(engine: Engine, spec: HostSpec, settings: Settings, report: Report) -> int:
     """Start the host container if it is not running its current image; return its ssh port."""
     ref = image_ref(image_spec(spec.image), settings)
     info = engine.inspect(spec.container)
@@ -160,14 +160,14 @@ def ensure_host(engine: Engine, spec: HostSpec, settings: Settings, rep: Report)
         engine.run("start", spec.container)
         why = "was stopped: started"
     else:
-        rep.unchanged(spec.alias, "host", f"running {ref}, ssh on 127.0.0.1:{port}")
+        report.unchanged(spec.alias, "host", f"running {ref}, ssh on 127.0.0.1:{port}")
         return port
     took = wait_booted(engine, spec, port)
-    rep.changed(spec.alias, "host", f"{why}, booted in {took:.0f} s, ssh on 127.0.0.1:{port}")
+    report.changed(spec.alias, "host", f"{why}, booted in {took:.0f} s, ssh on 127.0.0.1:{port}")
     return port
 
 
-def load_images(engine: Engine, spec: HostSpec, settings: Settings, rep: Report) -> None:
+def load_images(engine: Engine, spec: HostSpec, settings: Settings, report: Report) -> None:
     """Put the registry and nginx images into the host's own engine, as a pull would."""
     for image in IMAGES:
         pinned = version_ref(image, engine, settings)
@@ -185,9 +185,9 @@ def load_images(engine: Engine, spec: HostSpec, settings: Settings, rep: Report)
             check=False,
         )
         if inner.stdout.strip() == want:
-            rep.unchanged(spec.alias, f"image {pinned}", "present in the host's engine")
+            report.unchanged(spec.alias, f"image {pinned}", "present in the host's engine")
             continue
-        with timed(rep, spec.alias, f"image {pinned}: docker save | docker load") as took:
+        with timed(report, spec.alias, f"image {pinned}: docker save | docker load") as took:
             save = subprocess.Popen(engine.cmd("save", pinned), stdout=subprocess.PIPE)
             load = subprocess.run(
                 engine.cmd("exec", "-i", spec.container, "docker", "load", "--quiet"),
@@ -200,7 +200,7 @@ def load_images(engine: Engine, spec: HostSpec, settings: Settings, rep: Report)
                 raise LabError(
                     f"loading {pinned} into {spec.alias} failed: {load.stderr.decode().strip()}"
                 )
-            rep.changed(
+            report.changed(
                 spec.alias, f"image {pinned}", f"loaded into the host's engine in {took():.0f} s"
             )
 
@@ -212,14 +212,14 @@ def present_clients(engine: Engine) -> int:
     return max((int(m.group(1)) for m in found if m), default=0)
 
 
-def remove_host(engine: Engine, spec: HostSpec, rep: Report) -> None:
+def remove_host(engine: Engine, spec: HostSpec, report: Report) -> None:
     engine.run("rm", "--force", "--volumes", spec.container)
     for volume in spec.volumes:
         engine.run("volume", "rm", volume, check=False)
-    rep.changed(spec.alias, "host", "removed (more clients than --clients asks for)")
+    report.changed(spec.alias, "host", "removed (more clients than --clients asks for)")
 
 
-def reboot_host(engine: Engine, spec: HostSpec, settings: Settings, rep: Report) -> None:
+def reboot_host(engine: Engine, spec: HostSpec, settings: Settings, report: Report) -> None:
     """Reboot ``spec`` as its real machine would (see the ``reboot`` task)."""
     info = engine.inspect(spec.container)
     port = ssh_port(info) if info else None
@@ -233,4 +233,4 @@ def reboot_host(engine: Engine, spec: HostSpec, settings: Settings, rep: Report)
         engine.run("restart", spec.container, timeout=120)
         why = "restarted, disk kept"
     took = wait_booted(engine, spec, port)
-    rep.changed(spec.alias, "reboot", f"{why}; booted in {took:.0f} s")
+    report.changed(spec.alias, "reboot", f"{why}; booted in {took:.0f} s")

@@ -91,14 +91,14 @@ def image_ref(spec: ImageSpec, settings: Settings) -> str:
 
 
 @contextmanager
-def timed(rep: Report, host: str, what: str) -> Iterator[Callable[[], float]]:
+def timed(report: Report, host: str, what: str) -> Iterator[Callable[[], float]]:
     """Print a start line for a long step; yield a clock for its done line."""
-    rep.info(f"[{host}] {what} ...")
+    report.info(f"[{host}] {what} ...")
     start = time.monotonic()
     yield lambda: time.monotonic() - start
 
 
-def _debootstrap(spec: ImageSpec, settings: Settings, engine: Engine, rep: Report) -> None:
+def _debootstrap(spec: ImageSpec, settings: Settings, engine: Engine, report: Report) -> None:
     """Make the root file system of ``spec.packages`` and import it as an image."""
     root = Path(settings.root)
     target = root / "build" / f"{spec.name}-{rootfs_hash(spec, settings)}"
@@ -118,7 +118,7 @@ def _debootstrap(spec: ImageSpec, settings: Settings, engine: Engine, rep: Repor
     ]
     ref = rootfs_ref(spec, settings)
     what = f"rootfs {ref}: debootstrap {settings.suite} + {', '.join(spec.packages)}"
-    with timed(rep, "lab", what) as took:
+    with timed(report, "lab", what) as took:
         try:
             with log_path.open("wb") as log:
                 done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
@@ -130,7 +130,7 @@ def _debootstrap(spec: ImageSpec, settings: Settings, engine: Engine, rep: Repor
             _import_rootfs(target, ref, engine)
         finally:
             shutil.rmtree(target, ignore_errors=True)
-        rep.changed("lab", f"rootfs {ref}", f"debootstrap and import took {took():.0f} s")
+        report.changed("lab", f"rootfs {ref}", f"debootstrap and import took {took():.0f} s")
 
 
 def _import_rootfs(target: Path, ref: str, engine: Engine) -> None:
@@ -179,7 +179,7 @@ def version_ref(spec: ImageSpec, engine: Engine, settings: Settings) -> str | No
     return f"{PREFIX}/{spec.name}:{out.stdout.strip()}"
 
 
-def build_images(settings: Settings, engine: Engine, rep: Report) -> None:
+def build_images(settings: Settings, engine: Engine, report: Report) -> None:
     """Build every lab image whose content hash has no image yet, and say which were cached."""
     missing_rootfs = [
         spec
@@ -191,13 +191,13 @@ def build_images(settings: Settings, engine: Engine, rep: Report) -> None:
     if missing_rootfs:
         with ThreadPoolExecutor(max_workers=len(missing_rootfs)) as pool:
             for future in [
-                pool.submit(_debootstrap, s, settings, engine, rep) for s in missing_rootfs
+                pool.submit(_debootstrap, s, settings, engine, report) for s in missing_rootfs
             ]:
                 future.result()
     for spec in IMAGES:
         ref = image_ref(spec, settings)
         if engine.image_id(ref):
-            rep.unchanged(
+            report.unchanged(
                 "lab",
                 f"image {PREFIX}/{spec.name}",
                 f"cached, content hash {ref.rsplit(':', 1)[1]}",
@@ -212,9 +212,9 @@ def build_images(settings: Settings, engine: Engine, rep: Report) -> None:
             if spec.version_of:
                 version = _upstream_version(engine, base, spec.version_of)
                 args += ["--label", f"{LABEL}.version={version}"]
-            with timed(rep, "lab", f"image {ref}: docker build FROM {base}") as took:
+            with timed(report, "lab", f"image {ref}: docker build FROM {base}") as took:
                 engine.run(*args, str(spec.folder))
-                rep.changed(
+                report.changed(
                     "lab",
                     f"image {PREFIX}/{spec.name}",
                     f"built in {took():.0f} s, content hash {ref.rsplit(':', 1)[1]}",
@@ -222,4 +222,4 @@ def build_images(settings: Settings, engine: Engine, rep: Report) -> None:
         pinned = version_ref(spec, engine, settings)
         if pinned and engine.image_id(pinned) != engine.image_id(ref):
             engine.run("tag", ref, pinned)
-            rep.changed("lab", f"tag {pinned}", f"now names {ref}")
+            report.changed("lab", f"tag {pinned}", f"now names {ref}")

@@ -121,14 +121,14 @@ def build_dir(inv: Inventory, alias: str) -> Path:
     return inv.state_path / "build" / alias
 
 
-def write_build(inv: Inventory, alias: str, rep: Report) -> Path:
+def write_build(inv: Inventory, alias: str, report: Report) -> Path:
     """Render every file for ``alias`` into its build folder, writing only what changed."""
     root = ensure_private_dir(build_dir(inv, alias))
     for rel, (content, mode) in render_all(inv).items():
         if atomic_write(root / rel, content, mode=mode):
-            rep.changed(alias, f"render {rel}")
+            report.changed(alias, f"render {rel}")
         else:
-            rep.unchanged(alias, f"render {rel}")
+            report.unchanged(alias, f"render {rel}")
     return root
 
 
@@ -146,11 +146,11 @@ def configs(c: Context, host: str = "") -> None:
         raise RegkitError(
             f"{inv.source}: hosts: no host has role 'registry'; add one or pass --host"
         )
-    rep = Report()
+    report = Report()
     for alias in aliases:
-        root = write_build(inv, alias, rep)
-        rep.info(f"[{alias}] build folder: {root}")
-    rep.summary()
+        root = write_build(inv, alias, report)
+        report.info(f"[{alias}] build folder: {root}")
+    report.summary()
 
 
 ns = Collection("render", configs)
