@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 
 from invoke import Collection, Context
 
-from tasks import commands, inventory, pki, scripts, users, wanted
+from tasks import certificates, commands, inventory, pki, scripts, users, wanted
 from tasks.cli import task
 from tasks.errors import PkiError, RegkitError, RemoteError
 from tasks.inventory import Inventory
@@ -40,7 +40,7 @@ def ensure_local(inv: Inventory, report: Report, dry_run: bool = False) -> None:
             raise PkiError(f"{paths.root}: no CA yet (a dry run makes none); run 'invoke pki.init'")
         report.info("no CA yet: making one (the CA passphrase is asked once, then kept encrypted)")
         pki.init_pki(inv, pki.ask_passphrase(confirm=True))
-        fingerprint = pki.fingerprint(pki.read_cert(paths.ca_cert))
+        fingerprint = certificates.fingerprint(pki.read_cert(paths.ca_cert))
         report.changed("local", "PKI", f"new CA, fingerprint {fingerprint}")
     else:
         pki.check_server(inv)
@@ -176,7 +176,7 @@ def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
     each_host(c, inv, aliases, report, "deploy", work)
     ca = pki.read_cert(pki.paths(inv).ca_cert)
     report.info(f"registry: {inv.registry.url}")
-    report.info(f"CA SHA-256 fingerprint: {pki.fingerprint(ca)}")
+    report.info(f"CA SHA-256 fingerprint: {certificates.fingerprint(ca)}")
     report.info("next: make Docker hosts trust it with 'fab -H <client> trust-ca'")
 
 

@@ -13,7 +13,7 @@ import json
 from cryptography import x509
 from invoke import Collection, Context
 
-from tasks import inventory, pki, scripts, users
+from tasks import certificates, inventory, pki, scripts, users
 from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.facts import parse_values
@@ -66,7 +66,7 @@ def expiry_problems(
 ) -> list[str]:
     """What expires within ``warn`` days (or is not served at all), as sentences."""
     problems = []
-    ca_left = pki.days_left(ca)
+    ca_left = certificates.days_left(ca)
     if ca_left < warn:
         problems.append(f"the CA expires in {ca_left} days (under {warn})")
     if served is None:
@@ -155,7 +155,7 @@ def status(c: Context, force: bool = False) -> None:
         values = parse_values(target.check(status_script(inv), "reading status").stdout)
         for line in status_lines(values):
             report.info(f"[{alias}] {line}")
-        report.info(f"[{alias}] CA: {pki.days_left(ca)} days left")
+        report.info(f"[{alias}] CA: {certificates.days_left(ca)} days left")
         served = served_certificate(values.get("served", ""))
         for problem in expiry_problems(ca, served, inv.pki.warn_days):
             report.info(f"[{alias}] WARNING: {problem}")

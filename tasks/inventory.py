@@ -4,6 +4,9 @@ The file is ``inventory.yaml`` in the current directory, or the path in the
 ``REGISTRY_INVENTORY`` environment variable. It is validated as a whole before
 any task acts on it; every mistake is reported as one line naming the file, the
 key path and what is expected.
+
+This module holds the model, ``load()`` and the ``inventory.check`` task; the safe
+YAML loader and the one-line error messages are in ``tasks.inventory_file``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from invoke import Collection, Context
@@ -27,6 +30,7 @@ from pydantic import (
 
 from tasks.cli import task
 from tasks.errors import InventoryError
+from tasks.inventory_file import NoAliasLoader, format_error
 
 ENV_VAR = "REGISTRY_INVENTORY"
 DEFAULT_PATH = "inventory.yaml"
@@ -246,103 +250,6 @@ class Inventory(_Strict):
         return [alias for alias, h in self.hosts.items() if h.role == role]
 
 
-class _Loader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys and anchors/aliases."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen[key] = loader.construct_object(value_node, deep=True)
-    return seen
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-class _NoAliasLoader(_Loader):
-    """Also refuses anchors and aliases: no "billion laughs" through validation."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.events.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                "YAML anchors and aliases are not allowed in the inventory",
-                event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-
-def _describe(error: dict[str, Any]) -> str:
-    kind = error["type"]
-    given = error.get("input")
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "value_error":
-        return str(error["ctx"]["error"])
-    if kind in ("int_type", "int_parsing"):
-        return f"expected an integer, got {given!r}"
-    if kind in ("string_type",):
-        return f"expected a string, got {given!r}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false, got {given!r}"
-    if kind in ("list_type",):
-        return f"expected a list, got {given!r}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping of keys, got {given!r}"
-    if kind == "literal_error":
-        return f"expected one of {error['ctx']['expected']}, got {given!r}"
-    if kind in ("greater_than_equal", "less_than_equal"):
-        return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {given!r}"
-    if kind == "string_pattern_mismatch":
-        return (
-            f"expected an absolute path at least two folders deep (e.g. /var/lib/regkit/registry), "
-            f"of letters, digits, '.', '_' and '-', without '.' or '..' parts, got {given!r}"
-        )
-    return f"{error['msg']}, got {given!r}"
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> str:
-    """ "; allowed keys: ..." for the mapping that holds the unknown key at ``loc``."""
-    model: Any = Inventory
-    parts = list(loc[:-1])
-    while parts:
-        part = parts.pop(0)
-        if model is Inventory and part == "hosts":
-            model = Host
-            parts = parts[1:]  # skip the alias
-            continue
-        field = model.model_fields.get(part)
-        if field is None or not hasattr(field.annotation, "model_fields"):
-            return ""
-        model = field.annotation
-    names = [n for n in model.model_fields if n != "source"]
-    return "; allowed keys: " + ", ".join(names)
-
-
-def _format(path: Path, exc: ValidationError) -> str:
-    errors = exc.errors()
-    first = errors[0]
-    loc = tuple(first["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    message = f"{path}: {key}: {_describe(first)}"
-    if first["type"] == "extra_forbidden":
-        message += _allowed_keys(loc)
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return message
-
-
 def inventory_path() -> Path:
     """The inventory file to use: ``$REGISTRY_INVENTORY`` or ./inventory.yaml."""
     return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
@@ -369,7 +276,7 @@ def load(path: Path | None = None) -> Inventory:
             f"{path}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
         ) from None
     try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
@@ -385,7 +292,7 @@ def load(path: Path | None = None) -> Inventory:
     try:
         return Inventory.model_validate({**data, "source": path})
     except ValidationError as exc:
-        raise InventoryError(_format(path, exc)) from None
+        raise InventoryError(format_error(path, exc, Inventory)) from None
 
 
 @task

@@ -8,14 +8,15 @@ Files (under ``<state_dir>/pki``):
 - ``server.key`` / ``server.crt``  the key and certificate nginx serves (key 0600).
 
 The passphrase comes from ``REGISTRY_CA_PASSPHRASE`` or a prompt, never from argv.
+
+This module keeps that state on disk (init, renew, CA rotation, the checks before a
+deploy) and holds the ``pki.*`` tasks; the keys and certificates themselves are built
+and inspected in ``tasks.certificates``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
-import hashlib
-import ipaddress
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,12 +24,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from invoke import Collection, Context
 
-from tasks import inventory
+from tasks import certificates, inventory
 from tasks.cli import task
 from tasks.errors import PkiError
 from tasks.inventory import Inventory
@@ -37,9 +37,6 @@ from tasks.state import atomic_write, ensure_private_dir
 
 PASSPHRASE_ENV = "REGISTRY_CA_PASSPHRASE"  # noqa: S105 - a variable name
 MIN_PASSPHRASE = 8
-CLOCK_SKEW = dt.timedelta(minutes=5)
-
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @dataclass(frozen=True)
@@ -77,128 +74,6 @@ def paths(inv: Inventory) -> Paths:
     return Paths(inv.state_path / "pki")
 
 
-def new_key(key_type: str) -> PrivateKey:
-    """A fresh private key: ``ec-p256`` (default), ``rsa-2048`` or ``rsa-4096``."""
-    if key_type == "ec-p256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if key_type in ("rsa-2048", "rsa-4096"):
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
-    raise PkiError(f"unknown key type {key_type!r}; use ec-p256, rsa-2048 or rsa-4096")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def build_ca(key: PrivateKey, organization: str, domain: str, days: int) -> x509.Certificate:
-    """A self-signed CA certificate that may sign server certificates only."""
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{organization} registry CA for {domain}"),
-        ]
-    )
-    now = _now()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def subject_alt_names(domain: str, names: list[str], ips: list[str]) -> list[x509.GeneralName]:
-    """The SANs for the server certificate: the domain first, then every extra name and IP."""
-    out: list[x509.GeneralName] = [x509.DNSName(domain)]
-    out += [x509.DNSName(n) for n in names if n != domain]
-    out += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-    return out
-
-
-def build_server_cert(
-    ca_cert: x509.Certificate,
-    ca_key: PrivateKey,
-    key: PrivateKey,
-    sans: list[x509.GeneralName],
-    days: int,
-) -> x509.Certificate:
-    """A TLS server certificate for ``sans``, signed by the CA."""
-    first = sans[0].value
-    now = _now()
-    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    is_rsa = isinstance(key, rsa.RSAPrivateKey)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(first))]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=is_rsa,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-
-def key_pem(key: PrivateKey, passphrase: str | None = None) -> bytes:
-    """PKCS#8 PEM; encrypted with the best available scheme when a passphrase is given."""
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase.encode())
-        if passphrase
-        else serialization.NoEncryption()
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
-
-
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def read_cert(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
@@ -211,7 +86,7 @@ def read_cert(path: Path) -> x509.Certificate:
         ) from None
 
 
-def read_key(path: Path, passphrase: str | None = None) -> PrivateKey:
+def read_key(path: Path, passphrase: str | None = None) -> certificates.PrivateKey:
     """Load a private key; a wrong passphrase or damaged file is a clear PkiError."""
     try:
         data = path.read_bytes()
@@ -255,19 +130,9 @@ def ask_passphrase(confirm: bool) -> str:
     return value
 
 
-def fingerprint(cert: x509.Certificate) -> str:
-    """SHA-256 fingerprint as colon-separated hex, as openssl prints it."""
-    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
-
-
-def sha256_pem(cert: x509.Certificate) -> str:
-    """SHA-256 of the certificate's PEM file as written here (to compare files on hosts)."""
-    return hashlib.sha256(cert_pem(cert)).hexdigest()
-
-
 def wanted_sans(inv: Inventory) -> list[x509.GeneralName]:
     reg = inv.registry
-    return subject_alt_names(reg.domain, reg.extra_names, reg.extra_ips)
+    return certificates.subject_alt_names(reg.domain, reg.extra_names, reg.extra_ips)
 
 
 def issue_server(inv: Inventory, passphrase: str) -> x509.Certificate:
@@ -275,10 +140,12 @@ def issue_server(inv: Inventory, passphrase: str) -> x509.Certificate:
     p = paths(inv)
     ca_cert = read_cert(p.ca_cert)
     ca_key = read_key(p.ca_key, passphrase)
-    key = new_key(inv.pki.key_type)
-    cert = build_server_cert(ca_cert, ca_key, key, wanted_sans(inv), inv.pki.server_days)
-    atomic_write(p.server_key, key_pem(key), mode=0o600)
-    atomic_write(p.server_cert, cert_pem(cert), mode=0o644)
+    key = certificates.new_key(inv.pki.key_type)
+    cert = certificates.build_server_cert(
+        ca_cert, ca_key, key, wanted_sans(inv), inv.pki.server_days
+    )
+    atomic_write(p.server_key, certificates.key_pem(key), mode=0o600)
+    atomic_write(p.server_cert, certificates.cert_pem(cert), mode=0o644)
     return cert
 
 
@@ -293,7 +160,7 @@ def trusted_cas(inv: Inventory) -> list[x509.Certificate]:
 
 def trust_bundle(inv: Inventory) -> bytes:
     """Every trusted CA as one PEM file (Docker's certs.d and the host's own check use it)."""
-    return b"".join(cert_pem(ca) for ca in trusted_cas(inv))
+    return b"".join(certificates.cert_pem(ca) for ca in trusted_cas(inv))
 
 
 def rotate_ca(inv: Inventory, passphrase: str) -> x509.Certificate:
@@ -305,10 +172,10 @@ def rotate_ca(inv: Inventory, passphrase: str) -> x509.Certificate:
             f"{p.next_ca_cert}: a CA rotation is already under way; finish it with "
             "'invoke pki.retire-ca' (after 'fab trust-ca' and 'fab deploy')"
         )
-    key = new_key(inv.pki.key_type)
-    ca = build_ca(key, inv.pki.organization, inv.registry.domain, inv.pki.ca_days)
-    atomic_write(p.next_ca_key, key_pem(key, passphrase), mode=0o600)
-    atomic_write(p.next_ca_cert, cert_pem(ca), mode=0o644)
+    key = certificates.new_key(inv.pki.key_type)
+    ca = certificates.build_ca(key, inv.pki.organization, inv.registry.domain, inv.pki.ca_days)
+    atomic_write(p.next_ca_key, certificates.key_pem(key, passphrase), mode=0o600)
+    atomic_write(p.next_ca_cert, certificates.cert_pem(ca), mode=0o644)
     return ca
 
 
@@ -321,7 +188,7 @@ def retire_ca(inv: Inventory, passphrase: str) -> Path:
             f"{p.next_ca_cert}: no CA rotation under way; start one with 'invoke pki.rotate-ca'"
         )
     read_key(p.next_ca_key, passphrase)
-    retired = p.root.parent / f"pki.retired-{_now():%Y%m%dT%H%M%SZ}"
+    retired = p.root.parent / f"pki.retired-{certificates.utc_now():%Y%m%dT%H%M%SZ}"
     ensure_private_dir(retired)
     for old in (p.ca_key, p.ca_cert, p.server_key, p.server_cert):
         shutil.copy2(old, retired / old.name)
@@ -352,15 +219,17 @@ def init_pki(inv: Inventory, passphrase: str, force: bool = False) -> Path | Non
     if not force:
         refuse_existing_ca(p)
     elif ca_exists(p):
-        stamp = _now().strftime("%Y%m%dT%H%M%SZ")
+        stamp = certificates.utc_now().strftime("%Y%m%dT%H%M%SZ")
         backup = p.root.parent / f"pki.bak-{stamp}"
         shutil.copytree(p.root, backup)
         os.chmod(backup, 0o700)
     ensure_private_dir(p.root)
-    ca_key = new_key(inv.pki.key_type)
-    ca_cert = build_ca(ca_key, inv.pki.organization, inv.registry.domain, inv.pki.ca_days)
-    atomic_write(p.ca_key, key_pem(ca_key, passphrase), mode=0o600)
-    atomic_write(p.ca_cert, cert_pem(ca_cert), mode=0o644)
+    ca_key = certificates.new_key(inv.pki.key_type)
+    ca_cert = certificates.build_ca(
+        ca_key, inv.pki.organization, inv.registry.domain, inv.pki.ca_days
+    )
+    atomic_write(p.ca_key, certificates.key_pem(ca_key, passphrase), mode=0o600)
+    atomic_write(p.ca_cert, certificates.cert_pem(ca_cert), mode=0o644)
     issue_server(inv, passphrase)
     return backup
 
@@ -386,41 +255,14 @@ def check_server(inv: Inventory) -> None:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
         raise PkiError(f"{p.server_cert}: not signed by {p.ca_cert.name}; {fix}") from None
-    if days_left(cert) < 0:
+    if certificates.days_left(cert) < 0:
         raise PkiError(f"{p.server_cert}: expired on {cert.not_valid_after_utc:%Y-%m-%d}; {fix}")
     wanted = [str(n.value) for n in wanted_sans(inv)]
-    if cert_sans(cert) != wanted:
+    if certificates.cert_sans(cert) != wanted:
         raise PkiError(
-            f"{p.server_cert}: names {cert_sans(cert)} differ from the inventory's {wanted}; {fix}"
+            f"{p.server_cert}: names {certificates.cert_sans(cert)} differ "
+            f"from the inventory's {wanted}; {fix}"
         )
-
-
-def cert_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return [str(n.value) for n in ext]
-
-
-def days_left(cert: x509.Certificate) -> int:
-    return (cert.not_valid_after_utc - _now()).days
-
-
-def describe(label: str, cert: x509.Certificate, warn_days: int) -> list[str]:
-    """Lines for ``pki.show``; the last one is a warning when expiry is near."""
-    left = days_left(cert)
-    lines = [
-        f"{label}:",
-        f"  subject:     {cert.subject.rfc4514_string()}",
-        f"  issuer:      {cert.issuer.rfc4514_string()}",
-        f"  SANs:        {', '.join(cert_sans(cert)) or '(none)'}",
-        f"  not after:   {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({left} days left)",
-        f"  SHA-256:     {fingerprint(cert)}",
-    ]
-    if left < warn_days:
-        lines.append(f"  WARNING: {label} expires in {left} days (under {warn_days})")
-    return lines
 
 
 @task(
@@ -440,8 +282,10 @@ def init(c: Context, force: bool = False) -> None:
     if backup:
         rep.info(f"old PKI kept in {backup}")
     rep.changed("local", "CA", f"{p.ca_cert}, key encrypted at {p.ca_key}")
-    rep.changed("local", "server certificate", ", ".join(cert_sans(read_cert(p.server_cert))))
-    rep.info(f"CA SHA-256 fingerprint: {fingerprint(read_cert(p.ca_cert))}")
+    rep.changed(
+        "local", "server certificate", ", ".join(certificates.cert_sans(read_cert(p.server_cert)))
+    )
+    rep.info(f"CA SHA-256 fingerprint: {certificates.fingerprint(read_cert(p.ca_cert))}")
 
 
 @task
@@ -452,7 +296,7 @@ def renew(c: Context) -> None:
     Report().changed(
         "local",
         "server certificate",
-        f"serial {cert.serial_number:x}, {', '.join(cert_sans(cert))}, "
+        f"serial {cert.serial_number:x}, {', '.join(certificates.cert_sans(cert))}, "
         f"until {cert.not_valid_after_utc:%Y-%m-%d}",
     )
 
@@ -464,16 +308,20 @@ def show(c: Context) -> None:
     p = paths(inv)
     warn = inv.pki.warn_days
     ca, server = read_cert(p.ca_cert), read_cert(p.server_cert)
-    for line in describe("CA", ca, warn) + describe("server certificate", server, warn):
+    lines = certificates.describe("CA", ca, warn)
+    lines += certificates.describe("server certificate", server, warn)
+    for line in lines:
         print(line)
     if p.next_ca_cert.exists():
-        for line in describe("next CA (rotation under way)", read_cert(p.next_ca_cert), warn):
+        for line in certificates.describe(
+            "next CA (rotation under way)", read_cert(p.next_ca_cert), warn
+        ):
             print(line)
     wanted = [str(n.value) for n in wanted_sans(inv)]
-    if cert_sans(server) != wanted:
+    if certificates.cert_sans(server) != wanted:
         print(
-            f"  WARNING: the server certificate names {cert_sans(server)} differ from the "
-            f"inventory's {wanted}; run 'invoke pki.renew'"
+            f"  WARNING: the server certificate names {certificates.cert_sans(server)} differ "
+            f"from the inventory's {wanted}; run 'invoke pki.renew'"
         )
 
 
@@ -483,7 +331,9 @@ def rotate_ca_task(c: Context) -> None:
     inv = inventory.load()
     ca = rotate_ca(inv, ask_passphrase(confirm=False))
     rep = Report()
-    rep.changed("local", "next CA", f"{paths(inv).next_ca_cert}, SHA-256 {fingerprint(ca)}")
+    rep.changed(
+        "local", "next CA", f"{paths(inv).next_ca_cert}, SHA-256 {certificates.fingerprint(ca)}"
+    )
     rep.info(
         "next: 'fab trust-ca' and 'fab deploy' (both CAs trusted), then 'invoke pki.retire-ca'"
     )

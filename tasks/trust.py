@@ -14,7 +14,7 @@ import time
 
 from invoke import Collection, Context
 
-from tasks import inventory, pki, scripts
+from tasks import certificates, inventory, pki, scripts
 from tasks.cli import read_secret_stdin, task
 from tasks.inventory import Inventory
 from tasks.plans import trust as planner
@@ -89,7 +89,7 @@ def trust_host(
     login: tuple[str, str] | None,
     dry_run: bool = False,
 ) -> TrustPlan:
-    pems = [pki.cert_pem(ca) for ca in pki.trusted_cas(inv)]
+    pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(inv)]
     bundle = b"".join(pems)
     flavor, facts = read_facts(inv, target, pems)
     plan = planner.plan(inv, flavor, facts, pems)
@@ -138,7 +138,7 @@ def ensure_login(inv: Inventory, target: Target, report: Report, user: str, pass
 
 
 def untrust_host(inv: Inventory, target: Target, report: Report, dry_run: bool = False) -> None:
-    pems = [pki.cert_pem(ca) for ca in pki.trusted_cas(inv)]
+    pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(inv)]
     flavor, facts = read_facts(inv, target, pems)
     plan = planner.untrust_plan(inv, flavor, facts)
     apply(inv, target, report, plan, facts, b"", dry_run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from tasks import pki
+from tasks import certificates, pki
 from tests.lab.conftest import (
     PASSPHRASE,
     Lab,
@@ -23,7 +23,7 @@ BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def copies(lab: Lab, alias: str, ca: x509.Certificate) -> int:
-    line = pki.cert_pem(ca).decode().splitlines()[1]
+    line = certificates.cert_pem(ca).decode().splitlines()[1]
     return int(sh(lab.connect(alias), f"grep -c -F -e '{line}' {BUNDLE} || true"))
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tasks import health, pki
+from tasks import certificates, health
 
 NOT_AFTER = "notAfter=Dec 30 03:15:00 2027 GMT;serial=18C15D46;"
 
@@ -24,9 +24,9 @@ def near(days: int) -> str:
 
 
 def test_expiry_problems() -> None:
-    key = pki.new_key("ec-p256")
-    ca = pki.build_ca(key, "org", "a.example", days=3650)
-    short_ca = pki.build_ca(key, "org", "a.example", days=40)
+    key = certificates.new_key("ec-p256")
+    ca = certificates.build_ca(key, "org", "a.example", days=3650)
+    short_ca = certificates.build_ca(key, "org", "a.example", days=40)
     assert health.expiry_problems(ca, health.served_certificate(near(100)), 30) == []
     [problem] = health.expiry_problems(ca, health.served_certificate(near(10)), 30)
     assert problem.startswith("the served certificate expires in 10 days (under 30)")

@@ -16,7 +16,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from tasks import pki
+from tasks import certificates, pki
 from tasks.errors import PkiError
 from tasks.inventory import Inventory
 from tests.unit.conftest import PASSPHRASE
@@ -148,8 +148,8 @@ def test_rsa_keys_on_request(inv: Inventory, key_type: str) -> None:
 
 def test_show_warns_near_expiry(pki_inv: Inventory) -> None:
     cert = pki.read_cert(pki.paths(pki_inv).server_cert)
-    assert not any("WARNING" in line for line in pki.describe("server", cert, 30))
-    assert "WARNING: server expires in" in pki.describe("server", cert, 400)[-1]
+    assert not any("WARNING" in line for line in certificates.describe("server", cert, 30))
+    assert "WARNING: server expires in" in certificates.describe("server", cert, 400)[-1]
 
 
 def test_missing_ca_says_to_run_init(inv: Inventory) -> None:
@@ -158,9 +158,11 @@ def test_missing_ca_says_to_run_init(inv: Inventory) -> None:
 
 
 def test_server_cert_never_outlives_the_ca() -> None:
-    key = pki.new_key("ec-p256")
-    ca = pki.build_ca(key, "org", "a.example", days=30)
-    leaf = pki.build_server_cert(ca, key, pki.new_key("ec-p256"), [x509.DNSName("a.example")], 397)
+    key = certificates.new_key("ec-p256")
+    ca = certificates.build_ca(key, "org", "a.example", days=30)
+    leaf = certificates.build_server_cert(
+        ca, key, certificates.new_key("ec-p256"), [x509.DNSName("a.example")], 397
+    )
     assert leaf.not_valid_after_utc <= ca.not_valid_after_utc
 
 
@@ -172,7 +174,7 @@ def test_ca_rotation_then_retirement(pki_inv: Inventory) -> None:
         old.serial_number,
         new.serial_number,
     ]
-    assert pki.trust_bundle(pki_inv) == pki.cert_pem(old) + pki.cert_pem(new)
+    assert pki.trust_bundle(pki_inv) == certificates.cert_pem(old) + certificates.cert_pem(new)
     with pytest.raises(PkiError, match="a CA rotation is already under way"):
         pki.rotate_ca(pki_inv, PASSPHRASE)
     pki.read_cert(p.server_cert).verify_directly_issued_by(old)
@@ -200,7 +202,7 @@ def test_damaged_local_state_is_caught_before_any_upload(pki_inv: Inventory) -> 
     p = pki.paths(pki_inv)
     pki.check_server(pki_inv)
     good_key = p.server_key.read_bytes()
-    p.server_key.write_bytes(pki.key_pem(pki.new_key("ec-p256")))
+    p.server_key.write_bytes(certificates.key_pem(certificates.new_key("ec-p256")))
     with pytest.raises(
         PkiError, match=r"server\.crt: does not match server\.key; run 'invoke pki\.renew'"
     ):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import accounts, deploy, health, pki, render, trust, users, wanted
+from tasks import accounts, certificates, deploy, health, pki, render, trust, users, wanted
 from tasks.inventory import Inventory
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
@@ -46,7 +46,7 @@ def deploy_scripts(inv: Inventory) -> dict[str, str]:
 
 def trust_scripts(inv: Inventory) -> dict[str, str]:
     """The scripts trust-ca and untrust-ca run, for every flavor they know."""
-    pems = [pki.cert_pem(ca) for ca in pki.trusted_cas(inv)]
+    pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(inv)]
     bundle = b"".join(pems)
     facts = trust_planner.TrustFacts(systemd=True)
     out = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import pki
+from tasks import certificates, pki
 from tasks.inventory import Inventory
 from tasks.plans import trust
 from tasks.plans.trust import TrustFacts
@@ -94,8 +94,10 @@ def test_generic_bundle_holds_the_ca_once_however_often_it_runs(
 
 
 def test_plan_carries_both_cas_during_a_rotation_then_drops_the_old(pki_inv: Inventory) -> None:
-    current = pki.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
-    following = pki.cert_pem(pki.build_ca(pki.new_key("ec-p256"), "org", "a.example", 3650))
+    current = certificates.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
+    following = certificates.cert_pem(
+        certificates.build_ca(certificates.new_key("ec-p256"), "org", "a.example", 3650)
+    )
     store, store_next = (trust.store_path(pki_inv, "debian", x) for x in trust.SUFFIXES)
     rotating = trust.plan(pki_inv, "debian", TrustFacts(), [current, following])
     assert {u.path: u.content for u in rotating.uploads} == {
@@ -116,7 +118,7 @@ def test_plan_carries_both_cas_during_a_rotation_then_drops_the_old(pki_inv: Inv
 
 
 def test_docker_restarts_only_when_the_system_store_changes(pki_inv: Inventory) -> None:
-    current = pki.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
+    current = certificates.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
     fresh = trust.plan(pki_inv, "debian", TrustFacts(docker=True), [current])
     assert fresh.system_changed and fresh.restart_docker
     installed = {u.path: u.fact for u in fresh.uploads}
@@ -128,7 +130,7 @@ def test_docker_restarts_only_when_the_system_store_changes(pki_inv: Inventory) 
 
 
 def test_untrust_removes_what_trust_placed_and_restarts_docker(pki_inv: Inventory) -> None:
-    current = pki.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
+    current = certificates.cert_pem(pki.read_cert(pki.paths(pki_inv).ca_cert))
     installed = {
         u.path: u.fact for u in trust.plan(pki_inv, "debian", TrustFacts(), [current]).uploads
     }
