@@ -71,9 +71,5 @@ def apt_install(package: str) -> str:
     )
 
 
-def remove_files(paths: Iterable[str]) -> str:
-    return join("rm", "-f", *paths)
-
-
 def read_file(path: str) -> str:
     return join("cat", path)

@@ -12,17 +12,16 @@ import difflib
 import sys
 import time
 from collections.abc import Callable
-from pathlib import PurePosixPath
 
 from invoke import Collection, Context
 
-from tasks import certificates, commands, inventory, pki, scripts, users, wanted
+from tasks import certificates, commands, inventory, pki, users, wanted
 from tasks.cli import task
 from tasks.errors import PkiError, RegkitError, RemoteError
 from tasks.inventory import Inventory
-from tasks.layout import BACKEND, NETWORK, NGINX, NGINX_IMAGE, REGISTRY, REMOTE_DIR
 from tasks.plans import deploy as planner
 from tasks.plans import deploy_facts
+from tasks.plans import undeploy as undeploy_planner
 from tasks.plans.deploy import DeployPlan, Step
 from tasks.plans.deploy_facts import DeployFacts
 from tasks.remote.fanout import each_host, hosts_for
@@ -180,31 +179,28 @@ def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
     report.info("next: make Docker hosts trust it with 'fab -H <client> trust-ca'")
 
 
-def undeploy_script() -> str:
-    """Remove the containers, networks and proxy images; print each thing removed."""
-    return scripts.script(
-        "undeploy",
-        containers=[NGINX, REGISTRY],
-        networks=[NETWORK, BACKEND],
-        nginx_image=NGINX_IMAGE,
-    )
-
-
-def undeploy_host(inv: Inventory, target: Target, report: Report, purge_data: bool) -> None:
+def undeploy_host(
+    inv: Inventory, target: Target, report: Report, purge_data: bool, dry_run: bool = False
+) -> None:
     """Remove the containers, networks and proxy images; the data only with ``purge_data``."""
-    output = target.check(undeploy_script(), "removing containers").stdout
-    removed = [line for line in output.split("\n") if line]
-    for thing in removed:
-        report.changed(target.alias, thing, "removed")
-    if not removed:
-        report.unchanged(target.alias, "containers", "none were running")
+    alias = target.alias
+    output = target.check(undeploy_planner.facts_script(inv), "reading the host").stdout
+    plan = undeploy_planner.plan(inv, undeploy_planner.parse_facts(output), purge_data)
+    if not dry_run:
+        for what, command in plan.commands():
+            target.check(command, what)
+    suffix = " (dry run)" if dry_run else ""
+    for container in plan.containers:
+        report.changed(alias, f"container {container}", "removed" + suffix)
+    for network in plan.networks:
+        report.changed(alias, f"network {network}", "removed" + suffix)
+    if not plan.containers:
+        report.unchanged(alias, "containers", "none were running")
     data = inv.registry.data_dir
     if purge_data:
-        certs_d = str(PurePosixPath(inv.registry.certs_d).parent)
-        target.check(commands.join("rm", "-rf", data, REMOTE_DIR, certs_d), "purging data")
-        report.changed(target.alias, f"data {data}", "deleted with /etc/regkit")
+        report.changed(alias, f"data {data}", "deleted with /etc/regkit" + suffix)
     else:
-        report.unchanged(target.alias, f"data {data}", "kept (--purge-data deletes it)")
+        report.unchanged(alias, f"data {data}", "kept (--purge-data deletes it)")
 
 
 @task(
@@ -212,15 +208,22 @@ def undeploy_host(inv: Inventory, target: Target, report: Report, purge_data: bo
     help={
         "purge-data": "Also delete the registry's data (every pushed image) and /etc/regkit.",
         "yes": "Do not ask for confirmation of --purge-data.",
+        "dry-run": "Read each host and say what would be removed; remove nothing.",
         "force": "Act on -H hosts whose inventory role is not registry.",
     },
 )
-def undeploy(c: Context, purge_data: bool = False, yes: bool = False, force: bool = False) -> None:
+def undeploy(
+    c: Context,
+    purge_data: bool = False,
+    yes: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+) -> None:
     """Stop and remove the registry and proxy containers; keep pushed images unless told."""
     inv = inventory.load()
     aliases = hosts_for(c, inv, "registry", "undeploy", force)
     report = Report()
-    if purge_data and not yes:
+    if purge_data and not yes and not dry_run:
         if not sys.stdin.isatty():
             raise RegkitError("--purge-data needs confirmation: add --yes when not at a terminal")
         answer = input(
@@ -232,7 +235,7 @@ def undeploy(c: Context, purge_data: bool = False, yes: bool = False, force: boo
 
     def work(target: Target) -> None:
         with host_lock(target, "undeploy"):
-            undeploy_host(inv, target, report, purge_data)
+            undeploy_host(inv, target, report, purge_data, dry_run)
 
     each_host(c, inv, aliases, report, "undeploy", work)
 

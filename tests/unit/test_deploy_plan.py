@@ -76,18 +76,6 @@ def test_run_spec_digest_follows_every_argument() -> None:
     assert joined.digest != SPEC.digest
 
 
-def test_a_container_on_two_networks_joins_the_second_before_it_starts() -> None:
-    spec = RunSpec("web", "nginx:1", ("--network", "edge", "-p", "443:443"), ("back end",))
-    assert commands.docker_start(spec) == (
-        f"docker create --name web --label regkit.spec={spec.digest} --network edge -p 443:443 "
-        "nginx:1 && docker network connect 'back end' web && docker start web"
-    )
-    assert commands.docker_start(SPEC) == (
-        f"docker run -d --name regkit-registry --label regkit.spec={SPEC.digest} "
-        "--network regkit registry:2.8.3"
-    )
-
-
 def test_the_registry_is_only_on_the_internal_network(pki_inv: Inventory) -> None:
     users.set_password(pki_inv, "alice", "correct horse battery")
     reg = wanted.registry_spec(pki_inv, "0" * 64)

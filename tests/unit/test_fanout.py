@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from invoke import Config, Context
 
-from tasks import inventory
+from tasks import inventory, users
 from tasks.inventory import ENV_VAR, Inventory
 from tasks.remote.fanout import hosts_for
 from tests.unit.conftest import base_inventory
@@ -109,3 +109,19 @@ def test_without_h_a_task_acts_on_every_host_of_its_role(pki_inv: Inventory) -> 
     assert hosts_for(context([]), pki_inv, "client", "trust-ca") == ["client1"]
     assert hosts_for(context(["regbox"]), pki_inv, "registry", "gc") == ["regbox"]
     assert hosts_for(Context(), pki_inv, "registry", "gc") == ["regbox"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("task", ["status", "users", "check-expiry", "catalog"])
+def test_read_only_tasks_write_nothing_locally(unreachable: Path, task: str) -> None:
+    """Before any deploy, with a CA and a user: the read-only tasks make no secret, no
+    probe login and no http secret, whatever they find on the hosts."""
+    inv = inventory.load(unreachable)
+    users.set_password(inv, "alice", "correct horse battery")
+    before = snapshot(inv.state_path)
+    out = fab(unreachable, "-H", "reg-a", task)
+    assert "Traceback" not in out.stderr
+    assert snapshot(inv.state_path) == before

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks import accounts, certificates, deploy, health, pki, render, trust, users, wanted
+from tasks import accounts, certificates, health, pki, render, trust, users, wanted
 from tasks.inventory import Inventory
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
 from tasks.plans import deploy_facts
 from tasks.plans import maintenance as maintenance_planner
 from tasks.plans import trust as trust_planner
+from tasks.plans import undeploy as undeploy_planner
 from tasks.remote import lock, upload
 from tasks.remote.upload import Upload
 
@@ -40,7 +41,7 @@ def deploy_scripts(inv: Inventory) -> dict[str, str]:
         "verify": planner.verify_script(inv, full=True),
         "verify (read back)": planner.verify_script(inv, full=False),
         **{f"deploy step: {s.subject}": s.command for s in steps if s.command},
-        "undeploy": deploy.undeploy_script(),
+        "undeploy-facts": undeploy_planner.facts_script(inv),
     }
 
 

@@ -1,0 +1,84 @@
+"""The undeploy plan: what of regkit is on a registry host, and what goes (pure).
+
+The containers, networks and proxy images always go; the registry's data,
+/etc/regkit and Docker's trust of the registry only with ``--purge-data``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from tasks import commands, scripts
+from tasks.facts import parse_values
+from tasks.inventory import Inventory
+from tasks.layout import BACKEND, NETWORK, NGINX, NGINX_IMAGE, REGISTRY, REMOTE_DIR
+
+
+@dataclass(frozen=True)
+class UndeployFacts:
+    containers: tuple[str, ...]
+    networks: tuple[str, ...]
+    images: tuple[str, ...]
+    paths: tuple[str, ...]
+
+
+def purged_paths(inv: Inventory) -> tuple[str, ...]:
+    """What ``--purge-data`` deletes: every pushed image, /etc/regkit, Docker's trust."""
+    reg = inv.registry
+    return (reg.data_dir, REMOTE_DIR, str(PurePosixPath(reg.certs_d).parent))
+
+
+def facts_script(inv: Inventory) -> str:
+    return scripts.script(
+        "undeploy-facts",
+        containers=[NGINX, REGISTRY],
+        networks=[NETWORK, BACKEND],
+        nginx_image=NGINX_IMAGE,
+        paths=purged_paths(inv),
+    )
+
+
+def parse_facts(output: str) -> UndeployFacts:
+    values = parse_values(output)
+
+    def present(prefix: str) -> tuple[str, ...]:
+        return tuple(key[len(prefix) :] for key in values if key.startswith(prefix))
+
+    return UndeployFacts(
+        containers=present("container:"),
+        networks=present("network:"),
+        images=tuple(values.get("images", "").split()),
+        paths=present("path:"),
+    )
+
+
+@dataclass(frozen=True)
+class UndeployPlan:
+    containers: tuple[str, ...]
+    networks: tuple[str, ...]
+    images: tuple[str, ...]
+    purge: tuple[str, ...]
+    kept: tuple[str, ...]
+
+    def commands(self) -> list[tuple[str, str]]:
+        """(what, command) in order: containers, then networks, images, purged paths."""
+        steps = [
+            ("removing containers", ("docker", "rm", "-f"), self.containers),
+            ("removing networks", ("docker", "network", "rm"), self.networks),
+            ("removing proxy images", ("docker", "rmi", "-f"), self.images),
+            ("purging data", ("rm", "-rf"), self.purge),
+        ]
+        return [(what, commands.join(*verb, *args)) for what, verb, args in steps if args]
+
+
+def plan(inv: Inventory, facts: UndeployFacts, purge_data: bool) -> UndeployPlan:
+    wanted = purged_paths(inv)
+    present = tuple(p for p in wanted if p in facts.paths)
+    return UndeployPlan(
+        containers=tuple(c for c in (NGINX, REGISTRY) if c in facts.containers),
+        networks=tuple(n for n in (NETWORK, BACKEND) if n in facts.networks),
+        images=facts.images,
+        purge=present if purge_data else (),
+        kept=() if purge_data else present,
+    )

@@ -1,0 +1,84 @@
+"""The command builders, as exact strings: what runs on a host is what is tested here."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import commands
+from tasks.wanted import RunSpec
+
+
+def test_join_quotes_every_argument() -> None:
+    assert commands.join("rm", "-f", "/a b", "x;y", "$(z)") == "rm -f '/a b' 'x;y' '$(z)'"
+
+
+def test_docker_start_runs_a_container_on_one_network() -> None:
+    spec = RunSpec("reg", "registry:2.8.3", ("--network", "back", "-v", "/d:/var/lib/registry"))
+    assert commands.docker_start(spec) == (
+        f"docker run -d --name reg --label regkit.spec={spec.digest} "
+        "--network back -v /d:/var/lib/registry registry:2.8.3"
+    )
+
+
+def test_docker_start_joins_more_networks_before_the_container_starts() -> None:
+    spec = RunSpec("web", "nginx:1", ("--network", "edge", "-p", "443:443"), ("back end",))
+    assert commands.docker_start(spec) == (
+        f"docker create --name web --label regkit.spec={spec.digest} --network edge -p 443:443 "
+        "nginx:1 && docker network connect 'back end' web && docker start web"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "command"),
+    [
+        ((), "docker network create regkit >/dev/null"),
+        (
+            ("--internal", "-o", "com.docker.network.bridge.inhibit_ipv4=true"),
+            "docker network create --internal -o com.docker.network.bridge.inhibit_ipv4=true "
+            "regkit >/dev/null",
+        ),
+    ],
+)
+def test_network_create(options: tuple[str, ...], command: str) -> None:
+    assert commands.network_create("regkit", options) == command
+
+
+def test_image_pull_prints_the_image_id() -> None:
+    assert commands.image_pull("registry:2.8.3") == (
+        "docker pull -q registry:2.8.3 >/dev/null && "
+        "docker image inspect --format '{{.Id}}' registry:2.8.3"
+    )
+
+
+def test_image_build() -> None:
+    assert commands.image_build("regkit-nginx:abc", "/etc/regkit/nginx") == (
+        "docker build -t regkit-nginx:abc /etc/regkit/nginx"
+    )
+
+
+def test_nginx_test_mounts_the_live_secrets_and_resolves_the_registry_locally() -> None:
+    assert commands.nginx_test("regkit-nginx:abc") == (
+        "docker run --rm --add-host registry:127.0.0.1 "
+        "-v /etc/regkit/tls:/etc/nginx/regkit/tls:ro "
+        "-v /etc/regkit/auth:/etc/nginx/regkit/auth:ro regkit-nginx:abc nginx -t"
+    )
+
+
+def test_nginx_reload_tests_first() -> None:
+    assert commands.nginx_reload() == (
+        "docker exec regkit-nginx nginx -t 2>&1 && docker exec regkit-nginx nginx -s reload"
+    )
+
+
+def test_apt_install_updates_the_lists_only_when_the_first_try_fails() -> None:
+    install = "apt-get install -y -q --no-install-recommends apache2-utils"
+    assert commands.apt_install("apache2-utils") == (
+        "export DEBIAN_FRONTEND=noninteractive\n"
+        f"{install} >/dev/null 2>&1 || {{ apt-get update -q >/dev/null && {install} >/dev/null; }}"
+    )
+
+
+def test_read_file() -> None:
+    assert commands.read_file("/etc/regkit/nginx/nginx.conf") == (
+        "cat /etc/regkit/nginx/nginx.conf"
+    )

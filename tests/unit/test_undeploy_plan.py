@@ -1,0 +1,49 @@
+"""The undeploy plan: what of regkit is on a host, and what goes."""
+
+from __future__ import annotations
+
+from tasks.inventory import Inventory
+from tasks.plans import undeploy as planner
+
+DEPLOYED = "\n".join(
+    [
+        "container:regkit-nginx\tyes",
+        "container:regkit-registry\tyes",
+        "network:regkit\tyes",
+        "network:regkit-backend\tyes",
+        "images\tsha256:aa sha256:bb ",
+        "path:/var/lib/regkit/registry\tyes",
+        "path:/etc/regkit\tyes",
+        "path:/etc/docker/certs.d/registry.unit.test\tyes",
+    ]
+)
+
+
+def test_undeploy_removes_containers_networks_and_images_and_keeps_the_data(
+    inv: Inventory,
+) -> None:
+    plan = planner.plan(inv, planner.parse_facts(DEPLOYED), purge_data=False)
+    assert plan.commands() == [
+        ("removing containers", "docker rm -f regkit-nginx regkit-registry"),
+        ("removing networks", "docker network rm regkit regkit-backend"),
+        ("removing proxy images", "docker rmi -f sha256:aa sha256:bb"),
+    ]
+    assert plan.kept == (
+        "/var/lib/regkit/registry",
+        "/etc/regkit",
+        "/etc/docker/certs.d/registry.unit.test",
+    )
+
+
+def test_purge_data_deletes_the_data_and_configuration_too(inv: Inventory) -> None:
+    plan = planner.plan(inv, planner.parse_facts(DEPLOYED), purge_data=True)
+    assert plan.commands()[-1] == (
+        "purging data",
+        "rm -rf /var/lib/regkit/registry /etc/regkit /etc/docker/certs.d/registry.unit.test",
+    )
+    assert plan.kept == ()
+
+
+def test_a_host_without_regkit_plans_nothing(inv: Inventory) -> None:
+    plan = planner.plan(inv, planner.parse_facts("images\t"), purge_data=True)
+    assert plan.commands() == []
