@@ -1,0 +1,93 @@
+"""Each task's plan, built from facts recorded on the lab's real hosts (tests/unit/facts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks import certificates, pki, users, wanted
+from tasks.errors import RegkitError
+from tasks.inventory import Inventory
+from tasks.plans import accounts, deploy_facts, maintenance, trust
+from tasks.plans import deploy as deploy_plan
+from tasks.remote.upload import Upload
+
+FACTS = Path(__file__).parent / "facts"
+
+
+def recorded(name: str) -> str:
+    return (FACTS / name).read_text()
+
+
+@pytest.fixture
+def files(pki_inv: Inventory) -> list[Upload]:
+    users.set_password(pki_inv, "alice", "correct horse battery")
+    users.ensure_probe_credential(pki_inv)
+    return wanted.registry_files(pki_inv)
+
+
+def test_deploy_to_a_docker_host_that_never_ran_regkit(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deploy_facts.parse_facts(recorded("deploy-facts-client1.txt"))
+    plan = deploy_plan.plan(pki_inv, "client1", files, facts)
+    assert plan.preflight.startswith("debian, docker 20.10.24+dfsg1, ")
+    assert plan.warning.startswith("this host forwards packets from other hosts")
+    assert plan.package == "install"
+    assert len(plan.files) == len(files) and {c.why for c in plan.files} == {"new"}
+    assert plan.pull == "registry:2.8.3" and plan.build == wanted.nginx_tag(files)
+    assert plan.create_networks == ("regkit", "regkit-backend")
+    assert (plan.registry.why, plan.nginx.why) == ("created", "created")
+    assert plan.prune == ()
+
+
+def test_deploy_over_a_deployed_host_keeps_what_ran_before(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deploy_facts.parse_facts(recorded("deploy-facts-regbox.txt"))
+    assert set(facts.containers) == {"regkit-registry", "regkit-nginx"}
+    assert all(c.running and len(c.spec) == 16 for c in facts.containers.values())
+    assert facts.networks["regkit-backend"] == "true true"
+    assert facts.configs == ("a3dd200292e51f1d", "e5b1c7daaaacbe19")
+    plan = deploy_plan.plan(pki_inv, "regbox", files, facts)
+    assert plan.preflight.endswith("port 443 ours")
+    assert plan.create_networks == ()
+    assert plan.registry.why == "recreated: its configuration changed"
+    assert plan.record is not None
+    assert plan.record["previous"]["config"] == "a3dd200292e51f1d"
+    # What ran before keeps its configs: a rollback can return to them.
+    assert plan.prune == ()
+
+
+@pytest.mark.parametrize(("alias", "flavor"), [("client1", "debian"), ("b2d", "boot2docker")])
+def test_trust_a_new_ca_on_recorded_hosts(pki_inv: Inventory, alias: str, flavor: str) -> None:
+    facts = trust.parse_facts(recorded(f"trust-facts-{alias}.txt"))
+    assert trust.detect_flavor(None, facts) == flavor
+    pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(pki_inv)]
+    plan = trust.plan(pki_inv, flavor, facts, pems)
+    assert plan.system_changed and {u.content for u in plan.uploads} == {pems[0]}
+    # b2d's Docker answered when recorded; client1's was restarting, so no restart there.
+    assert plan.restart_docker is (alias == "b2d")
+
+
+def test_a_new_password_file_goes_to_a_host_whose_proxy_runs(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = accounts.parse_facts(recorded("password-facts-regbox.txt"))
+    assert facts.proxy_running
+    assert accounts.plan("regbox", wanted.password_file(pki_inv), facts) is not None
+
+
+def test_rollback_refuses_a_previous_deploy_from_before_staged_configs(
+    pki_inv: Inventory,
+) -> None:
+    state = maintenance.parse_facts(recorded("maintenance-facts-regbox.txt"))
+    assert state.running == {
+        "registry": "regkit-lab/registry:2.8.2",
+        "nginx": "regkit-nginx:fdaa815cc86a7543",
+        "config": "a3dd200292e51f1d",
+    }
+    assert maintenance.gc_configs("regbox", state) == ("a3dd200292e51f1d", "e5b1c7daaaacbe19")
+    with pytest.raises(RegkitError, match="predates staged configs"):
+        maintenance.rollback_plan(pki_inv, "regbox", state)
