@@ -274,18 +274,18 @@ def check_server(inv: Inventory) -> None:
 def init(c: Context, force: bool = False) -> None:
     """Create the CA and the registry's server certificate (asks for the CA passphrase)."""
     inv = inventory.load()
-    rep = Report()
+    report = Report()
     p = paths(inv)
     if not force:
         refuse_existing_ca(p)
     backup = init_pki(inv, ask_passphrase(confirm=True), force=force)
     if backup:
-        rep.info(f"old PKI kept in {backup}")
-    rep.changed("local", "CA", f"{p.ca_cert}, key encrypted at {p.ca_key}")
-    rep.changed(
+        report.info(f"old PKI kept in {backup}")
+    report.changed("local", "CA", f"{p.ca_cert}, key encrypted at {p.ca_key}")
+    report.changed(
         "local", "server certificate", ", ".join(certificates.cert_sans(read_cert(p.server_cert)))
     )
-    rep.info(f"CA SHA-256 fingerprint: {certificates.fingerprint(read_cert(p.ca_cert))}")
+    report.info(f"CA SHA-256 fingerprint: {certificates.fingerprint(read_cert(p.ca_cert))}")
 
 
 @task
@@ -330,11 +330,11 @@ def rotate_ca_task(c: Context) -> None:
     """Start a CA rotation: make the next CA beside the current one (see README, Day two)."""
     inv = inventory.load()
     ca = rotate_ca(inv, ask_passphrase(confirm=False))
-    rep = Report()
-    rep.changed(
+    report = Report()
+    report.changed(
         "local", "next CA", f"{paths(inv).next_ca_cert}, SHA-256 {certificates.fingerprint(ca)}"
     )
-    rep.info(
+    report.info(
         "next: 'fab trust-ca' and 'fab deploy' (both CAs trusted), then 'invoke pki.retire-ca'"
     )
 
@@ -344,10 +344,10 @@ def retire_ca_task(c: Context) -> None:
     """Finish a CA rotation: the next CA signs a new server certificate; the old CA retires."""
     inv = inventory.load()
     retired = retire_ca(inv, ask_passphrase(confirm=False))
-    rep = Report()
-    rep.changed("local", "CA", f"the next CA is now current; the old one is kept in {retired}")
-    rep.changed("local", "server certificate", "issued by the new CA")
-    rep.info("next: 'fab deploy' (serves it), then 'fab trust-ca' (clients drop the old CA)")
+    report = Report()
+    report.changed("local", "CA", f"the next CA is now current; the old one is kept in {retired}")
+    report.changed("local", "server certificate", "issued by the new CA")
+    report.info("next: 'fab deploy' (serves it), then 'fab trust-ca' (clients drop the old CA)")
 
 
 ns = Collection("pki", init, renew, show, rotate_ca_task, retire_ca_task)
