@@ -27,7 +27,7 @@ from invoke import Context
 
 from lab.settings import INVENTORY, LAB_DIR
 from tasks import inventory as inventory_module
-from tasks import pki
+from tasks import pki, render
 from tasks.inventory import ENV_VAR, Inventory
 from tasks.layout import LOCK, LOCK_OWNER
 from tasks.remote.connect import connect, open_connection
@@ -153,6 +153,15 @@ def lock_state(conn: fabric.Connection) -> str:
         conn,
         f"[ ! -e {LOCK_OWNER} ] && flock -n {LOCK} true && echo free || echo held",
     )
+
+
+@pytest.fixture
+def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of templates/ that in-process deploys render from, for this test only."""
+    copy = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, copy)
+    monkeypatch.setattr(render, "TEMPLATES", copy)
+    return copy
 
 
 def make_local_state(lab: Lab) -> None:

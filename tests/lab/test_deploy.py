@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -16,7 +15,7 @@ from shlex import quote
 import fabric
 import pytest
 
-from tasks import deploy, pki, render, users
+from tasks import deploy, pki, users
 from tasks.errors import RemoteError
 from tasks.report import Report
 from tests.lab.conftest import (
@@ -131,15 +130,6 @@ def test_second_deploy_changes_nothing(
     )
     assert containers(regbox) == before
     assert sh(regbox, "docker image ls -q regkit-nginx | sort") == images
-
-
-@pytest.fixture
-def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of templates/ that the deploy renders from, for this test only."""
-    copy = tmp_path / "templates"
-    shutil.copytree(render.TEMPLATES, copy)
-    monkeypatch.setattr(render, "TEMPLATES", copy)
-    return copy
 
 
 def test_dry_run_shows_a_diff_and_changes_nothing(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import fabric
 import pytest
 import yaml
 
-from tasks import deploy, layout, maintenance, render
+from tasks import deploy, layout, maintenance
 from tasks.errors import RemoteError
 from tasks.report import Report
 from tests.lab.conftest import (
@@ -136,15 +135,6 @@ def test_upgrade_then_rollback_keeps_images_and_users(clients: Lab) -> None:
         newer.unlink()
     again = must(fab(clients, "-H", "regbox", "deploy"))
     assert "[regbox] verify: ok" in again and "failed" not in again
-
-
-@pytest.fixture
-def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of templates/ that in-process deploys render from, for this test only."""
-    copy = tmp_path / "templates"
-    shutil.copytree(render.TEMPLATES, copy)
-    monkeypatch.setattr(render, "TEMPLATES", copy)
-    return copy
 
 
 def registry_config_in_use(conn: fabric.Connection) -> str:
