@@ -222,11 +222,19 @@ def test_fixed_template_converges_and_no_secret_is_in_argv(lab: Lab, pushed: Pus
         assert secret not in again.stdout + again.stderr
 
 
+def test_a_client_is_not_deployed_to_unless_forced(lab: Lab) -> None:
+    out = fab(lab, "-H", "client1", "deploy")
+    assert out.returncode == 2
+    assert "hosts.client1: its role is 'client', and deploy acts on registry hosts" in out.stderr
+    assert sh(lab.connect("client1"), "ls /etc/regkit 2>/dev/null || echo absent") == "absent"
+
+
 def test_preflight_stops_before_any_change(lab: Lab, pushed: Pushed) -> None:
     c1 = lab.connect("client1")
     sh(c1, "service docker stop >/dev/null 2>&1; true")
     try:
-        out = fab(lab, "-H", "client1", "deploy")
+        # --force: client1 is a client; the deploy is made to reach its preflight.
+        out = fab(lab, "-H", "client1", "deploy", "--force")
     finally:
         sh(
             c1,
