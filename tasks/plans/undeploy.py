@@ -35,6 +35,9 @@ def facts_script(inv: Inventory) -> str:
         containers=[NGINX, REGISTRY],
         networks=[NETWORK, BACKEND],
         nginx_image=NGINX_IMAGE,
+        # By reference, not ID: untagging an image that a later build was made FROM
+        # works where deleting it by ID is refused; docker rmi then prunes what is left.
+        image_format="{{.Repository}}:{{.Tag}}",
         paths=purged_paths(inv),
     )
 
@@ -66,7 +69,7 @@ class UndeployPlan:
         steps = [
             ("removing containers", ("docker", "rm", "-f"), self.containers),
             ("removing networks", ("docker", "network", "rm"), self.networks),
-            ("removing proxy images", ("docker", "rmi", "-f"), self.images),
+            ("removing proxy images", ("docker", "rmi"), self.images),
             ("purging data", ("rm", "-rf"), self.purge),
         ]
         return [(what, commands.join(*verb, *args)) for what, verb, args in steps if args]

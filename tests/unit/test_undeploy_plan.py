@@ -11,7 +11,7 @@ DEPLOYED = "\n".join(
         "container:regkit-registry\tyes",
         "network:regkit\tyes",
         "network:regkit-backend\tyes",
-        "images\tsha256:aa sha256:bb ",
+        "images\tregkit-nginx:aa regkit-nginx:bb ",
         "path:/var/lib/regkit/registry\tyes",
         "path:/etc/regkit\tyes",
         "path:/etc/docker/certs.d/registry.unit.test\tyes",
@@ -26,7 +26,7 @@ def test_undeploy_removes_containers_networks_and_images_and_keeps_the_data(
     assert plan.commands() == [
         ("removing containers", "docker rm -f regkit-nginx regkit-registry"),
         ("removing networks", "docker network rm regkit regkit-backend"),
-        ("removing proxy images", "docker rmi -f sha256:aa sha256:bb"),
+        ("removing proxy images", "docker rmi regkit-nginx:aa regkit-nginx:bb"),
     ]
     assert plan.kept == (
         "/var/lib/regkit/registry",
