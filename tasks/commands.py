@@ -34,11 +34,7 @@ def network_create(name: str, options: Iterable[str] = ()) -> str:
 
 
 def image_pull(ref: str) -> str:
-    """Pull ``ref`` quietly and print its image ID."""
-    return (
-        f"{join('docker', 'pull', '-q', ref)} >/dev/null && "
-        f"{join('docker', 'image', 'inspect', '--format', '{{.Id}}', ref)}"
-    )
+    return f"{join('docker', 'pull', '-q', ref)} >/dev/null"
 
 
 def image_build(tag: str, context: str) -> str:
@@ -68,6 +64,18 @@ def apt_install(package: str) -> str:
         "export DEBIAN_FRONTEND=noninteractive\n"
         f"{install} >/dev/null 2>&1 || "
         f"{{ apt-get update -q >/dev/null && {install} >/dev/null; }}"
+    )
+
+
+def remove_files(paths: Iterable[str], folder: str) -> str:
+    """Remove ``paths``, then ``folder`` if that left it empty."""
+    return f"{join('rm', '-f', *paths)}\nrmdir {shlex.quote(folder)} 2>/dev/null\ntrue"
+
+
+def stage_config(path: str, folder: str) -> str:
+    """Copy a registry config into the folder named after its digest (root, 0600)."""
+    return f"{join('mkdir', '-p', folder)} && " + join(
+        "install", "-o", "0", "-g", "0", "-m", "600", path, f"{folder}/config.yml"
     )
 
 

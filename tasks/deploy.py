@@ -1,6 +1,7 @@
 """``fab -H regbox deploy``: the registry and its nginx proxy, over SSH, verified.
 
-Read the host's facts in one command (with the host lock), build the plan
+Read the host's facts in one command (in the one that takes the host lock, except
+for a dry run, which takes none), build the plan
 (:mod:`tasks.plans.deploy`), then apply it: only the apply step runs commands,
 and ``--dry-run`` walks the same steps without running them. What goes where on
 the host is in :mod:`tasks.layout`.
@@ -196,10 +197,12 @@ def undeploy_host(
         report.changed(alias, f"network {network}", "removed" + suffix)
     if not plan.containers:
         report.unchanged(alias, "containers", "none were running")
+    for image in plan.images:
+        report.changed(alias, f"image {image}", "removed" + suffix)
     data = inv.registry.data_dir
-    if purge_data:
+    if data in plan.purge:
         report.changed(alias, f"data {data}", "deleted with /etc/regkit" + suffix)
-    else:
+    elif data in plan.kept:
         report.unchanged(alias, f"data {data}", "kept (--purge-data deletes it)")
 
 

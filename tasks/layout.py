@@ -23,8 +23,10 @@ from __future__ import annotations
 REMOTE_DIR = "/etc/regkit"
 NGINX_CONTEXT_DIR = f"{REMOTE_DIR}/nginx"
 REGISTRY_CONFIGS = f"{REMOTE_DIR}/registry"
-# Where regkit before staged configs kept the config, and its read-only variant.
+# Where regkit before staged configs kept the config, and its read-only variant: the
+# first deploy stages them by digest (rollback can return to them), then removes them.
 LEGACY_CONFIGS = (f"{REGISTRY_CONFIGS}/config.yml", f"{REMOTE_DIR}/registry-readonly")
+LEGACY_CONFIG_FILES = (LEGACY_CONFIGS[0], f"{LEGACY_CONFIGS[1]}/config.yml")
 TLS_DIR = f"{REMOTE_DIR}/tls"
 AUTH_DIR = f"{REMOTE_DIR}/auth"
 AUTH_FILE = f"{AUTH_DIR}/htpasswd"

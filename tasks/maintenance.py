@@ -132,6 +132,10 @@ def rollback_host(inv: Inventory, target: Target, report: Report, dry_run: bool)
     goal = plan.target
     report.info(f"[{alias}] rolling back to {plan.why}: {goal['registry']}, {goal['nginx']}")
     suffix = " (dry run)" if dry_run else ""
+    if not dry_run:
+        # First: a rollback cut short and run again then finishes going back.
+        record = (json.dumps(plan.record, sort_keys=True) + "\n").encode()
+        target.upload([Upload(DEPLOYED, record)])
     for spec in (plan.registry, plan.nginx):
         if spec is None:
             continue
@@ -150,8 +154,6 @@ def rollback_host(inv: Inventory, target: Target, report: Report, dry_run: bool)
     proof = target.check(verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
     for line in proof.splitlines():
         report.ok(alias, "verify", line)
-    record = (json.dumps(plan.record, sort_keys=True) + "\n").encode()
-    target.upload([Upload(DEPLOYED, record)])
     if inv.registry.images.registry != goal["registry"]:
         report.info(
             f"[{alias}] note: the inventory still names {inv.registry.images.registry}; "

@@ -14,7 +14,7 @@ import time
 
 from invoke import Collection, Context
 
-from tasks import certificates, inventory, pki, scripts
+from tasks import certificates, commands, inventory, pki, scripts
 from tasks.cli import read_secret_stdin, task
 from tasks.inventory import Inventory
 from tasks.plans import trust as planner
@@ -51,7 +51,7 @@ def apply(
     if plan.remove:
         folder = inv.registry.certs_d.rsplit("/", 1)[0]
         if not dry_run:
-            target.check(planner.remove_command(plan.remove, folder), "removing CA files")
+            target.check(commands.remove_files(plan.remove, folder), "removing CA files")
         why = "removed (a CA no longer trusted)" if bundle else "removed"
         for path in plan.remove:
             report.changed(alias, f"file {path}", why + suffix)

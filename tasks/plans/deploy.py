@@ -2,8 +2,10 @@
 
 The facts come from one script (``templates/sh/deploy-facts.sh.j2``); the plan
 lists every step with why, in the order the apply step carries them out: the
-package, the files, the registry image, the proxy image and its ``nginx -t``,
-the networks, the two containers, a reload, the proof and the deploy record.
+package, the files (and, once, the configs regkit kept before staging them), the
+registry image, the proxy image and its ``nginx -t``, the networks, the two
+containers, a reload, the proof, the deploy record and the removal of configs no
+record names.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tasks.layout import (
     BACKEND_OPTIONS,
     CA_FILE,
     DEPLOYED,
+    LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
     MIN_FREE_KB,
     NETWORK,
@@ -31,6 +34,7 @@ from tasks.layout import (
     REGISTRY,
     REGISTRY_CONFIGS,
     TLS_DIR,
+    config_dir,
 )
 from tasks.plans.deploy_facts import BACKEND_WANTED, Container, DeployFacts
 from tasks.remote.upload import Upload, sha256
@@ -127,7 +131,10 @@ class DeployPlan:
     nginx: ContainerStep
     reload: tuple[str, ...]  # why nginx reloads; () for no reload
     record: dict[str, Any] | None  # the new deploy record, or None when it stands
-    prune: tuple[str, ...] = ()  # configs no deploy record names any more
+    # Legacy configs to stage by digest: (path, name); then the configs no deploy
+    # record names any more, to remove.
+    stage: tuple[tuple[str, str], ...] = ()
+    prune: tuple[str, ...] = ()
 
     @property
     def changes(self) -> bool:
@@ -140,6 +147,7 @@ class DeployPlan:
             or self.registry.why
             or self.nginx.why
             or self.reload
+            or self.stage
             or self.prune
         )
 
@@ -194,7 +202,8 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         "config": config.digest[:16],
         "readonly_config": readonly.digest[:16],
     }
-    record = deploy_record(facts.deployed, now)
+    legacy = legacy_configs(facts)
+    record = deploy_record({**legacy, **facts.deployed}, now)
     return DeployPlan(
         preflight=summary,
         warning=forwarding_warning(facts),
@@ -209,11 +218,25 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         nginx=ContainerStep(proxy, nginx_why),
         reload=reload,
         record=record,
+        stage=tuple(
+            (path, legacy[key])
+            for path, key in zip(LEGACY_CONFIG_FILES, ("config", "readonly_config"), strict=True)
+            if legacy and legacy[key] not in facts.configs
+        ),
         prune=stale_configs(facts, record or facts.deployed),
     )
 
 
 RECORD_KEYS = ("registry", "nginx", "config", "readonly_config")
+
+
+def legacy_configs(facts: DeployFacts) -> dict[str, str]:
+    """The staged names of the configs regkit kept before staging, when the deploy record
+    (written then) has none: the deploy before this one ran them."""
+    digests = [facts.files.get(path, "").split(" ")[0] for path in LEGACY_CONFIG_FILES]
+    if "config" in facts.deployed or not all(digests):
+        return {}
+    return {"config": digests[0][:16], "readonly_config": digests[1][:16]}
 
 
 def deploy_record(before: dict[str, Any], now: dict[str, str]) -> dict[str, Any] | None:
@@ -248,7 +271,7 @@ class Step:
     ``why`` is empty when the step changes nothing (``unchanged`` then says why not).
     ``kind`` says how it is carried out: ``run`` (``command`` as root), ``build``
     (the same, its output streamed), ``upload`` (``uploads``), ``check`` (a command
-    whose output lines are "ok" lines), ``none`` (nothing to run: a note).
+    whose output lines are "ok" lines).
     """
 
     subject: str
@@ -269,6 +292,12 @@ class Step:
 def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
     """The plan as the ordered steps the apply step takes."""
     out = [_package_step(plan), _files_step(plan)]
+    if plan.stage:
+        stage = " && ".join(
+            commands.stage_config(path, config_dir(name)) for path, name in plan.stage
+        )
+        why = "staged by digest, so rollback can return to them"
+        out.append(Step("legacy registry configs", why, command=stage, what="staging configs"))
     if plan.pull:
         pull = commands.image_pull(plan.pull)
         out.append(Step(f"image {plan.pull}", "pulled", command=pull, what=f"pulling {plan.pull}"))
@@ -358,6 +387,7 @@ def replace_script(spec: RunSpec) -> str:
         "replace-container",
         name=spec.name,
         start=commands.docker_start(spec),
+        networks=spec.more_networks,
         state_format="{{.State.Running}} {{.RestartCount}}",
     )
 

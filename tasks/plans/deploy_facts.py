@@ -17,6 +17,7 @@ from tasks.layout import (
     BACKEND,
     DEPLOYED,
     INHIBIT_IPV4,
+    LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
     NETWORK,
     NGINX,
@@ -30,9 +31,13 @@ from tasks.wanted import nginx_tag
 NETWORK_FORMAT = f'{{{{.Name}}}} {{{{.Internal}}}} {{{{index .Options "{INHIBIT_IPV4}"}}}}'
 # What docker network inspect says of BACKEND when it is as BACKEND_OPTIONS made it.
 BACKEND_WANTED = "true true"
-CONTAINER_FORMAT = (
-    f'{{{{.Name}}}}|{{{{.Id}}}}|{{{{.Image}}}}|{{{{index .Config.Labels "{SPEC_LABEL}"}}}}|'
-    "{{.State.Running}}|{{.State.StartedAt}}"
+CONTAINER_FORMAT = "|".join(
+    (
+        "{{.Name}}",
+        "{{.Image}}",
+        f'{{{{index .Config.Labels "{SPEC_LABEL}"}}}}',
+        "{{.State.Running}}",
+    )
 )
 IMAGE_FORMAT = "{{json .RepoTags}}{{json .RepoDigests}} {{.Id}}"
 
@@ -41,11 +46,9 @@ IMAGE_FORMAT = "{{json .RepoTags}}{{json .RepoDigests}} {{.Id}}"
 class Container:
     """What ``docker inspect`` says of a container."""
 
-    id: str
     image_id: str
     spec: str
     running: bool
-    started: str
 
 
 @dataclass
@@ -55,7 +58,6 @@ class DeployFacts:
     os: str = "unknown"
     apt: bool = False
     apache2_utils: bool = False
-    curl: bool = False
     docker: str = ""
     disk_free_kb: int = 0
     port_holder: str = ""
@@ -84,7 +86,7 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         deployed=DEPLOYED,
         configs=REGISTRY_CONFIGS,
         legacy=LEGACY_CONFIGS,
-        paths=[f.path for f in files],
+        paths=[*(f.path for f in files), *LEGACY_CONFIG_FILES],
         containers=[REGISTRY, NGINX],
         container_format=CONTAINER_FORMAT,
         images=[reg.images.registry, nginx_tag(files)],
@@ -92,7 +94,7 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
     )
 
 
-_FLAGS = ("apt", "apache2_utils", "curl")
+_FLAGS = ("apt", "apache2_utils")
 _PREFIXED = {"file:": "files", "img:": "images", "net:": "networks"}
 
 
@@ -111,9 +113,9 @@ def parse_facts(output: str) -> DeployFacts:
         elif prefix in _PREFIXED:
             getattr(facts, _PREFIXED[prefix])[key[len(prefix) :]] = value
         elif prefix == "ctr:":
-            cid, image_id, spec, running, started = (value.split("|") + [""] * 5)[:5]
+            image_id, spec, running = (value.split("|") + [""] * 3)[:3]
             spec = "" if spec == "<no value>" else spec
-            facts.containers[key[4:]] = Container(cid, image_id, spec, running == "true", started)
+            facts.containers[key[4:]] = Container(image_id, spec, running == "true")
         elif key == "deployed":
             facts.deployed = _json_object(value)
         elif key in ("configs", "legacy"):

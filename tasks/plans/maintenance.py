@@ -68,14 +68,21 @@ def parse_facts(output: str) -> HostState:
     )
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _deploy(record: dict[str, Any]) -> dict[str, str]:
-    return {key: record.get(key) or "" for key in ("registry", "nginx", "config")}
+    return {key: str(record.get(key) or "") for key in ("registry", "nginx", "config")}
 
 
 def gc_configs(alias: str, state: HostState) -> tuple[str, str]:
     """(the running config, its read-only variant): what ``fab gc`` switches between."""
-    for deployed in (state.record, state.record.get("previous") or {}):
-        if _deploy(deployed) == state.running and deployed.get("readonly_config"):
+    running = (state.registry_image, state.registry_config)
+    for deployed in (state.record, _mapping(state.record.get("previous"))):
+        if (deployed.get("registry"), deployed.get("config")) == running and deployed.get(
+            "readonly_config"
+        ):
             return deployed["config"], deployed["readonly_config"]
     raise RegkitError(
         f"{alias}: the registry runs no configuration the deploy record names "
@@ -95,31 +102,35 @@ class RollbackPlan:
 
 
 def rollback_plan(inv: Inventory, alias: str, state: HostState) -> RollbackPlan:
-    """Back to the last deploy that proved itself, if the host does not run it (a
-    deploy cut short); else to the deploy before it."""
+    """Back to what the deploy record names as running, if the host does not run it (a
+    deploy or a rollback cut short); else to the deploy before it.
+
+    The apply step writes the new record before it touches a container, so a rollback
+    cut short and run again finishes going back rather than forward.
+    """
     record = state.record
-    current, previous = _deploy(record), record.get("previous") or {}
+    current, previous = _deploy(record), _mapping(record.get("previous"))
     if current["registry"] and current != state.running:
-        target, why = record, "the host does not run the last deploy that proved itself"
+        target, why = record, "the host does not run what its deploy record names"
         new_record = record
-    else:
-        if not previous.get("registry") or not previous.get("nginx"):
-            raise RegkitError(
-                f"{alias}: no previous deploy recorded in {DEPLOYED}; nothing to roll back to"
-            )
-        if not previous.get("config"):
-            raise RegkitError(
-                f"{alias}: the previous deploy predates staged configs, so its configuration "
-                "is not on the host; set registry.images in the inventory back and deploy"
-            )
+    elif previous.get("registry") and previous.get("nginx"):
         target, why = previous, "the deploy before the last one"
         new_record = {**previous, "previous": {k: v for k, v in record.items() if k != "previous"}}
-    if target["config"] not in state.configs:
+    else:
         raise RegkitError(
-            f"{alias}: the configuration {target['config']} is no longer in {REGISTRY_CONFIGS}; "
-            "nothing to roll back to"
+            f"{alias}: no previous deploy recorded in {DEPLOYED}; nothing to roll back to"
         )
     goal = _deploy(target)
+    if not goal["config"]:
+        raise RegkitError(
+            f"{alias}: the deploy to return to predates staged configs, so its configuration "
+            "is not on the host; set registry.images in the inventory back and deploy"
+        )
+    if goal["config"] not in state.configs:
+        raise RegkitError(
+            f"{alias}: the configuration {goal['config']} is no longer in {REGISTRY_CONFIGS}; "
+            "nothing to roll back to"
+        )
     same_registry = (goal["registry"], goal["config"]) == (
         state.registry_image,
         state.registry_config,

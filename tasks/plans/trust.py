@@ -8,7 +8,6 @@ the Docker daemon only when the system store changed. Pure; unit-tested.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 
 from tasks import scripts
@@ -240,9 +239,3 @@ def verify_script(inv: Inventory, bundle: bytes, system_bundle: str) -> str:
         system_bundle=system_bundle,
         url=inv.registry.url,
     )
-
-
-def remove_command(paths: tuple[str, ...], folder: str) -> str:
-    """Remove ``paths``, and ``folder`` if that left it empty."""
-    files = " ".join(shlex.quote(p) for p in paths)
-    return f"rm -f {files}\nrmdir {shlex.quote(folder)} 2>/dev/null\ntrue"

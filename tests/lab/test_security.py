@@ -160,6 +160,7 @@ def test_a_neighbour_that_routes_to_the_registry_reaches_nothing(registry: Lab) 
     # Whatever regbox routes out of its own uplink stays in the lab: only routes into
     # its bridges are under test.
     keep_in = f"FORWARD -o eth0 -d {reg_ip} -j DROP"
+    policy = sh(regbox, "iptables -S FORWARD | head -1").split()[-1]
     sh(regbox, f"iptables -P FORWARD ACCEPT && iptables -I {keep_in}")
     routes = [f"{reg_ip}/32 via {regbox_ip}", f"{nginx_ip}/32 via {regbox_ip}"]
     try:
@@ -181,4 +182,4 @@ def test_a_neighbour_that_routes_to_the_registry_reaches_nothing(registry: Lab) 
         assert bridge not in sh(regbox, f"ip route get {reg_ip}")
     finally:
         sh(client1, "; ".join(f"ip route del {r.split()[0]}" for r in routes) + "; true")
-        sh(regbox, f"iptables -D {keep_in}")
+        sh(regbox, f"iptables -D {keep_in} && iptables -P FORWARD {policy}")

@@ -43,11 +43,8 @@ def test_network_create(options: tuple[str, ...], command: str) -> None:
     assert commands.network_create("regkit", options) == command
 
 
-def test_image_pull_prints_the_image_id() -> None:
-    assert commands.image_pull("registry:2.8.3") == (
-        "docker pull -q registry:2.8.3 >/dev/null && "
-        "docker image inspect --format '{{.Id}}' registry:2.8.3"
-    )
+def test_image_pull() -> None:
+    assert commands.image_pull("registry:2.8.3") == "docker pull -q registry:2.8.3 >/dev/null"
 
 
 def test_image_build() -> None:
@@ -75,6 +72,19 @@ def test_apt_install_updates_the_lists_only_when_the_first_try_fails() -> None:
     assert commands.apt_install("apache2-utils") == (
         "export DEBIAN_FRONTEND=noninteractive\n"
         f"{install} >/dev/null 2>&1 || {{ apt-get update -q >/dev/null && {install} >/dev/null; }}"
+    )
+
+
+def test_remove_files_then_their_folder_if_empty() -> None:
+    assert commands.remove_files(["/a", "/b c"], "/etc/docker/certs.d/r") == (
+        "rm -f /a '/b c'\nrmdir /etc/docker/certs.d/r 2>/dev/null\ntrue"
+    )
+
+
+def test_stage_config_copies_into_the_digest_folder() -> None:
+    assert commands.stage_config("/etc/regkit/registry/config.yml", "/etc/regkit/registry/ab") == (
+        "mkdir -p /etc/regkit/registry/ab && install -o 0 -g 0 -m 600 "
+        "/etc/regkit/registry/config.yml /etc/regkit/registry/ab/config.yml"
     )
 
 

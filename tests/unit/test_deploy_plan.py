@@ -18,7 +18,6 @@ FACTS_OUTPUT = "\n".join(
     [
         "os\tdebian",
         "apt\tyes",
-        "curl\tyes",
         "docker\t20.10.24+dfsg1",
         "disk_free_kb\t5242880",
         "port_holder\t",
@@ -26,8 +25,8 @@ FACTS_OUTPUT = "\n".join(
         "net:regkit-backend\ttrue true",
         "forwarding\t1 -P FORWARD DROP",
         "file:/etc/regkit/ca.crt\tabc123 644 0 0",
-        "ctr:regkit-registry\tc1|sha256:img1|spec1|true|2026-11-28T03:00:00Z",
-        "ctr:regkit-nginx\tc2|sha256:img2|<no value>|false|2026-11-28T03:00:01Z",
+        "ctr:regkit-registry\tsha256:img1|spec1|true",
+        "ctr:regkit-nginx\tsha256:img2|<no value>|false",
         "img:registry:2.8.3\tsha256:img1",
     ]
 )
@@ -35,15 +34,13 @@ FACTS_OUTPUT = "\n".join(
 
 def test_parse_facts() -> None:
     f = deploy_facts.parse_facts(FACTS_OUTPUT)
-    assert (f.os, f.apt, f.curl, f.apache2_utils) == ("debian", True, True, False)
+    assert (f.os, f.apt, f.apache2_utils) == ("debian", True, False)
     assert f.networks == {"regkit": "false <no value>", "regkit-backend": "true true"}
     assert f.forwarding == "1 -P FORWARD DROP"
     assert f.docker == "20.10.24+dfsg1"
     assert f.disk_free_kb == 5242880
     assert f.files == {"/etc/regkit/ca.crt": "abc123 644 0 0"}
-    assert f.containers["regkit-registry"] == Container(
-        "c1", "sha256:img1", "spec1", True, "2026-11-28T03:00:00Z"
-    )
+    assert f.containers["regkit-registry"] == Container("sha256:img1", "spec1", True)
     assert f.containers["regkit-nginx"].spec == ""
     assert not f.containers["regkit-nginx"].running
     assert f.images == {"registry:2.8.3": "sha256:img1"}
@@ -56,15 +53,16 @@ SPEC = RunSpec("regkit-registry", "registry:2.8.3", ("--network", "regkit"))
     ("current", "image_id", "expected"),
     [
         (None, "sha256:a", "created"),
-        (Container("c", "sha256:a", "other", True, ""), "sha256:a", "recreated: its configuration"),
-        (Container("c", "sha256:a", SPEC.digest, True, ""), "sha256:b", "recreated: its image"),
-        (Container("c", "sha256:a", SPEC.digest, True, ""), "", "recreated: its image"),
-        (Container("c", "sha256:a", SPEC.digest, False, ""), "sha256:a", "started"),
-        (Container("c", "sha256:a", SPEC.digest, True, ""), "sha256:a", ""),
+        (Container("sha256:a", "other", True), "sha256:a", "recreated: its configuration"),
+        (Container("sha256:a", SPEC.digest, True), "sha256:b", "recreated: its image"),
+        (Container("sha256:a", SPEC.digest, True), "", "recreated: its image"),
+        (Container("sha256:a", SPEC.digest, False), "sha256:a", "started"),
+        (Container("sha256:a", SPEC.digest, True), "sha256:a", ""),
     ],
 )
 def test_container_change(current: Container | None, image_id: str, expected: str) -> None:
-    assert planner.container_change(current, SPEC, image_id).startswith(expected)
+    why = planner.container_change(current, SPEC, image_id)
+    assert why.startswith(expected) if expected else why == ""
 
 
 def test_run_spec_digest_follows_every_argument() -> None:
@@ -195,14 +193,13 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
         os="debian",
         apt=True,
         apache2_utils=True,
-        curl=True,
         docker="20.10.24",
         disk_free_kb=10 * layout.MIN_FREE_KB,
         port_holder='LISTEN 0 4096 0.0.0.0:443 users:(("docker-proxy",pid=9))',
         files={f.path: f.fact for f in files},
         containers={
-            "regkit-registry": Container("c1", "sha256:reg", registry.digest, True, "t"),
-            "regkit-nginx": Container("c2", "sha256:ngx", nginx.digest, True, "t"),
+            "regkit-registry": Container("sha256:reg", registry.digest, True),
+            "regkit-nginx": Container("sha256:ngx", nginx.digest, True),
         },
         images={image: "sha256:reg", tag: "sha256:ngx"},
         networks={"regkit": "false <no value>", "regkit-backend": "true true"},
@@ -240,6 +237,8 @@ def test_nothing_changed_plans_nothing_and_only_reads_the_probe_back(
     proof = planner.steps(pki_inv, plan)[-1]
     assert (proof.subject, proof.kind) == ("verify", "check")
     assert "read back" in proof.command and "docker push" in proof.command
+    full = planner.verify_script(pki_inv, full=True)
+    assert "read back" not in full and "docker push" in full
 
 
 def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[Upload]) -> None:
@@ -328,7 +327,7 @@ def test_the_plan_digest_follows_the_facts(pki_inv: Inventory, files: list[Uploa
     same = [planner.plan(pki_inv, "regbox", files, deployed(pki_inv, files)) for _ in range(2)]
     assert same[0].digest == same[1].digest
     facts = deployed(pki_inv, files)
-    facts.containers["regkit-nginx"] = Container("c2", "sha256:ngx", "other", True, "t")
+    facts.containers["regkit-nginx"] = Container("sha256:ngx", "other", True)
     assert planner.plan(pki_inv, "regbox", files, facts).digest != same[0].digest
 
 
@@ -361,3 +360,31 @@ def test_configs_are_staged_by_digest_and_old_ones_pruned(
         "/etc/regkit/registry-readonly"
     )
     assert [s.subject for s in steps][-3:] == ["verify", "deploy record", "old registry configs"]
+
+
+def test_the_first_deploy_after_the_upgrade_stages_the_old_configs_for_rollback(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    """A host deployed before configs were staged: its record has no config, and the
+    configs sit at the old paths. They are staged by digest and named in the record's
+    previous deploy (so rollback can return to them), then the old paths go."""
+    facts = deployed(pki_inv, files)
+    facts.deployed = {"registry": "registry:2.8.2", "nginx": "regkit-nginx:old"}
+    facts.configs = ("config.yml",)
+    facts.legacy = ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
+    facts.files["/etc/regkit/registry/config.yml"] = f"{'1' * 64} 600 0 0"
+    facts.files["/etc/regkit/registry-readonly/config.yml"] = f"{'2' * 64} 600 0 0"
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    assert plan.stage == (
+        ("/etc/regkit/registry/config.yml", "1" * 16),
+        ("/etc/regkit/registry-readonly/config.yml", "2" * 16),
+    )
+    assert plan.record is not None and plan.record["previous"] == {
+        "registry": "registry:2.8.2",
+        "nginx": "regkit-nginx:old",
+        "config": "1" * 16,
+        "readonly_config": "2" * 16,
+    }
+    assert plan.prune == ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
+    subjects = [step.subject for step in planner.steps(pki_inv, plan)]
+    assert subjects.index("legacy registry configs") < subjects.index("old registry configs")

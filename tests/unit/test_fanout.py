@@ -111,17 +111,37 @@ def test_without_h_a_task_acts_on_every_host_of_its_role(pki_inv: Inventory) -> 
     assert hosts_for(Context(), pki_inv, "registry", "gc") == ["regbox"]
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file and folder below ``folder``: its mode and content."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+        for p in folder.rglob("*")
+    }
 
 
-@pytest.mark.parametrize("task", ["status", "users", "check-expiry", "catalog"])
-def test_read_only_tasks_write_nothing_locally(unreachable: Path, task: str) -> None:
-    """Before any deploy, with a CA and a user: the read-only tasks make no secret, no
-    probe login and no http secret, whatever they find on the hosts."""
+@pytest.mark.parametrize(
+    ("task", "deployed", "code", "says"),
+    [
+        ("status", False, 1, "status failed on reg-a"),
+        ("users", False, 0, "not deployed from"),
+        ("check-expiry", False, 1, "check-expiry failed on reg-a"),
+        ("catalog", False, 1, "no deploy login here yet; run 'fab deploy' first"),
+        ("status", True, 1, "status failed on reg-a"),
+        ("users", True, 1, "users failed on reg-a"),
+        ("catalog", True, 1, "catalog failed on reg-a"),
+    ],
+)
+def test_read_only_tasks_write_nothing_locally(
+    unreachable: Path, task: str, deployed: bool, code: int, says: str
+) -> None:
+    """With a CA and a user, before a deploy (no probe login, no http secret) and after
+    one: the read-only tasks make and change no file, whatever the hosts answer."""
     inv = inventory.load(unreachable)
     users.set_password(inv, "alice", "correct horse battery")
+    if deployed:
+        users.ensure_probe_credential(inv)
     before = snapshot(inv.state_path)
     out = fab(unreachable, "-H", "reg-a", task)
-    assert "Traceback" not in out.stderr
+    assert (out.returncode, "Traceback" in out.stderr) == (code, False), out.stderr
+    assert says in out.stdout + out.stderr
     assert snapshot(inv.state_path) == before

@@ -59,7 +59,7 @@ def test_rollback_after_a_deploy_cut_short_returns_to_the_last_proven_one(
     half = {**NEW, "nginx": "regkit-nginx:half-way"}
     plan = planner.rollback_plan(pki_inv, "regbox", running(half))
     assert plan.target == NEW
-    assert plan.why == "the host does not run the last deploy that proved itself"
+    assert plan.why == "the host does not run what its deploy record names"
     assert plan.registry is None
     assert plan.nginx is not None and plan.nginx.image == "regkit-nginx:new"
     assert plan.record == RECORD
@@ -71,6 +71,9 @@ def test_rollback_after_a_deploy_cut_short_returns_to_the_last_proven_one(
         ({**NEW, "readonly_config": "c" * 16}, ALL_CONFIGS, "no previous deploy recorded"),
         ({**RECORD, "previous": {k: OLD[k] for k in ("registry", "nginx")}}, ALL_CONFIGS,
          "predates staged configs"),
+        ({k: v for k, v in RECORD.items() if k != "readonly_config"} | {"config": None},
+         ALL_CONFIGS, "predates staged configs"),
+        ({**RECORD, "previous": "not a deploy"}, ALL_CONFIGS, "no previous deploy recorded"),
         (RECORD, ("b" * 16,), "is no longer in /etc/regkit/registry"),
     ],
 )  # fmt: skip
@@ -88,3 +91,18 @@ def test_gc_switches_between_the_running_config_and_its_read_only_variant() -> N
     assert planner.gc_configs("regbox", running(OLD)) == ("a" * 16, "d" * 16)
     with pytest.raises(RegkitError, match="runs no configuration the deploy record names"):
         planner.gc_configs("regbox", running({**NEW, "config": "e" * 16}))
+
+
+def test_a_rollback_cut_short_and_run_again_finishes_going_back(pki_inv: Inventory) -> None:
+    """The record is written first: with the host half-way (old registry, new proxy) it
+    names the deploy rollback returns to, and a second run goes there too."""
+    first = planner.rollback_plan(pki_inv, "regbox", running(NEW))
+    half_way = {**OLD, "nginx": NEW["nginx"]}
+    again = planner.rollback_plan(pki_inv, "regbox", running(half_way, first.record))
+    assert again.target == OLD and again.registry is None
+    assert again.nginx is not None and again.nginx.image == OLD["nginx"]
+
+
+def test_gc_needs_only_the_registry_to_match_the_record() -> None:
+    state = running({**NEW, "nginx": "regkit-nginx:half-way"})
+    assert planner.gc_configs("regbox", state) == ("b" * 16, "c" * 16)

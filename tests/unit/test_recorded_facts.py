@@ -9,11 +9,12 @@ import pytest
 from tasks import certificates, pki, users, wanted
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
-from tasks.plans import accounts, deploy_facts, maintenance, trust
+from tasks.plans import accounts, deploy_facts, maintenance, trust, undeploy
 from tasks.plans import deploy as deploy_plan
 from tasks.remote.upload import Upload
 
 FACTS = Path(__file__).parent / "facts"
+CONFIGS = ("1a2b817e5d99ae6d", "25058420647984c5", "d266053b79837738", "fe31b4031bcdec98")
 
 
 def recorded(name: str) -> str:
@@ -49,15 +50,19 @@ def test_deploy_over_a_deployed_host_keeps_what_ran_before(
     assert set(facts.containers) == {"regkit-registry", "regkit-nginx"}
     assert all(c.running and len(c.spec) == 16 for c in facts.containers.values())
     assert facts.networks["regkit-backend"] == "true true"
-    assert facts.configs == ("a3dd200292e51f1d", "e5b1c7daaaacbe19")
+    assert facts.configs == CONFIGS
     plan = deploy_plan.plan(pki_inv, "regbox", files, facts)
     assert plan.preflight.endswith("port 443 ours")
     assert plan.create_networks == ()
     assert plan.registry.why == "recreated: its configuration changed"
     assert plan.record is not None
-    assert plan.record["previous"]["config"] == "a3dd200292e51f1d"
-    # What ran before keeps its configs: a rollback can return to them.
-    assert plan.prune == ()
+    assert plan.record["previous"]["config"] == "1a2b817e5d99ae6d"
+    # What ran before keeps its configs (a rollback can return to them); the deploy
+    # before that one loses its own.
+    assert plan.prune == (
+        "/etc/regkit/registry/d266053b79837738",
+        "/etc/regkit/registry/fe31b4031bcdec98",
+    )
 
 
 @pytest.mark.parametrize(("alias", "flavor"), [("client1", "debian"), ("b2d", "boot2docker")])
@@ -67,8 +72,7 @@ def test_trust_a_new_ca_on_recorded_hosts(pki_inv: Inventory, alias: str, flavor
     pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(pki_inv)]
     plan = trust.plan(pki_inv, flavor, facts, pems)
     assert plan.system_changed and {u.content for u in plan.uploads} == {pems[0]}
-    # b2d's Docker answered when recorded; client1's was restarting, so no restart there.
-    assert plan.restart_docker is (alias == "b2d")
+    assert plan.restart_docker
 
 
 def test_a_new_password_file_goes_to_a_host_whose_proxy_runs(
@@ -79,15 +83,30 @@ def test_a_new_password_file_goes_to_a_host_whose_proxy_runs(
     assert accounts.plan("regbox", wanted.password_file(pki_inv), facts) is not None
 
 
-def test_rollback_refuses_a_previous_deploy_from_before_staged_configs(
-    pki_inv: Inventory,
-) -> None:
+def test_rollback_and_gc_on_the_recorded_registry_host(pki_inv: Inventory) -> None:
     state = maintenance.parse_facts(recorded("maintenance-facts-regbox.txt"))
     assert state.running == {
         "registry": "regkit-lab/registry:2.8.2",
         "nginx": "regkit-nginx:fdaa815cc86a7543",
-        "config": "a3dd200292e51f1d",
+        "config": "1a2b817e5d99ae6d",
     }
-    assert maintenance.gc_configs("regbox", state) == ("a3dd200292e51f1d", "e5b1c7daaaacbe19")
-    with pytest.raises(RegkitError, match="predates staged configs"):
+    assert maintenance.gc_configs("regbox", state) == ("1a2b817e5d99ae6d", "25058420647984c5")
+    plan = maintenance.rollback_plan(pki_inv, "regbox", state)
+    assert plan.target["config"] == "d266053b79837738"
+    assert plan.registry is not None and plan.nginx is None
+    assert plan.record["previous"]["config"] == "1a2b817e5d99ae6d"
+    state.configs = ("1a2b817e5d99ae6d",)
+    with pytest.raises(RegkitError, match="is no longer in /etc/regkit/registry"):
         maintenance.rollback_plan(pki_inv, "regbox", state)
+
+
+def test_undeploy_the_recorded_registry_host(pki_inv: Inventory) -> None:
+    facts = undeploy.parse_facts(recorded("undeploy-facts-regbox.txt"))
+    kept = undeploy.plan(pki_inv, facts, purge_data=False)
+    assert [what for what, _ in kept.commands()] == [
+        "removing containers",
+        "removing networks",
+        "removing proxy images",
+    ]
+    # The lab's data and trust folders, found where regkit keeps them by default.
+    assert "/var/lib/regkit/registry" in facts.paths and "/etc/regkit" in facts.paths

@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tasks import accounts, certificates, health, pki, render, trust, users, wanted
+from tasks import (
+    accounts,
+    certificates,
+    commands,
+    health,
+    pki,
+    render,
+    scripts,
+    trust,
+    users,
+    wanted,
+)
 from tasks.inventory import Inventory
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
@@ -55,7 +66,7 @@ def trust_scripts(inv: Inventory) -> dict[str, str]:
         "trust-verify": trust_planner.verify_script(inv, bundle, trust_planner.BUNDLES[0]),
         "docker-login": trust.login_script(inv, "alice", "secret-password")[0],
         "restart-docker": trust_planner.restart_script("debian", facts),
-        "untrust: remove": trust_planner.remove_command(("/a b", "/c"), "/etc/docker/certs.d/x"),
+        "untrust: remove": commands.remove_files(("/a b", "/c"), "/etc/docker/certs.d/x"),
     }
     for flavor in ("debian", "rhel", "boot2docker", "generic"):
         out[f"restart-docker ({flavor})"] = trust_planner.restart_script(flavor, facts)
@@ -80,7 +91,10 @@ def host_scripts(inv: Inventory) -> dict[str, str]:
         "login-check": accounts.login_check_script(inv),
         "upload": upload.upload_script(files),
         "lock": held,
-        "lock-held": lock.lock_script("gc from me@here since now"),
+        "lock (nothing to read)": lock.lock_script("gc from me@here since now"),
+        "lock-held": scripts.script(
+            "lock-held", owner="me", owner_file="/run/o", then="", end_marker="end"
+        ),
     }
 
 
@@ -136,8 +150,8 @@ STUBS = {
   "version --format {{.Server.Version}}") echo 20.10.24+dfsg1 ;;
   "network inspect"*) printf 'regkit false <no value>\nregkit-backend true true\n' ;;
   "inspect --type container"*)
-    echo '/regkit-registry|sha256:c1|sha256:i1|0123456789abcdef|true|2026-11-29T10:00:00Z'
-    echo '/regkit-nginx|sha256:c2|sha256:i2|<no value>|false|2026-11-29T10:00:01Z' ;;
+    echo '/regkit-registry|sha256:i1|0123456789abcdef|true'
+    echo '/regkit-nginx|sha256:i2|<no value>|false' ;;
   "image inspect"*)
     echo '["registry:2.8.3"]["registry@sha256:aa"] sha256:i1' ;;
   *) exit 1 ;;
@@ -183,7 +197,7 @@ def test_the_facts_script_run_for_real_reads_back_through_the_parser(
     assert facts.networks == {"regkit": "false <no value>", "regkit-backend": "true true"}
     assert facts.files == {str(present): f"{files[0].digest} 640 {uid} {gid}"}
     assert facts.containers["regkit-registry"] == deploy_facts.Container(
-        "sha256:c1", "sha256:i1", "0123456789abcdef", True, "2026-11-29T10:00:00Z"
+        "sha256:i1", "0123456789abcdef", True
     )
     assert facts.containers["regkit-nginx"].spec == ""
     assert not facts.containers["regkit-nginx"].running
