@@ -66,7 +66,7 @@ def prove_login(inv: Inventory, target: Target, report: Report, user: str, passw
 def prove_gone(target: Target, report: Report, user: str) -> None:
     """The host's password file no longer has ``user``."""
     count = target.check(
-        f"cut -d: -f1 {AUTH_FILE} | grep -cxF -e {quote(user)}; true",
+        f"cut -d: -f1 {quote(AUTH_FILE)} | grep -cxF -e {quote(user)}; true",
         "checking the password file",
     ).stdout.strip()
     if count != "0":

@@ -57,13 +57,12 @@ def disk_use(inv: Inventory, target: Target) -> int:
 
 
 def collect(target: Target, dry_run: bool, delete_untagged: bool) -> str:
-    flags = " ".join(
-        f for f, on in (("--dry-run", dry_run), ("--delete-untagged", delete_untagged)) if on
-    )
+    flags = [f for f, on in (("--dry-run", dry_run), ("--delete-untagged", delete_untagged)) if on]
+    find = commands.join("docker", "exec", REGISTRY, "sh", "-c", FIND_BINARY)
+    config = f"{REGISTRY_CONFIG_MOUNT}/config.yml"
+    run = commands.join("docker", "exec", REGISTRY)
     return target.check(
-        f"bin=$(docker exec {REGISTRY} sh -c {quote(FIND_BINARY)}) && "
-        f'docker exec {REGISTRY} "$bin" garbage-collect {flags} '
-        f"{REGISTRY_CONFIG_MOUNT}/config.yml 2>&1",
+        f'bin=$({find}) && {run} "$bin" {commands.join("garbage-collect", *flags, config)} 2>&1',
         "garbage-collect" + (" --dry-run" if dry_run else ""),
     ).stdout
 
