@@ -203,7 +203,7 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         "readonly_config": readonly.digest[:16],
     }
     legacy = legacy_configs(facts)
-    record = deploy_record({**legacy, **facts.deployed}, now)
+    record = deploy_record(facts.deployed, now, legacy)
     return DeployPlan(
         preflight=summary,
         warning=forwarding_warning(facts),
@@ -239,12 +239,19 @@ def legacy_configs(facts: DeployFacts) -> dict[str, str]:
     return {"config": digests[0][:16], "readonly_config": digests[1][:16]}
 
 
-def deploy_record(before: dict[str, Any], now: dict[str, str]) -> dict[str, Any] | None:
+def deploy_record(
+    before: dict[str, Any], now: dict[str, str], legacy: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     """The deploy record after this deploy (what runs, and what ran before it), or None
-    when it already says so."""
-    current = {key: before.get(key) for key in RECORD_KEYS}
+    when it already says so. ``legacy`` names the configs a record from before staging
+    lacks (see :func:`legacy_configs`)."""
+    known = {**(legacy or {}), **before}
+    current = {key: known.get(key) for key in RECORD_KEYS}
     if current == now:
-        return None
+        if all(key in before for key in RECORD_KEYS):
+            return None
+        # The same deploy, now recorded with its staged configs.
+        return {**now, "previous": before.get("previous")}
     ran = current["registry"] and current["nginx"]
     return {**now, "previous": current if ran else before.get("previous")}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from shlex import quote
@@ -22,6 +23,7 @@ from tests.lab.conftest import (
     DOMAIN,
     PASSPHRASE,
     PASSWORD,
+    REPO,
     Lab,
     Pushed,
     fab,
@@ -190,6 +192,27 @@ def test_dry_run_and_real_run_make_the_same_plan(lab: Lab, pushed: Pushed, templ
         "[regbox] file /etc/regkit/nginx/nginx.conf: changed (content or mode differs"
         in (dry_lines[0])
     )
+
+
+def test_fab_dry_run_then_deploy_print_the_same_plan(lab: Lab, pushed: Pushed) -> None:
+    """As a user runs them: the dry run reads facts without the lock, the deploy reads
+    them with it; a new user makes the same one-file plan in both."""
+    env = {**lab.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE}
+    add = ["users.add", "--username", "dry-run-user", "--password-stdin"]
+    must(subprocess.run([sys.executable, "-m", "invoke", *add], cwd=REPO, env=env,
+                        input="dry-run-user-password\n", capture_output=True, text=True,
+                        check=False))  # fmt: skip
+    try:
+        dry = must(fab(lab, "-H", "regbox", "deploy", "--dry-run"))
+        real = must(fab(lab, "-H", "regbox", "deploy"))
+    finally:
+        users.remove(lab.inventory, "dry-run-user")
+        must(fab(lab, "-H", "regbox", "deploy"))
+    digests = [re.search(r"plan ([0-9a-f]{12}): ", out).group(1) for out in (dry, real)]
+    assert digests[0] == digests[1]
+    changed = "[regbox] file /etc/regkit/auth/htpasswd: changed (content or mode differs"
+    assert changed + " (dry run))" in dry and changed + ")" in real
+    assert "would change" in dry and ": applied" in real
 
 
 def test_broken_template_fails_at_nginx_t_and_proxy_keeps_serving(

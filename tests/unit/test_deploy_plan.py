@@ -388,3 +388,26 @@ def test_the_first_deploy_after_the_upgrade_stages_the_old_configs_for_rollback(
     assert plan.prune == ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
     subjects = [step.subject for step in planner.steps(pki_inv, plan)]
     assert subjects.index("legacy registry configs") < subjects.index("old registry configs")
+
+
+def test_an_upgrade_that_changes_nothing_still_records_the_staged_configs(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    """The old version deployed the same images and config: nothing to recreate, but
+    the record gains the configs' names (else rollback could never use them)."""
+    facts = deployed(pki_inv, files)
+    config, readonly = wanted.registry_configs(files)
+    facts.deployed = {"registry": "registry:2.8.3", "nginx": wanted.nginx_tag(files)}
+    facts.legacy = ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
+    facts.files["/etc/regkit/registry/config.yml"] = f"{config.digest} 600 0 0"
+    facts.files["/etc/regkit/registry-readonly/config.yml"] = f"{readonly.digest} 600 0 0"
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    assert plan.record == {
+        "registry": "registry:2.8.3",
+        "nginx": wanted.nginx_tag(files),
+        "config": config.digest[:16],
+        "readonly_config": readonly.digest[:16],
+        "previous": None,
+    }
+    assert plan.stage == ()
+    assert plan.prune == ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")

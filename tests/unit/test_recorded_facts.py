@@ -75,6 +75,22 @@ def test_trust_a_new_ca_on_recorded_hosts(pki_inv: Inventory, alias: str, flavor
     assert plan.restart_docker
 
 
+@pytest.mark.parametrize(("alias", "flavor"), [("client1", "debian"), ("b2d", "boot2docker")])
+def test_untrust_on_recorded_hosts_removes_both_files_and_restarts_docker(
+    pki_inv: Inventory, alias: str, flavor: str
+) -> None:
+    facts = trust.parse_facts(recorded(f"trust-facts-{alias}.txt"))
+    lab = pki_inv.model_copy(
+        update={"registry": pki_inv.registry.model_copy(update={"domain": "registry.lab.test"})}
+    )
+    plan = trust.untrust_plan(lab, flavor, facts)
+    assert set(plan.remove) == {
+        "/etc/docker/certs.d/registry.lab.test/ca.crt",
+        trust.store_path(lab, flavor),
+    }
+    assert plan.system_changed and plan.restart_docker
+
+
 def test_a_new_password_file_goes_to_a_host_whose_proxy_runs(
     pki_inv: Inventory, files: list[Upload]
 ) -> None:
