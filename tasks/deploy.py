@@ -21,10 +21,11 @@ from tasks.cli import task
 from tasks.errors import PkiError, RegkitError, RemoteError
 from tasks.inventory import Inventory
 from tasks.plans import deploy as planner
-from tasks.plans import deploy_facts
+from tasks.plans import deploy_facts, deploy_steps
 from tasks.plans import undeploy as undeploy_planner
-from tasks.plans.deploy import DeployPlan, Step
+from tasks.plans.deploy import DeployPlan
 from tasks.plans.deploy_facts import DeployFacts
+from tasks.plans.deploy_steps import Step
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
@@ -74,7 +75,7 @@ def deploy_host(
     report.ok(alias, "preflight", plan.preflight)
     if plan.warning:
         report.info(f"[{alias}] WARNING: {plan.warning}")
-    for step in planner.steps(inv, plan):
+    for step in deploy_steps.steps(inv, plan):
         apply_step(target, report, step, dry_run)
     if dry_run:
         show_diffs(target, report, [c.upload for c in plan.files], facts)

@@ -23,7 +23,7 @@ from tasks.cli import task
 from tasks.inventory import Inventory
 from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG_MOUNT
 from tasks.plans import maintenance as planner
-from tasks.plans.deploy import replace_script, verify_script
+from tasks.plans.deploy_steps import replace_script, verify_script
 from tasks.plans.maintenance import HostState
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock

@@ -8,7 +8,7 @@ from tasks import commands, layout, pki, users, wanted
 from tasks.errors import RemoteError, StateError
 from tasks.inventory import Inventory
 from tasks.plans import deploy as planner
-from tasks.plans import deploy_facts
+from tasks.plans import deploy_facts, deploy_steps
 from tasks.plans.deploy import DeployPlan
 from tasks.plans.deploy_facts import Container, DeployFacts
 from tasks.remote.upload import Upload
@@ -223,7 +223,7 @@ def files(pki_inv: Inventory) -> list[Upload]:
 def summary(inv: Inventory, plan: DeployPlan) -> list[tuple[str, str]]:
     """(subject, why) of every step that changes something."""
     lines = []
-    for step in planner.steps(inv, plan):
+    for step in deploy_steps.steps(inv, plan):
         lines += [(s, w) for s, w in (step.details or ((step.subject, step.why),)) if w]
     return lines
 
@@ -234,10 +234,10 @@ def test_nothing_changed_plans_nothing_and_only_reads_the_probe_back(
     plan = planner.plan(pki_inv, "regbox", files, deployed(pki_inv, files))
     assert not plan.changes
     assert summary(pki_inv, plan) == []
-    proof = planner.steps(pki_inv, plan)[-1]
+    proof = deploy_steps.steps(pki_inv, plan)[-1]
     assert (proof.subject, proof.kind) == ("verify", "check")
     assert "read back" in proof.command and "docker push" in proof.command
-    full = planner.verify_script(pki_inv, full=True)
+    full = deploy_steps.verify_script(pki_inv, full=True)
     assert "read back" not in full and "docker push" in full
 
 
@@ -267,7 +267,7 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
         "readonly_config": readonly.digest[:16],
         "previous": None,
     }
-    kinds = [step.kind for step in planner.steps(pki_inv, plan)]
+    kinds = [step.kind for step in deploy_steps.steps(pki_inv, plan)]
     assert kinds.index("build") < kinds.index("check") < kinds.index("upload", 2)
 
 
@@ -354,7 +354,7 @@ def test_configs_are_staged_by_digest_and_old_ones_pruned(
         "/etc/regkit/registry/config.yml",
         "/etc/regkit/registry-readonly",
     )
-    steps = planner.steps(pki_inv, plan)
+    steps = deploy_steps.steps(pki_inv, plan)
     assert steps[-1].command == (
         "rm -rf /etc/regkit/registry/0123456789abcdef /etc/regkit/registry/config.yml "
         "/etc/regkit/registry-readonly"
@@ -386,7 +386,7 @@ def test_the_first_deploy_after_the_upgrade_stages_the_old_configs_for_rollback(
         "readonly_config": "2" * 16,
     }
     assert plan.prune == ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
-    subjects = [step.subject for step in planner.steps(pki_inv, plan)]
+    subjects = [step.subject for step in deploy_steps.steps(pki_inv, plan)]
     assert subjects.index("legacy registry configs") < subjects.index("old registry configs")
 
 

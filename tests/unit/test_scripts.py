@@ -28,7 +28,7 @@ from tasks import (
 from tasks.inventory import Inventory
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
-from tasks.plans import deploy_facts
+from tasks.plans import deploy_facts, deploy_steps
 from tasks.plans import maintenance as maintenance_planner
 from tasks.plans import trust as trust_planner
 from tasks.plans import undeploy as undeploy_planner
@@ -45,12 +45,12 @@ def deploy_scripts(inv: Inventory) -> dict[str, str]:
     files = wanted.registry_files(inv)
     fresh = deploy_facts.parse_facts("os\tdebian\napt\tyes\ndocker\t20.10\ndisk_free_kb\t99999999")
     plan = planner.plan(inv, "regbox", files, fresh)
-    steps = planner.steps(inv, plan)
+    steps = deploy_steps.steps(inv, plan)
     return {
         "deploy-facts": deploy_facts.facts_script(inv, files),
         "replace-container": next(s.command for s in steps if s.subject.startswith("container")),
-        "verify": planner.verify_script(inv, full=True),
-        "verify (read back)": planner.verify_script(inv, full=False),
+        "verify": deploy_steps.verify_script(inv, full=True),
+        "verify (read back)": deploy_steps.verify_script(inv, full=False),
         **{f"deploy step: {s.subject}": s.command for s in steps if s.command},
         "undeploy-facts": undeploy_planner.facts_script(inv),
     }

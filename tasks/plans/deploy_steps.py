@@ -1,0 +1,186 @@
+"""A deploy plan as the ordered steps the apply step takes, each with its command.
+
+:mod:`tasks.plans.deploy` decides what changes; this module says how each change
+is carried out: the command (built by :mod:`tasks.commands`) or the script (a
+template in ``templates/sh/``) of every step, in order. Pure; unit-tested.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from tasks import commands, scripts, users
+from tasks.inventory import Inventory
+from tasks.layout import (
+    CA_FILE,
+    DEPLOYED,
+    NGINX_CONTEXT_DIR,
+    PROBE_PASSWORD_FILE,
+    PROBE_REPO,
+    PROBE_TAG,
+    config_dir,
+)
+from tasks.plans.deploy import NETWORK_OPTIONS, DeployPlan
+from tasks.remote.upload import Upload
+from tasks.wanted import RunSpec
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a plan, as the report shows it and the apply step carries it out.
+
+    ``why`` is empty when the step changes nothing (``unchanged`` then says why not).
+    ``kind`` says how it is carried out: ``run`` (``command`` as root), ``build``
+    (the same, its output streamed), ``upload`` (``uploads``), ``check`` (a command
+    whose output lines are "ok" lines).
+    """
+
+    subject: str
+    why: str = ""
+    unchanged: str = ""
+    kind: str = "run"
+    command: str = ""
+    uploads: tuple[Upload, ...] = ()
+    skipped: bool = False
+    # What the step is called in an error ("building regkit-nginx:…"); ``failure``, if
+    # set, replaces the whole error, followed by the command's error output.
+    what: str = ""
+    failure: str = ""
+    # Lines to report instead of one for the step: (subject, why) each.
+    details: tuple[tuple[str, str], ...] = ()
+
+
+def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
+    """The plan as the ordered steps the apply step takes."""
+    out = [_package_step(plan), _files_step(plan)]
+    if plan.stage:
+        stage = " && ".join(
+            commands.stage_config(path, config_dir(name)) for path, name in plan.stage
+        )
+        why = "staged by digest, so rollback can return to them"
+        out.append(Step("legacy registry configs", why, command=stage, what="staging configs"))
+    if plan.pull:
+        pull = commands.image_pull(plan.pull)
+        out.append(Step(f"image {plan.pull}", "pulled", command=pull, what=f"pulling {plan.pull}"))
+    if plan.build:
+        build = commands.image_build(plan.build, NGINX_CONTEXT_DIR)
+        what = f"building {plan.build}"
+        out.append(Step(f"image {plan.build}", "built", kind="build", command=build, what=what))
+    else:
+        tag = plan.nginx.spec.image
+        out.append(Step(f"image {tag}", unchanged="build context unchanged"))
+    if plan.test_nginx:
+        tag = plan.nginx.spec.image
+        failure = f"nginx -t failed in the new image {tag}; nothing running was changed"
+        test = commands.nginx_test(tag)
+        out.append(Step("nginx -t", kind="check", command=test, what="nginx -t", failure=failure))
+    for name in plan.networks:
+        options = NETWORK_OPTIONS[name]
+        why = ""
+        if name in plan.create_networks:
+            why = "created (internal)" if options else "created"
+        create = commands.network_create(name, options)
+        out.append(Step(f"network {name}", why, command=create, what=f"creating network {name}"))
+    for container in (plan.registry, plan.nginx):
+        out.append(
+            Step(
+                f"container {container.spec.name}",
+                container.why,
+                unchanged="running, same image and configuration",
+                command=replace_script(container.spec),
+                what=f"starting {container.spec.name}",
+            )
+        )
+    if plan.reload:
+        reload = commands.nginx_reload()
+        out.append(
+            Step("nginx reload", ", ".join(plan.reload), command=reload, what="reloading nginx")
+        )
+    proof = verify_script(inv, full=plan.changes)
+    what = "verifying the registry" + (" (push/pull)" if plan.changes else "")
+    out.append(Step("verify", kind="check", command=proof, what=what))
+    if plan.record is not None:
+        record = (json.dumps(plan.record, sort_keys=True) + "\n").encode()
+        out.append(
+            Step(
+                "deploy record",
+                f"{DEPLOYED} (rollback returns to the previous images)",
+                kind="upload",
+                uploads=(Upload(DEPLOYED, record),),
+            )
+        )
+    if plan.prune:
+        why = f"removed {len(plan.prune)} that no deploy record names"
+        prune = commands.join("rm", "-rf", *plan.prune)
+        out.append(Step("old registry configs", why, command=prune, what="removing old configs"))
+    return out
+
+
+def _package_step(plan: DeployPlan) -> Step:
+    if plan.package == "no apt":
+        return Step("apache2-utils", "no apt on this host; htpasswd not installed", skipped=True)
+    why = "installed with apt" if plan.package == "install" else ""
+    install = commands.apt_install("apache2-utils")
+    return Step(
+        "apache2-utils",
+        why,
+        unchanged="installed",
+        command=install,
+        what="installing apache2-utils with apt",
+    )
+
+
+def _files_step(plan: DeployPlan) -> Step:
+    why = ", ".join(sorted({c.why for c in plan.files}))
+    return Step(
+        "files",
+        why,
+        unchanged=f"all {plan.file_count} match (sha256, mode, owner)",
+        kind="upload",
+        uploads=tuple(c.upload for c in plan.files),
+        details=tuple((f"file {c.upload.path}", c.why) for c in plan.files),
+    )
+
+
+def replace_script(spec: RunSpec) -> str:
+    """Swap a container, keeping the old one until the new one runs; roll back on failure."""
+    return scripts.script(
+        "replace-container",
+        name=spec.name,
+        start=commands.docker_start(spec),
+        networks=spec.more_networks,
+        state_format="{{.State.Running}} {{.RestartCount}}",
+    )
+
+
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+)
+
+
+def verify_script(inv: Inventory, full: bool = True) -> str:
+    """Prove the registry from the host: ping, 401 without and 200 with a login, push+pull.
+
+    When nothing changed (``full=False``) the push+pull gives way to reading the
+    probe image's manifest back with its digest; if that image is gone, it is
+    pushed and pulled after all.
+    """
+    reg = inv.registry
+    return scripts.script(
+        "verify",
+        full=full,
+        address=reg.address,
+        domain=reg.domain,
+        url=reg.url,
+        ref=f"{reg.address}/{PROBE_REPO}:{PROBE_TAG}",
+        manifest_url=f"{reg.url}/v2/{PROBE_REPO}/manifests/{PROBE_TAG}",
+        accept=MANIFEST_ACCEPT,
+        ca=CA_FILE,
+        user=users.PROBE_USER,
+        password_file=PROBE_PASSWORD_FILE,
+        digests_format="{{range .RepoDigests}}{{.}} {{end}}",
+    )
