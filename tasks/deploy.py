@@ -67,10 +67,13 @@ def deploy_host(
     report: Report,
     dry_run: bool,
     facts_output: str | None = None,
+    files: list[Upload] | None = None,
 ) -> DeployPlan:
-    """Deploy to one connected host (or, with ``dry_run``, say what that would change)."""
+    """Deploy to one connected host (or, with ``dry_run``, say what that would change).
+
+    ``files`` is what :func:`tasks.wanted.registry_files` made, if the caller has it."""
     alias = target.alias
-    files = wanted.registry_files(inv)
+    files = files if files is not None else wanted.registry_files(inv)
     facts, plan = read_plan(inv, target, files, facts_output)
     report.ok(alias, "preflight", plan.preflight)
     if plan.warning:
@@ -79,7 +82,7 @@ def deploy_host(
         apply_step(target, report, step, dry_run)
     if dry_run:
         show_diffs(target, report, [c.upload for c in plan.files], facts)
-    summary = f"{'would change' if plan.changes else 'changes nothing'}" if dry_run else "applied"
+    summary = ("would change" if plan.changes else "changes nothing") if dry_run else "applied"
     report.info(f"[{alias}] plan {plan.digest}: {summary}")
     return plan
 
@@ -118,14 +121,15 @@ def run(target: Target, report: Report, step: Step) -> None:
 
 
 def check(target: Target, report: Report, step: Step) -> None:
-    """A step that proves something: each line it prints is an "ok" line."""
+    """A step that proves something: each line it prints is an "ok" line (or, if it
+    prints none, the step's ``unchanged`` text)."""
     if step.failure:
         result = target.run(step.command, what=step.what)
         if result.failed:
             raise RemoteError(f"{target.alias}: {step.failure}:\n{result.stderr.strip()}")
-        report.ok(target.alias, step.subject, "new configuration is valid")
-        return
-    for line in target.check(step.command, step.what).stdout.strip().splitlines():
+    else:
+        result = target.check(step.command, step.what)
+    for line in result.stdout.strip().splitlines() or [step.unchanged]:
         report.ok(target.alias, step.subject, line)
 
 
@@ -162,15 +166,16 @@ def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
     report = Report()
     ensure_local(inv, report, dry_run)
 
+    files = wanted.registry_files(inv)
+
     def work(target: Target) -> None:
         start = time.monotonic()
         if dry_run:
-            deploy_host(inv, target, report, dry_run=True)
+            deploy_host(inv, target, report, True, files=files)
         else:
-            files = wanted.registry_files(inv)
             facts_script = deploy_facts.facts_script(inv, files)
             with host_lock(target, "deploy", facts_script) as facts:
-                deploy_host(inv, target, report, False, facts)
+                deploy_host(inv, target, report, False, facts, files)
         took = time.monotonic() - start
         report.info(f"[{target.alias}] done in {took:.1f} s, {target.commands} SSH commands")
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tasks.errors import RemoteError
+from tasks.facts import mapping
 from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
@@ -118,7 +119,6 @@ class DeployPlan:
     pull: str  # the registry image to pull, or ""
     build: str  # the proxy image to build, or ""
     create_networks: tuple[str, ...]
-    networks: tuple[str, ...]
     registry: ContainerStep
     nginx: ContainerStep
     reload: tuple[str, ...]  # why nginx reloads; () for no reload
@@ -177,16 +177,12 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
     )
     proxy = nginx_spec(inv, tag)
     nginx_why = container_change(facts.containers.get(NGINX), proxy, facts.images.get(tag, ""))
-    reload = ()
-    if not nginx_why:
-        # nginx reads the password file on every request: a new one needs no reload.
-        reasons = [
-            "certificate changed"
-            if any(c.upload.path.startswith(TLS_DIR) for c in changes)
-            else "",
-            "registry recreated" if registry_why else "",
-        ]
-        reload = tuple(r for r in reasons if r)
+    # nginx reads the password file on every request: a new one needs no reload.
+    reload: list[str] = []
+    if not nginx_why and any(c.upload.path.startswith(TLS_DIR) for c in changes):
+        reload.append("certificate changed")
+    if not nginx_why and registry_why:
+        reload.append("registry recreated")
     package = "installed" if facts.apache2_utils else ("install" if facts.apt else "no apt")
     now = {
         "registry": image,
@@ -205,10 +201,9 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         pull="" if image in facts.images else image,
         build="" if tag in facts.images else tag,
         create_networks=tuple(n for n in NETWORK_OPTIONS if n not in facts.networks),
-        networks=tuple(NETWORK_OPTIONS),
         registry=ContainerStep(registry, registry_why),
         nginx=ContainerStep(proxy, nginx_why),
-        reload=reload,
+        reload=tuple(reload),
         record=record,
         stage=tuple(
             (path, legacy[key])
@@ -251,7 +246,7 @@ def deploy_record(
 def stale_configs(facts: DeployFacts, record: dict[str, Any]) -> tuple[str, ...]:
     """Staged configs that neither what runs nor what ran before uses, and the legacy
     ones: removed once the deploy has proved itself."""
-    previous = record.get("previous") or {}
+    previous = mapping(record.get("previous"))
     keep = {
         name
         for source in (record, previous)

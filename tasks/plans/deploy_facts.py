@@ -7,11 +7,11 @@ line per fact and changes nothing; the parser turns them into
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks import scripts
+from tasks.facts import json_object
 from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
@@ -117,15 +117,7 @@ def parse_facts(output: str) -> DeployFacts:
             spec = "" if spec == "<no value>" else spec
             facts.containers[key[4:]] = Container(image_id, spec, running == "true")
         elif key == "deployed":
-            facts.deployed = _json_object(value)
+            facts.deployed = json_object(value)
         elif key in ("configs", "legacy"):
             setattr(facts, key, tuple(value.split()))
     return facts
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -74,8 +74,9 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
         tag = plan.nginx.spec.image
         failure = f"nginx -t failed in the new image {tag}; nothing running was changed"
         test = commands.nginx_test(tag)
-        out.append(Step("nginx -t", kind="check", command=test, what="nginx -t", failure=failure))
-    for name in plan.networks:
+        valid = "new configuration is valid"
+        out.append(Step("nginx -t", unchanged=valid, kind="check", command=test, failure=failure))
+    for name in NETWORK_OPTIONS:
         options = NETWORK_OPTIONS[name]
         why = ""
         if name in plan.create_networks:

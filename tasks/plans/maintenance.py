@@ -9,13 +9,12 @@ always goes back with the configuration it ran with.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks import scripts
 from tasks.errors import RegkitError
-from tasks.facts import parse_values
+from tasks.facts import json_object, mapping, parse_values
 from tasks.inventory import Inventory
 from tasks.layout import CONFIG_LABEL, DEPLOYED, NGINX, REGISTRY, REGISTRY_CONFIGS
 from tasks.wanted import RunSpec, nginx_spec, registry_spec
@@ -55,21 +54,13 @@ def facts_script() -> str:
 def parse_facts(output: str) -> HostState:
     values = parse_values(output)
     image, _, config = values.get("registry", "").partition("|")
-    try:
-        record = json.loads(values.get("deployed") or "{}")
-    except ValueError:
-        record = {}
     return HostState(
         registry_image=image,
         registry_config="" if config == "<no value>" else config,
         nginx_image=values.get("nginx", ""),
         configs=tuple(values.get("configs", "").split()),
-        record=record if isinstance(record, dict) else {},
+        record=json_object(values.get("deployed", "")),
     )
-
-
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _deploy(record: dict[str, Any]) -> dict[str, str]:
@@ -79,7 +70,7 @@ def _deploy(record: dict[str, Any]) -> dict[str, str]:
 def gc_configs(alias: str, state: HostState) -> tuple[str, str]:
     """(the running config, its read-only variant): what ``fab gc`` switches between."""
     running = (state.registry_image, state.registry_config)
-    for deployed in (state.record, _mapping(state.record.get("previous"))):
+    for deployed in (state.record, mapping(state.record.get("previous"))):
         if (deployed.get("registry"), deployed.get("config")) == running and deployed.get(
             "readonly_config"
         ):
@@ -109,7 +100,7 @@ def rollback_plan(inv: Inventory, alias: str, state: HostState) -> RollbackPlan:
     cut short and run again finishes going back rather than forward.
     """
     record = state.record
-    current, previous = _deploy(record), _mapping(record.get("previous"))
+    current, previous = _deploy(record), mapping(record.get("previous"))
     if current["registry"] and current != state.running:
         target, why = record, "the host does not run what its deploy record names"
         new_record = record
