@@ -16,6 +16,7 @@ and inspected in ``tasks.certificates``.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import os
 import shutil
@@ -104,7 +105,11 @@ def read_key(path: Path, passphrase: str | None = None) -> certificates.PrivateK
             ) from None
         raise PkiError(f"{path}: the key is not encrypted; it should be (damaged?)") from None
     except ValueError as exc:
-        if passphrase is not None and "password" in str(exc).lower():
+        # A wrong passphrase mostly fails the decryption; about once in 256 it decrypts
+        # to garbage with valid padding instead, which then fails to parse. An intact
+        # encrypted PEM tells that case from a damaged file.
+        wrong = "password" in str(exc).lower() or _intact_encrypted_pem(data)
+        if passphrase is not None and wrong:
             raise PkiError(f"{path}: wrong CA passphrase") from None
         raise PkiError(
             f"{path}: not a readable private key (truncated or damaged); restore it from "
@@ -113,6 +118,25 @@ def read_key(path: Path, passphrase: str | None = None) -> certificates.PrivateK
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise PkiError(f"{path}: unsupported key type {type(key).__name__}")
     return key
+
+
+def _intact_encrypted_pem(data: bytes) -> bool:
+    """Whether ``data`` is one whole encrypted PKCS#8 PEM block: its armour, base64 body
+    and outer DER length all agree (a truncated or cut file fails one of them)."""
+    begin, end = b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"-----END ENCRYPTED PRIVATE KEY-----"
+    text = data.strip()
+    if not (text.startswith(begin) and text.endswith(end)):
+        return False
+    try:
+        der = base64.b64decode(b"".join(text[len(begin) : -len(end)].split()), validate=True)
+    except ValueError:
+        return False
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    if der[1] < 0x80:
+        return der[1] + 2 == len(der)
+    size = der[1] & 0x7F
+    return int.from_bytes(der[2 : 2 + size], "big") + 2 + size == len(der)
 
 
 def ask_passphrase(confirm: bool) -> str:

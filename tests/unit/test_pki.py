@@ -100,6 +100,15 @@ def test_wrong_passphrase_is_a_clear_error(pki_inv: Inventory) -> None:
         pki.issue_server(pki_inv, "not-the-passphrase")
 
 
+def test_every_wrong_passphrase_is_called_wrong(pki_inv: Inventory) -> None:
+    """About one wrong passphrase in 256 decrypts the key to garbage with valid padding
+    (it then fails to parse): it must still read as a wrong passphrase, not damage."""
+    p = pki.paths(pki_inv)
+    for attempt in range(2000):
+        with pytest.raises(PkiError, match=r"ca\.key: wrong CA passphrase$"):
+            pki.read_key(p.ca_key, f"not-the-passphrase-{attempt}")
+
+
 def test_truncated_ca_key_is_a_clear_error(pki_inv: Inventory) -> None:
     p = pki.paths(pki_inv)
     p.ca_key.write_bytes(p.ca_key.read_bytes()[:100])
