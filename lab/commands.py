@@ -39,7 +39,7 @@ from tasks.report import FAILED, Report
 
 
 def _refs(engine: Engine, settings: Settings) -> dict[str, str]:
-    refs = {spec.name: version_ref(spec, engine, settings) for spec in IMAGES if spec.version_of}
+    refs = {spec.serves: version_ref(spec, engine, settings) for spec in IMAGES if spec.serves}
     return {name: ref for name, ref in refs.items() if ref}
 
 

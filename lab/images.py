@@ -29,12 +29,14 @@ class ImageSpec:
 
     With ``base`` it is built FROM another lab image; otherwise FROM a debootstrap
     root file system of its ``packages`` file. ``version_of`` names the Debian
-    package whose upstream version tags the image (``regkit-lab/nginx:1.22.1``).
+    package whose upstream version tags the image (``regkit-lab/nginx:1.22.1``);
+    ``serves`` is the inventory's name for it (``registry.images.<serves>``).
     """
 
     name: str
     base: str | None = None
     version_of: str | None = None
+    serves: str | None = None
 
     @property
     def folder(self) -> Path:
@@ -49,8 +51,9 @@ class ImageSpec:
 IMAGES = (
     ImageSpec("host"),
     ImageSpec("b2d", base="host"),
-    ImageSpec("registry", version_of="docker-registry"),
-    ImageSpec("nginx", version_of="nginx"),
+    ImageSpec("registry", version_of="docker-registry", serves="registry"),
+    ImageSpec("nginx", version_of="nginx", serves="nginx"),
+    ImageSpec("python", version_of="python3", serves="token"),
 )
 
 

@@ -43,10 +43,11 @@ def image_build(tag: str, context: str) -> str:
 
 def nginx_test(tag: str) -> str:
     """``nginx -t`` in a throwaway container of ``tag`` with the live secrets mounted;
-    the registry's name resolves to loopback so nothing else needs to run."""
+    the registry's and the token service's names resolve to loopback so nothing else
+    needs to run."""
     return join(
-        "docker", "run", "--rm", "--add-host", "registry:127.0.0.1", *nginx_mounts(),
-        tag, "nginx", "-t",
+        "docker", "run", "--rm", "--add-host", "registry:127.0.0.1",
+        "--add-host", "token:127.0.0.1", *nginx_mounts(), tag, "nginx", "-t",
     )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from invoke import Collection, Context
 
-from tasks import certificates, commands, inventory, pki, users, wanted
+from tasks import certificates, commands, inventory, pki, signing, users, wanted
 from tasks.cli import task
 from tasks.errors import PkiError, RegkitError, RemoteError
 from tasks.inventory import Inventory
@@ -46,6 +46,8 @@ def ensure_local(inv: Inventory, report: Report, dry_run: bool = False) -> None:
     else:
         pki.check_server(inv)
         report.unchanged("local", "PKI", "CA and server certificate match the inventory")
+    if signing.ensure(inv):
+        report.changed("local", "token signing key", f"new, in {signing.key_path(inv).parent}")
     users.ensure_probe_credential(inv)
     users.deployed_htpasswd(inv)
 

@@ -28,8 +28,9 @@ from pydantic import (
     field_validator,
 )
 
+from tasks import rights
 from tasks.cli import task
-from tasks.errors import InventoryError
+from tasks.errors import InventoryError, RegkitError
 from tasks.inventory_file import NoAliasLoader, format_error
 
 ENV_VAR = "REGISTRY_INVENTORY"
@@ -103,8 +104,12 @@ class Images(_Strict):
 
     registry: str = "registry:2.8.3"
     nginx: str = "nginx:1.27.3-bookworm"
+    # The token service's base: an official Python image (its build adds PyJWT).
+    token: str = "python:3.12.8-slim-bookworm"  # noqa: S105 - an image, not a secret
 
-    _check = field_validator("registry", "nginx")(classmethod(lambda cls, v: check_image_ref(v)))
+    _check = field_validator("registry", "nginx", "token")(
+        classmethod(lambda cls, v: check_image_ref(v))
+    )
 
 
 class Registry(_Strict):
@@ -172,11 +177,29 @@ class Pki(_Strict):
     warn_days: Annotated[int, Field(ge=0, le=365)] = 30
 
 
+class UserAccess(_Strict):
+    """A user's rights as the inventory declares them (never a password)."""
+
+    role: Literal["pull", "push", "admin"] = "push"
+    repos: list[str] = ["*"]
+
+    @field_validator("repos")
+    @classmethod
+    def _repos(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one pattern (* for every repository)")
+        try:
+            return [rights.check_pattern(p) for p in v]
+        except RegkitError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class Users(_Strict):
-    """Rules for the registry's password file."""
+    """Rules for the registry's password file, and the rights the inventory declares."""
 
     bcrypt_rounds: Annotated[int, Field(ge=10, le=16)] = 12
     min_password_length: Annotated[int, Field(ge=8, le=128)] = 12
+    access: dict[str, UserAccess] = {}
 
 
 class Host(_Strict):
@@ -302,7 +325,8 @@ def check(c: Context) -> None:
     reg = inv.registry
     print(f"{inv.source}: valid")
     print(f"registry: {reg.url} (data in {reg.data_dir} on the host)")
-    print(f"images:   registry {reg.images.registry}, nginx {reg.images.nginx}")
+    images = reg.images
+    print(f"images:   registry {images.registry}, nginx {images.nginx}, token {images.token}")
     print(f"state:    {inv.state_path}")
     for alias, h in inv.hosts.items():
         target = f"{h.user + '@' if h.user else ''}{h.hostname or alias}"

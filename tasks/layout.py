@@ -12,6 +12,11 @@ On the host (all root-owned):
   configuration it ran with
 - ``/etc/regkit/tls/``       ``server.crt`` and ``server.key`` (0600), mounted read-only
 - ``/etc/regkit/auth/``      ``htpasswd`` (0640, group of nginx's worker), mounted read-only
+- ``/etc/regkit/token-image/``  the token service's build context (its source, no secrets)
+- ``/etc/regkit/token/``     the token signing key (0600, owned by the service's user) and
+  certificate, mounted read-only into the token service
+- ``/etc/regkit/rights/``    ``rights.json``: each user's role and patterns (0640, group of
+  the token service), mounted read-only into it; read again when it changes
 - ``/etc/regkit/ca.crt``, ``/etc/regkit/probe-password`` (0600)
 - ``/etc/regkit/deployed.json``  what runs now and what ran before (for rollback)
 - ``/etc/docker/certs.d/<domain>[:port]/ca.crt`` so the host's Docker trusts the registry
@@ -30,6 +35,10 @@ LEGACY_CONFIG_FILES = (LEGACY_CONFIGS[0], f"{LEGACY_CONFIGS[1]}/config.yml")
 TLS_DIR = f"{REMOTE_DIR}/tls"
 AUTH_DIR = f"{REMOTE_DIR}/auth"
 AUTH_FILE = f"{AUTH_DIR}/htpasswd"
+TOKEND_CONTEXT_DIR = f"{REMOTE_DIR}/token-image"
+TOKEND_DIR = f"{REMOTE_DIR}/token"
+RIGHTS_DIR = f"{REMOTE_DIR}/rights"
+RIGHTS_FILE = f"{RIGHTS_DIR}/rights.json"
 CA_FILE = f"{REMOTE_DIR}/ca.crt"
 PROBE_PASSWORD_FILE = f"{REMOTE_DIR}/probe-password"
 DEPLOYED = f"{REMOTE_DIR}/deployed.json"
@@ -41,8 +50,16 @@ REGISTRY_DATA_MOUNT = "/var/lib/registry"
 REGISTRY = "regkit-registry"
 NGINX = "regkit-nginx"
 NGINX_IMAGE = "regkit-nginx"
-# The name nginx reaches the registry by, on BACKEND.
+TOKEND = "regkit-token"
+TOKEND_IMAGE = "regkit-token"
+# The names nginx reaches the registry and the token service by, on BACKEND.
 REGISTRY_ALIAS = "registry"
+TOKEND_ALIAS = "token"
+# The token service's user and group (it runs as neither root nor nginx's worker).
+TOKEND_UID = 4431
+# Where the token service reads its key and the rights, inside its container.
+SIGNING_MOUNT = "/etc/regkit-token"
+RIGHTS_MOUNT = "/etc/regkit-rights"
 
 # nginx publishes its port through NETWORK; the registry is only on BACKEND, an
 # internal network without an address on the host: no route reaches it, from a

@@ -5,6 +5,8 @@
 - ``nginx/Dockerfile``, ``nginx/nginx.conf``, ``nginx/registry.conf`` and
   ``nginx/ui/``: the proxy image's build context (configuration and the catalog
   page, no secrets);
+- ``token/Dockerfile``, ``token/service.py``, ``token/requirements.txt``: the token
+  service image's build context (its source from ``tokend/``, no secrets);
 - ``registry/config.yml``: the registry's config, with its http secret (0600), and
   ``registry-readonly/config.yml``, the same in read-only mode (for ``fab gc``).
 
@@ -20,10 +22,11 @@ from pathlib import Path
 import jinja2
 from invoke import Collection, Context
 
-from tasks import inventory, state
+from tasks import inventory, signing, state
 from tasks.cli import task
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
+from tasks.layout import TOKEND_UID
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
 
@@ -36,6 +39,7 @@ class Layout:
 
     listen: str = "443"
     upstream: str = "registry:5000"
+    tokend_upstream: str = "token:5001"
     tls_dir: str = "/etc/nginx/regkit/tls"
     auth_dir: str = "/etc/nginx/regkit/auth"
     site_conf: str = "/etc/nginx/regkit/registry.conf"
@@ -55,11 +59,15 @@ FILES: dict[str, tuple[str, int]] = {
     "nginx/Dockerfile": ("Dockerfile.j2", 0o644),
     "nginx/nginx.conf": ("nginx.conf.j2", 0o644),
     "nginx/registry.conf": ("registry.conf.j2", 0o644),
+    "token/Dockerfile": ("token/Dockerfile.j2", 0o644),
     "registry/config.yml": ("config.yml.j2", 0o600),
 }
 
 # The catalog page (templates/ui), copied as it is into the proxy's build context.
 UI_FILES = ("index.html", "app.js", "style.css")
+# The token service (tokend/), copied as it is into its image's build context.
+TOKEND_SOURCE = Path(__file__).resolve().parent.parent / "tokend"
+TOKEND_FILES = ("service.py", "requirements.txt")
 
 
 class TemplateError(RegkitError):
@@ -87,6 +95,12 @@ def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
         "layout": asdict(layout),
         "http_secret": state.http_secret(inv.state_path),
         "readonly": False,
+        # Token auth: the registry trusts tokens for this service, from this issuer.
+        "token_service": reg.domain,
+        "token_issuer": signing.ISSUER,
+        "token_realm": f"{reg.url}/auth/token",
+        "token_uid": TOKEND_UID,
+        "token_cert": signing.fingerprint(inv),
     }
 
 
@@ -114,6 +128,8 @@ def render_all(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, tuple[st
     )
     for name in UI_FILES:
         files[f"nginx/ui/{name}"] = ((TEMPLATES / "ui" / name).read_text(), 0o644)
+    for name in TOKEND_FILES:
+        files[f"token/{name}"] = ((TOKEND_SOURCE / name).read_text(), 0o644)
     return files
 
 

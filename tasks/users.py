@@ -184,6 +184,17 @@ def probe_credential(inv: Inventory) -> tuple[str, str]:
     return pw_path.read_text().strip(), line_path.read_text()
 
 
+def names(inv: Inventory) -> list[str]:
+    """The users in the local password file, in file order (read as text: no libpass)."""
+    path = password_file(inv)
+    text = path.read_text() if path.exists() else ""
+    return [
+        line.split(":", 1)[0]
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#") and ":" in line
+    ]
+
+
 def deployed_htpasswd(inv: Inventory) -> bytes:
     """What the registry hosts get: every user, plus the deploy probe's line.
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from tasks import pki, render, users
+from tasks import pki, render, rights, signing, users
 from tasks.inventory import Inventory
 from tasks.layout import (
     AUTH_DIR,
@@ -28,8 +28,18 @@ from tasks.layout import (
     REGISTRY_ALIAS,
     REGISTRY_CONFIG_MOUNT,
     REGISTRY_DATA_MOUNT,
+    RIGHTS_DIR,
+    RIGHTS_FILE,
+    RIGHTS_MOUNT,
+    SIGNING_MOUNT,
     SPEC_LABEL,
     TLS_DIR,
+    TOKEND,
+    TOKEND_ALIAS,
+    TOKEND_CONTEXT_DIR,
+    TOKEND_DIR,
+    TOKEND_IMAGE,
+    TOKEND_UID,
     config_dir,
 )
 from tasks.remote.upload import Upload, sha256
@@ -41,6 +51,8 @@ NGINX_CONTEXT = (
     "registry.conf",
     *(f"ui/{name}" for name in render.UI_FILES),
 )
+# The token service's build context.
+TOKEND_CONTEXT = ("Dockerfile", *render.TOKEND_FILES)
 
 
 def registry_files(inv: Inventory) -> list[Upload]:
@@ -53,11 +65,18 @@ def registry_files(inv: Inventory) -> list[Upload]:
         Upload(f"{NGINX_CONTEXT_DIR}/{name}", build[f"nginx/{name}"]) for name in NGINX_CONTEXT
     ]
     files += [
-        staged_config(build["registry/config.yml"]),
-        staged_config(build["registry-readonly/config.yml"]),
+        Upload(f"{TOKEND_CONTEXT_DIR}/{name}", build[f"token/{name}"]) for name in TOKEND_CONTEXT
+    ]
+    key, cert = signing.material(inv)
+    files += [
+        *staged_config(build["registry/config.yml"], cert),
+        *staged_config(build["registry-readonly/config.yml"], cert),
         Upload(f"{TLS_DIR}/server.crt", p.server_cert.read_bytes()),
         Upload(f"{TLS_DIR}/server.key", p.server_key.read_bytes(), 0o600),
+        Upload(f"{TOKEND_DIR}/token.key", key, 0o600, TOKEND_UID, TOKEND_UID),
+        Upload(f"{TOKEND_DIR}/token.crt", cert),
         password_file(inv),
+        rights_file(inv),
         Upload(CA_FILE, ca),
         Upload(PROBE_PASSWORD_FILE, users.probe_credential(inv)[0].encode(), 0o600),
         Upload(inv.registry.certs_d, ca),
@@ -70,9 +89,17 @@ def password_file(inv: Inventory) -> Upload:
     return Upload(AUTH_FILE, users.deployed_htpasswd(inv), 0o640, 0, render.CONTAINER.worker_gid)
 
 
-def staged_config(content: bytes) -> Upload:
-    """A registry config in the folder named after its content."""
-    return Upload(f"{config_dir(sha256(content))}/config.yml", content, 0o600)
+def rights_file(inv: Inventory) -> Upload:
+    """Each user's role and patterns as the token service reads them: 0640, its group."""
+    document = rights.document(rights.effective(inv, users.names(inv)), users.PROBE_USER)
+    return Upload(RIGHTS_FILE, document, 0o640, 0, TOKEND_UID)
+
+
+def staged_config(content: bytes, token_cert: bytes) -> tuple[Upload, Upload]:
+    """A registry config in the folder named after its content, with the token
+    certificate it trusts (the config names the certificate's fingerprint)."""
+    folder = config_dir(sha256(content))
+    return Upload(f"{folder}/config.yml", content, 0o600), Upload(f"{folder}/token.crt", token_cert)
 
 
 def registry_configs(files: list[Upload]) -> tuple[Upload, Upload]:
@@ -82,13 +109,23 @@ def registry_configs(files: list[Upload]) -> tuple[Upload, Upload]:
     return normal, readonly
 
 
-def nginx_tag(files: list[Upload]) -> str:
-    """The proxy image's tag: a hash of its build context, so unchanged is never rebuilt."""
+def context_tag(files: list[Upload], context: str, image: str) -> str:
+    """An image's tag: a hash of its build context, so unchanged is never rebuilt."""
     h = hashlib.sha256()
     for f in files:
-        if f.path.startswith(f"{NGINX_CONTEXT_DIR}/"):
+        if f.path.startswith(f"{context}/"):
             h.update(f.path.encode() + b"\0" + f.content + b"\0")
-    return f"{NGINX_IMAGE}:{h.hexdigest()[:16]}"
+    return f"{image}:{h.hexdigest()[:16]}"
+
+
+def nginx_tag(files: list[Upload]) -> str:
+    """The proxy image's tag."""
+    return context_tag(files, NGINX_CONTEXT_DIR, NGINX_IMAGE)
+
+
+def token_tag(files: list[Upload]) -> str:
+    """The token service image's tag."""
+    return context_tag(files, TOKEND_CONTEXT_DIR, TOKEND_IMAGE)
 
 
 @dataclass(frozen=True)
@@ -150,4 +187,20 @@ def nginx_spec(inv: Inventory, tag: str) -> RunSpec:
             *nginx_mounts(),
         ),
         more_networks=(BACKEND,),
+    )  # fmt: skip
+
+
+def token_spec(tag: str) -> RunSpec:
+    """The token service: non-root (its image's USER), read-only root, no capabilities,
+    reachable only on BACKEND; its key and the rights are mounted read-only."""
+    return RunSpec(
+        TOKEND,
+        tag,
+        (
+            "--network", BACKEND, "--network-alias", TOKEND_ALIAS,
+            "--restart", "unless-stopped",
+            "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "-v", f"{TOKEND_DIR}:{SIGNING_MOUNT}:ro",
+            "-v", f"{RIGHTS_DIR}:{RIGHTS_MOUNT}:ro",
+        ),
     )  # fmt: skip

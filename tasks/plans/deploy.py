@@ -3,9 +3,9 @@
 The facts come from one script (``templates/sh/deploy-facts.sh.j2``); the plan
 lists every step with why, in the order the apply step carries them out: the
 package, the files (and, once, the configs regkit kept before staging them), the
-registry image, the proxy image and its ``nginx -t``, the networks, the two
-containers, a reload, the proof, the deploy record and the removal of configs no
-record names.
+registry image, the proxy image and its ``nginx -t``, the token service's image, the
+networks, the three containers (token service, registry, proxy), a reload, the
+proof, the deploy record and the removal of configs no record names.
 """
 
 from __future__ import annotations
@@ -28,10 +28,19 @@ from tasks.layout import (
     REGISTRY,
     REGISTRY_CONFIGS,
     TLS_DIR,
+    TOKEND,
 )
 from tasks.plans.deploy_facts import BACKEND_WANTED, Container, DeployFacts
 from tasks.remote.upload import Upload, sha256
-from tasks.wanted import RunSpec, nginx_spec, nginx_tag, registry_configs, registry_spec
+from tasks.wanted import (
+    RunSpec,
+    nginx_spec,
+    nginx_tag,
+    registry_configs,
+    registry_spec,
+    token_spec,
+    token_tag,
+)
 
 
 def preflight(inv: Inventory, alias: str, facts: DeployFacts) -> str:
@@ -121,6 +130,8 @@ class DeployPlan:
     create_networks: tuple[str, ...]
     registry: ContainerStep
     nginx: ContainerStep
+    token: ContainerStep
+    build_token: str  # the token service image to build, or ""
     reload: tuple[str, ...]  # why nginx reloads; () for no reload
     record: dict[str, Any] | None  # the new deploy record, or None when it stands
     # Legacy configs to stage by digest: (path, name); then the configs no deploy
@@ -135,6 +146,8 @@ class DeployPlan:
             or self.files
             or self.pull
             or self.build
+            or self.build_token
+            or self.token.why
             or self.create_networks
             or self.registry.why
             or self.nginx.why
@@ -177,12 +190,19 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
     )
     proxy = nginx_spec(inv, tag)
     nginx_why = container_change(facts.containers.get(NGINX), proxy, facts.images.get(tag, ""))
+    tokens = token_spec(token_tag(files))
+    token_why = container_change(
+        facts.containers.get(TOKEND), tokens, facts.images.get(tokens.image, "")
+    )
     # nginx reads the password file on every request: a new one needs no reload.
     reload: list[str] = []
     if not nginx_why and any(c.upload.path.startswith(TLS_DIR) for c in changes):
         reload.append("certificate changed")
+    # nginx looks up the registry's and the token service's addresses when it loads.
     if not nginx_why and registry_why:
         reload.append("registry recreated")
+    if not nginx_why and token_why:
+        reload.append("token service recreated")
     package = "installed" if facts.apache2_utils else ("install" if facts.apt else "no apt")
     now = {
         "registry": image,
@@ -203,6 +223,8 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         create_networks=tuple(n for n in NETWORK_OPTIONS if n not in facts.networks),
         registry=ContainerStep(registry, registry_why),
         nginx=ContainerStep(proxy, nginx_why),
+        token=ContainerStep(tokens, token_why),
+        build_token="" if tokens.image in facts.images else tokens.image,
         reload=tuple(reload),
         record=record,
         stage=tuple(

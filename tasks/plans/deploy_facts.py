@@ -24,9 +24,10 @@ from tasks.layout import (
     REGISTRY,
     REGISTRY_CONFIGS,
     SPEC_LABEL,
+    TOKEND,
 )
 from tasks.remote.upload import Upload
-from tasks.wanted import nginx_tag
+from tasks.wanted import nginx_tag, token_tag
 
 NETWORK_FORMAT = f'{{{{.Name}}}} {{{{.Internal}}}} {{{{index .Options "{INHIBIT_IPV4}"}}}}'
 # What docker network inspect says of BACKEND when it is as BACKEND_OPTIONS made it.
@@ -87,9 +88,9 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         configs=REGISTRY_CONFIGS,
         legacy=LEGACY_CONFIGS,
         paths=[*(f.path for f in files), *LEGACY_CONFIG_FILES],
-        containers=[REGISTRY, NGINX],
+        containers=[REGISTRY, NGINX, TOKEND],
         container_format=CONTAINER_FORMAT,
-        images=[reg.images.registry, nginx_tag(files)],
+        images=[reg.images.registry, nginx_tag(files), token_tag(files)],
         image_format=IMAGE_FORMAT,
     )
 

@@ -19,6 +19,7 @@ from tasks.layout import (
     PROBE_PASSWORD_FILE,
     PROBE_REPO,
     PROBE_TAG,
+    TOKEND_CONTEXT_DIR,
     config_dir,
 )
 from tasks.plans.deploy import NETWORK_OPTIONS, DeployPlan
@@ -76,6 +77,13 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
         test = commands.nginx_test(tag)
         valid = "new configuration is valid"
         out.append(Step("nginx -t", unchanged=valid, kind="check", command=test, failure=failure))
+    if plan.build_token:
+        build = commands.image_build(plan.build_token, TOKEND_CONTEXT_DIR)
+        what = f"building {plan.build_token}"
+        step = Step(f"image {plan.build_token}", "built", kind="build", command=build, what=what)
+        out.append(step)
+    else:
+        out.append(Step(f"image {plan.token.spec.image}", unchanged="build context unchanged"))
     for name in NETWORK_OPTIONS:
         options = NETWORK_OPTIONS[name]
         why = ""
@@ -83,7 +91,8 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
             why = "created (internal)" if options else "created"
         create = commands.network_create(name, options)
         out.append(Step(f"network {name}", why, command=create, what=f"creating network {name}"))
-    for container in (plan.registry, plan.nginx):
+    # The token service first: nginx resolves its name when it starts.
+    for container in (plan.token, plan.registry, plan.nginx):
         out.append(
             Step(
                 f"container {container.spec.name}",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tasks import commands, layout, pki, users, wanted
+from tasks import commands, layout, pki, signing, users, wanted
 from tasks.errors import RemoteError, StateError
 from tasks.inventory import Inventory
 from tasks.plans import deploy as planner
@@ -117,11 +119,26 @@ def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
     users.ensure_probe_credential(pki_inv)
     files = {f.path: f for f in wanted.registry_files(pki_inv)}
     assert files["/etc/regkit/tls/server.key"].mode == 0o600
-    configs = [f for path, f in files.items() if path.startswith("/etc/regkit/registry/")]
+    configs = [f for path, f in files.items() if path.endswith("/config.yml")]
+    configs = [f for f in configs if f.path.startswith("/etc/regkit/registry/")]
     assert [f.path for f in configs] == [
         f"{layout.config_dir(f.digest)}/config.yml" for f in configs
     ]
     assert [f.mode for f in configs] == [0o600, 0o600]
+    # Each staged config has the token certificate it trusts beside it.
+    token_cert = signing.cert_path(pki_inv).read_bytes()
+    for config in configs:
+        beside = files[f"{layout.config_dir(config.digest)}/token.crt"]
+        assert beside.content == token_cert
+        assert signing.fingerprint(pki_inv).encode() in config.content
+    key = files["/etc/regkit/token/token.key"]
+    assert (key.mode, key.uid, key.gid) == (0o600, 4431, 4431)
+    rights_doc = files["/etc/regkit/rights/rights.json"]
+    assert (rights_doc.mode, rights_doc.uid, rights_doc.gid) == (0o640, 0, 4431)
+    assert json.loads(rights_doc.content)["users"] == {
+        "alice": {"role": "push", "repos": ["*"]},
+        "regkit-probe": {"role": "admin", "repos": ["*"]},
+    }
     auth = files["/etc/regkit/auth/htpasswd"]
     assert (auth.mode, auth.uid, auth.gid) == (0o640, 0, 4430)
     assert auth.content.count(b"\n") == 2
@@ -130,7 +147,8 @@ def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
     assert "/etc/docker/certs.d/registry.unit.test/ca.crt" in files
     ca_key = pki.paths(pki_inv).ca_key.read_bytes()
     assert all(f.content != ca_key for f in files.values())
-    assert all(b"PRIVATE KEY" not in f.content for p, f in files.items() if "server.key" not in p)
+    keys = ("/etc/regkit/tls/server.key", "/etc/regkit/token/token.key")
+    assert all(b"PRIVATE KEY" not in f.content for p, f in files.items() if p not in keys)
 
 
 def test_deploy_needs_a_user_first(pki_inv: Inventory) -> None:
@@ -188,6 +206,7 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
     config, readonly = wanted.registry_configs(files)
     registry = wanted.registry_spec(inv, config.digest)
     nginx = wanted.nginx_spec(inv, tag)
+    tokend = wanted.token_spec(wanted.token_tag(files))
     image = inv.registry.images.registry
     return DeployFacts(
         os="debian",
@@ -200,8 +219,9 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
         containers={
             "regkit-registry": Container("sha256:reg", registry.digest, True),
             "regkit-nginx": Container("sha256:ngx", nginx.digest, True),
+            "regkit-token": Container("sha256:tok", tokend.digest, True),
         },
-        images={image: "sha256:reg", tag: "sha256:ngx"},
+        images={image: "sha256:reg", tag: "sha256:ngx", tokend.image: "sha256:tok"},
         networks={"regkit": "false <no value>", "regkit-backend": "true true"},
         deployed={
             "registry": image,
@@ -252,8 +272,10 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
         *(f"file {f.path}" for f in files),
         "image registry:2.8.3",
         f"image {tag}",
+        f"image {wanted.token_tag(files)}",
         "network regkit",
         "network regkit-backend",
+        "container regkit-token",
         "container regkit-registry",
         "container regkit-nginx",
         "deploy record",
@@ -339,7 +361,9 @@ def test_configs_are_staged_by_digest_and_old_ones_pruned(
     facts = deployed(pki_inv, files)
     old = dict(facts.deployed)
     config, _ = wanted.registry_configs(files)
-    changed = [wanted.staged_config(f.content + b"# new\n") if f is config else f for f in files]
+    cert = signing.cert_path(pki_inv).read_bytes()
+    changed = [f for f in files if not f.path.startswith(layout.config_dir(config.digest))]
+    changed += wanted.staged_config(config.content + b"# new\n", cert)
     facts.configs = (*facts.configs, "0123456789abcdef", "config.yml")
     facts.legacy = ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
     plan = planner.plan(pki_inv, "regbox", changed, facts)

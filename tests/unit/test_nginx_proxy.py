@@ -1,14 +1,17 @@
-"""The rendered nginx config, run for real: Debian's nginx on loopback before a stub registry.
+"""The rendered nginx config, run for real: Debian's nginx on loopback before a stub
+registry and the real token service.
 
 The same templates as a deploy, rendered with a local layout (loopback port,
-paths in a temp folder); the stub stands in for the registry and records what
-nginx forwards.
+paths in a temp folder); the stub stands in for the registry (it challenges like
+distribution with token auth) and records what nginx forwards; the token service
+(tokend) runs in a thread with the state's token key.
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import json
 import shutil
 import socket
 import ssl
@@ -21,24 +24,34 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import jwt
 import pytest
 import yaml
+from cryptography import x509
 
-from tasks import inventory, pki, render, users
+from tasks import inventory, pki, render, signing, users
 from tests.unit.conftest import PASSPHRASE, base_inventory
+from tokend import service
 
 PASSWORD = "correct horse battery"
 
 
+CHALLENGE = 'Bearer realm="https://registry.unit.test/auth/token",service="registry.unit.test"'
+
+
 class StubRegistry(BaseHTTPRequestHandler):
-    """Answers /v2/ like a registry would, and records the forwarded headers."""
+    """Answers /v2/ like a registry with token auth: 401 and a challenge without a
+    bearer token, 200 with one; records the forwarded headers."""
 
     seen: ClassVar[list[dict[str, str]]] = []
 
     def do_GET(self) -> None:
         StubRegistry.seen.append(dict(self.headers))
         body = b"{}"
-        self.send_response(200)
+        bearer = self.headers.get("Authorization", "").startswith("Bearer ")
+        self.send_response(200 if bearer else 401)
+        if not bearer:
+            self.send_header("WWW-Authenticate", CHALLENGE)
         self.send_header("Content-Type", "application/json")
         self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
         self.send_header("Content-Length", str(len(body)))
@@ -72,16 +85,23 @@ class Proxy:
     nginx_t: subprocess.CompletedProcess[str]
     seen: list[dict[str, str]] = field(default_factory=list)
 
+    token_cert: Path = Path()
+
     def request(
-        self, path: str, auth: tuple[str, str] | None = None, agent: str = "docker/27.0"
+        self,
+        path: str,
+        auth: tuple[str, str] | None = None,
+        agent: str = "docker/27.0",
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
     ) -> Reply:
         """GET ``path`` over TLS, verified against the CA for 127.0.0.1 (an IP SAN)."""
         ctx = ssl.create_default_context(cafile=str(self.ca))
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10)
-        headers = {"User-Agent": agent}
+        headers = {"User-Agent": agent, **(headers or {})}
         if auth:
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
-        conn.request("GET", path, headers=headers)
+        conn.request(method, path, headers=headers)
         response = conn.getresponse()
         reply = Reply(response.status, dict(response.getheaders()), response.read())
         conn.close()
@@ -98,13 +118,23 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     inv = inventory.load(inv_path)
     pki.init_pki(inv, PASSPHRASE)
     users.set_password(inv, "alice", PASSWORD)
+    users.set_password(inv, "carol", PASSWORD)  # in the password file, without rights
 
     stub = ThreadingHTTPServer(("127.0.0.1", 0), StubRegistry)
     threading.Thread(target=stub.serve_forever, daemon=True).start()
+    key, cert = signing.material(inv)
+    (root / "token.crt").write_bytes(cert)
+    (root / "rights.json").write_text('{"users": {"alice": {"role": "push", "repos": ["*"]}}}')
+    signer = service.Signer(key, cert, signing.ISSUER, inv.registry.domain)
+    tokens = service.TokenServer(
+        ("127.0.0.1", 0), signer, service.Rights(str(root / "rights.json")), "http://127.0.0.1:1"
+    )
+    threading.Thread(target=tokens.serve_forever, daemon=True).start()
     port = free_port()
     layout = render.Layout(
         listen=f"127.0.0.1:{port}",
         upstream=f"127.0.0.1:{stub.server_address[1]}",
+        tokend_upstream=f"127.0.0.1:{tokens.server_address[1]}",
         tls_dir=str(root / "tls"),
         auth_dir=str(root / "auth"),
         site_conf=str(root / "registry.conf"),
@@ -136,11 +166,12 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         time.sleep(0.05)
     StubRegistry.seen = []
     try:
-        yield Proxy(port, pki.paths(inv).ca_cert, nginx_t, StubRegistry.seen)
+        yield Proxy(port, pki.paths(inv).ca_cert, nginx_t, StubRegistry.seen, root / "token.crt")
     finally:
         server.terminate()
         server.wait(timeout=10)
         stub.shutdown()
+        tokens.shutdown()
 
 
 def test_nginx_accepts_the_rendered_config(proxy: Proxy) -> None:
@@ -155,29 +186,84 @@ def test_ping_answers_without_auth_and_leaks_no_version(proxy: Proxy) -> None:
     assert response.getheader("Strict-Transport-Security") == "max-age=63072000"
 
 
-def test_v2_without_credentials_is_401_with_api_version(proxy: Proxy) -> None:
+def test_v2_without_a_token_is_the_registrys_challenge_for_this_origin(proxy: Proxy) -> None:
     response = proxy.request("/v2/")
     assert response.status == 401
     assert response.getheader("Docker-Distribution-Api-Version") == "registry/2.0"
-    assert response.getheader("WWW-Authenticate") == 'Basic realm="Registry registry.unit.test"'
+    # The realm follows the address the client used; the rest of the challenge stays.
+    assert response.getheader("WWW-Authenticate") == (
+        f'Bearer realm="https://127.0.0.1:{proxy.port}/auth/token",service="registry.unit.test"'
+    )
+    # nginx no longer checks passwords on /v2/: a basic login is the registry's to refuse.
+    assert proxy.request("/v2/", auth=("alice", PASSWORD)).status == 401
 
 
-def test_v2_with_bcrypt_user_reaches_the_registry(proxy: Proxy) -> None:
+def token_for(
+    proxy: Proxy, auth: tuple[str, str], scope: str = "", headers: dict[str, str] | None = None
+) -> dict:
+    query = "service=registry.unit.test" + (f"&scope={scope}" if scope else "")
+    response = proxy.request(f"/auth/token?{query}", auth=auth, headers=headers)
+    assert response.status == 200, response.body
+    return json.loads(response.body)
+
+
+def test_a_login_gets_a_signed_token_naming_the_user_nginx_checked(proxy: Proxy) -> None:
+    # A client that claims another user in the header nginx sets still gets its own name.
+    answer = token_for(
+        proxy,
+        ("alice", PASSWORD),
+        "repository:team-a/app:pull,push",
+        headers={"X-Regkit-User": "admin"},
+    )
+    assert answer["expires_in"] == 300 and answer["access_token"] == answer["token"]
+    claims = jwt.decode(
+        answer["token"],
+        x509.load_pem_x509_certificate(proxy.token_cert.read_bytes()).public_key(),
+        algorithms=["ES256"],
+        audience="registry.unit.test",
+        issuer="regkit token service",
+    )
+    assert claims["sub"] == "alice"
+    assert claims["access"] == [
+        {"type": "repository", "name": "team-a/app", "actions": ["pull", "push"]}
+    ]
+
+
+def test_a_user_without_rights_gets_an_empty_grant(proxy: Proxy) -> None:
+    answer = token_for(proxy, ("carol", PASSWORD), "repository:team-a/app:pull")
+    assert jwt.decode(answer["token"], options={"verify_signature": False})["access"] == []
+
+
+def test_the_token_endpoint_takes_only_get(proxy: Proxy) -> None:
+    assert proxy.request("/auth/token", auth=("alice", PASSWORD), method="POST").status == 405
+
+
+def test_a_token_reaches_the_registry_as_sent(proxy: Proxy) -> None:
+    token = token_for(proxy, ("alice", PASSWORD))["token"]
     before = len(proxy.seen)
-    response = proxy.request("/v2/", auth=("alice", PASSWORD))
+    response = proxy.request("/v2/", headers={"Authorization": f"Bearer {token}"})
     assert response.status == 200
     assert response.getheader("Docker-Distribution-Api-Version") == "registry/2.0"
     forwarded = proxy.seen[before]
+    assert forwarded["Authorization"] == f"Bearer {token}"
     assert forwarded["X-Forwarded-Proto"] == "https"
     assert forwarded["Host"] == f"127.0.0.1:{proxy.port}"
     assert forwarded["X-Forwarded-For"] == "127.0.0.1"
 
 
-@pytest.mark.parametrize("auth", [("alice", "wrong password!"), ("mallory", PASSWORD)])
-def test_wrong_password_or_user_is_401(proxy: Proxy, auth: tuple[str, str]) -> None:
-    response = proxy.request("/v2/", auth=auth)
-    assert response.status == 401
-    assert response.getheader("Docker-Distribution-Api-Version") == "registry/2.0"
+def test_a_wrong_password_is_answered_alike_for_every_user(proxy: Proxy) -> None:
+    """Status, headers and body are the same whether the user exists with rights
+    (alice), exists without them (carol) or does not exist (mallory)."""
+    replies = [
+        proxy.request("/auth/token?service=registry.unit.test", auth=(name, "wrong password!"))
+        for name in ("alice", "carol", "mallory")
+    ]
+    assert {r.status for r in replies} == {401}
+    shapes = {
+        (tuple(sorted(set(r.headers.items()) - {("Date", r.getheader("Date"))})), r.body)
+        for r in replies
+    }
+    assert len(shapes) == 1
 
 
 def test_other_paths_need_a_login_too(proxy: Proxy) -> None:

@@ -34,8 +34,59 @@ def test_site_follows_the_upstream_recipe(inv: Inventory) -> None:
         "server_name registry.unit.test registry alt.unit.test;",
     ]:
         assert directive in site, directive
-    for stale in ["ssl on", 'Authorization ""', "TLSv1.1", "TLSv1 ", "SSLv3", "/v1/"]:
+    for stale in ["ssl on", "TLSv1.1", "TLSv1 ", "SSLv3", "/v1/"]:
         assert stale not in site, stale
+
+
+def location(site: str, opening: str) -> str:
+    """The body of the location block that starts with ``opening``."""
+    body = site.split(opening, 1)[1]
+    return body[: body.index("\n    }\n")]
+
+
+def test_v2_is_checked_by_the_registry_and_passwords_only_at_auth(inv: Inventory) -> None:
+    site = rendered(inv)["nginx/registry.conf"]
+    v2 = location(site, "location /v2/ {")
+    # The registry checks the token: nginx neither asks for a password nor drops the
+    # Authorization header there, and the challenge's realm follows the client's host.
+    assert "auth_basic" not in v2 and 'Authorization ""' not in v2
+    assert "add_header WWW-Authenticate $regkit_challenge always;" in v2
+    assert 'Bearer realm="https://$http_host/auth/token"' not in v2
+    assert "'Bearer realm=\"https://$http_host/auth/token\"$challenge_rest'" in site
+    auth = location(site, "location ~ ^/auth/(token|catalog)$ {")
+    for directive in [
+        'auth_basic "Registry registry.unit.test";',
+        "proxy_pass http://regkit-token;",
+        'proxy_set_header Authorization "";',
+        "proxy_set_header X-Regkit-User $remote_user;",
+    ]:
+        assert directive in auth, directive
+
+
+def test_registry_trusts_tokens_from_its_token_service(inv: Inventory) -> None:
+    config = yaml.safe_load(rendered(inv)["registry/config.yml"])
+    assert config["auth"] == {
+        "token": {
+            "realm": "https://registry.unit.test/auth/token",
+            "service": "registry.unit.test",
+            "issuer": "regkit token service",
+            "rootcertbundle": "/etc/docker/registry/token.crt",
+        }
+    }
+
+
+def test_token_image_bakes_in_code_only_and_runs_unprivileged(inv: Inventory) -> None:
+    files = rendered(inv)
+    dockerfile = files["token/Dockerfile"]
+    assert "FROM python:3.12.8-slim-bookworm" in dockerfile
+    copies = [line for line in dockerfile.splitlines() if line.startswith(("COPY", "ADD"))]
+    assert copies == [
+        "COPY requirements.txt /app/requirements.txt",
+        "COPY service.py /app/service.py",
+    ]
+    assert "USER 4431:4431" in dockerfile
+    assert "--require-hashes" in dockerfile
+    assert files["token/service.py"] == (render.TOKEND_SOURCE / "service.py").read_text()
 
 
 def test_dockerfile_bakes_in_no_secret(inv: Inventory) -> None:
@@ -62,7 +113,7 @@ def test_registry_config_has_a_stable_secret(inv: Inventory) -> None:
 def test_build_folder_is_written_once_then_unchanged(inv: Inventory) -> None:
     rep = Report()
     root = render.write_build(inv, "regbox", rep)
-    assert rep.count("changed") == len(render.render_all(inv)) == 8
+    assert rep.count("changed") == len(render.render_all(inv)) == 11
     assert (root / "registry/config.yml").stat().st_mode & 0o777 == 0o600
     assert root.stat().st_mode & 0o777 == 0o700
     again = Report()
