@@ -42,12 +42,14 @@ def curl_config(user: str, password: str) -> str:
 
 
 def login_check_script(inv: Inventory) -> str:
-    return scripts.script("login-check", ca=CA_FILE, url=f"{inv.registry.url}/v2/")
+    reg = inv.registry
+    return scripts.script("login-check", ca=CA_FILE, url=reg.url, service=reg.domain)
 
 
 def prove_login(inv: Inventory, target: Target, report: Report, user: str, password: str) -> None:
-    """``/v2/`` answers 200 for ``user`` through the public URL, from the host itself."""
-    url = f"{inv.registry.url}/v2/"
+    """``user`` gets a token, and ``/v2/`` answers 200 with it, through the public URL,
+    from the host itself."""
+    url = f"{inv.registry.url}/auth/token"
     result = target.run(
         login_check_script(inv),
         root=False,

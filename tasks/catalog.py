@@ -1,7 +1,8 @@
 """``fab -H regbox catalog``: what was pushed, read through the registry's v2 API.
 
 The registry is reached through an SSH tunnel to the host's HTTPS port, checked
-against the local CA for the registry's domain, with the deploy's own login. The
+against the local CA for the registry's domain, with the deploy's own login (an
+admin: it lists every repository) and a token per scope. The
 same API calls as the browser page (``templates/ui``): the catalog, each
 repository's tags, each tag's manifest (digest, size, index or image) and config
 blob (architecture, creation date).
@@ -20,14 +21,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from invoke import Collection, Context
 
 from tasks import inventory, pki, users
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
-from tasks.inventory import Inventory
+from tasks.inventory import Inventory, Registry
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.target import Target
 from tasks.report import Report
@@ -78,34 +79,52 @@ class _Tunnelled(http.client.HTTPSConnection):
 
 
 class RegistryApi:
-    """The few read-only calls of the distribution v2 API the catalog needs."""
+    """The few read-only calls of the distribution v2 API the catalog needs, with token
+    auth: the login buys one token per scope at ``/auth/token``, kept for its lifetime."""
 
-    def __init__(self, port: int, domain: str, host_header: str, cafile: str, user: str, pw: str):
-        self._conn = _Tunnelled(port, domain, ssl.create_default_context(cafile=cafile))
-        self._host = host_header
-        self._auth = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+    def __init__(self, port: int, reg: Registry, cafile: str, user: str, pw: str) -> None:
+        self._conn = _Tunnelled(port, reg.domain, ssl.create_default_context(cafile=cafile))
+        self._host = reg.address
+        self._service = reg.domain
+        self._login = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+        self._tokens: dict[str, str] = {}
 
-    def get(self, path: str, accept: str = "application/json") -> tuple[Any, dict[str, str]]:
-        headers = {"Host": self._host, "Authorization": self._auth, "Accept": accept}
+    def _request(self, path: str, authorization: str, accept: str) -> tuple[bytes, dict[str, str]]:
+        headers = {"Host": self._host, "Authorization": authorization, "Accept": accept}
         self._conn.request("GET", path, headers=headers)
         response = self._conn.getresponse()
         body = response.read()
         if response.status != 200:
-            raise ApiError(f"GET {path}: {response.status} {response.reason}")
-        return json.loads(body or b"null"), {k.lower(): v for k, v in response.getheaders()}
+            raise ApiError(f"GET {path.split('?')[0]}: {response.status} {response.reason}")
+        return body, {k.lower(): v for k, v in response.getheaders()}
 
-    def paged(self, path: str, key: str) -> Iterator[str]:
+    def token(self, scope: str) -> str:
+        """A token for ``scope``: one password check per scope, then cached."""
+        if scope not in self._tokens:
+            query = urlencode({"service": self._service, "scope": scope})
+            body, _ = self._request(f"/auth/token?{query}", self._login, "application/json")
+            self._tokens[scope] = json.loads(body)["token"]
+        return self._tokens[scope]
+
+    def get(
+        self, path: str, scope: str, accept: str = "application/json"
+    ) -> tuple[Any, dict[str, str]]:
+        body, headers = self._request(path, f"Bearer {self.token(scope)}", accept)
+        return json.loads(body or b"null"), headers
+
+    def paged(self, path: str, key: str, scope: str) -> Iterator[str]:
         """Every item of a paginated list (``_catalog`` or ``tags/list``), following Link."""
         url: str | None = f"{path}?n={PAGE}"
         while url:
-            data, headers = self.get(url)
+            data, headers = self.get(url, scope)
             yield from (data or {}).get(key) or []
             match = _NEXT.search(headers.get("link", ""))
             url = match.group(1) if match else None
 
     def tag(self, repo: str, tag: str) -> Tag:
         base = f"/v2/{quote(repo)}"
-        manifest, headers = self.get(f"{base}/manifests/{quote(tag)}", MANIFEST_TYPES)
+        scope = pull_scope(repo)
+        manifest, headers = self.get(f"{base}/manifests/{quote(tag)}", scope, MANIFEST_TYPES)
         out = Tag(repo, tag, digest=headers.get("docker-content-digest", ""))
         if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
             out.index = True
@@ -120,19 +139,23 @@ class RegistryApi:
         out.size = config.get("size", 0) + sum(
             layer.get("size", 0) for layer in manifest.get("layers", [])
         )
-        blob, _ = self.get(f"{base}/blobs/{config['digest']}")
+        blob, _ = self.get(f"{base}/blobs/{config['digest']}", scope)
         arch = blob.get("architecture", "")
         out.platforms = [f"{blob.get('os', '')}/{arch}"] if arch else []
         out.created = blob.get("created", "") or ""
         return out
 
 
+def pull_scope(repo: str) -> str:
+    return f"repository:{repo}:pull"
+
+
 def read_catalog(api: RegistryApi) -> list[Tag]:
     """Every tag of every repository, with its details."""
     return [
         api.tag(repo, tag)
-        for repo in api.paged("/v2/_catalog", "repositories")
-        for tag in sorted(api.paged(f"/v2/{quote(repo)}/tags/list", "tags"))
+        for repo in api.paged("/v2/_catalog", "repositories", "registry:catalog:*")
+        for tag in sorted(api.paged(f"/v2/{quote(repo)}/tags/list", "tags", pull_scope(repo)))
     ]
 
 
@@ -199,9 +222,7 @@ def fetch(inv: Inventory, target: Target) -> list[Tag]:
             wait_listening(port)
         except OSError as exc:
             raise RemoteError(f"{alias}: the SSH tunnel did not open: {exc}") from None
-        api = RegistryApi(
-            port, reg.domain, reg.address, str(pki.paths(inv).ca_cert), users.PROBE_USER, password
-        )
+        api = RegistryApi(port, reg, str(pki.paths(inv).ca_cert), users.PROBE_USER, password)
         try:
             return read_catalog(api)
         except ApiError as exc:

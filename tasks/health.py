@@ -18,7 +18,7 @@ from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.facts import parse_values
 from tasks.inventory import Inventory
-from tasks.layout import AUTH_FILE, CA_FILE, NGINX, PROBE_PASSWORD_FILE, REGISTRY
+from tasks.layout import AUTH_FILE, CA_FILE, NGINX, PROBE_PASSWORD_FILE, REGISTRY, TOKEND
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.target import Target
 from tasks.remote.upload import sha256
@@ -36,7 +36,7 @@ def status_script(inv: Inventory) -> str:
     reg = inv.registry
     return scripts.script(
         "status",
-        containers=[REGISTRY, NGINX],
+        containers=[REGISTRY, NGINX, TOKEND],
         container_format="{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}",
         auth_file=AUTH_FILE,
         data_dir=reg.data_dir,
@@ -45,6 +45,7 @@ def status_script(inv: Inventory) -> str:
         password_file=PROBE_PASSWORD_FILE,
         ca=CA_FILE,
         url=reg.url,
+        service=reg.domain,
         user=users.PROBE_USER,
     )
 
@@ -84,7 +85,7 @@ def expiry_problems(
 def status_lines(values: dict[str, str]) -> list[str]:
     """Readable lines from the status script's output (pure; unit-tested)."""
     lines = []
-    for name in (REGISTRY, NGINX):
+    for name in (REGISTRY, NGINX, TOKEND):
         state, started, image, restarts = (
             values.get(f"ctr:{name}", "missing").split("|") + [""] * 3
         )[:4]

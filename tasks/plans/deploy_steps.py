@@ -173,7 +173,7 @@ MANIFEST_ACCEPT = ", ".join(
 
 
 def verify_script(inv: Inventory, full: bool = True) -> str:
-    """Prove the registry from the host: ping, 401 without and 200 with a login, push+pull.
+    """Prove the registry from the host: ping, 401 without and 200 with a token, push+pull.
 
     When nothing changed (``full=False``) the push+pull gives way to reading the
     probe image's manifest back with its digest; if that image is gone, it is
@@ -187,6 +187,8 @@ def verify_script(inv: Inventory, full: bool = True) -> str:
         domain=reg.domain,
         url=reg.url,
         ref=f"{reg.address}/{PROBE_REPO}:{PROBE_TAG}",
+        repo=PROBE_REPO,
+        service=reg.domain,
         manifest_url=f"{reg.url}/v2/{PROBE_REPO}/manifests/{PROBE_TAG}",
         accept=MANIFEST_ACCEPT,
         ca=CA_FILE,

@@ -41,6 +41,7 @@ def test_expiry_problems() -> None:
 def test_status_lines() -> None:
     values = {
         "ctr:regkit-registry": "running|2026-11-28T04:02:07.123Z|registry:2.8.3|0",
+        "ctr:regkit-token": "running|2026-11-28T04:02:08.5Z|regkit-token:ab|1",
         "ping": "200",
         "served": near(20),
         "catalog": '{"repositories":["a","b"]}',
@@ -53,10 +54,13 @@ def test_status_lines() -> None:
         == "regkit-registry: running, since 2026-11-28T04:02:07Z, registry:2.8.3, 0 restarts"
     )
     assert lines[1] == "regkit-nginx: missing"
-    assert lines[2] == "health: /_ping answered 200"
-    assert lines[3] == "served certificate: serial 01, 20 days left"
-    assert lines[4] == "registry data: 25M; catalog: 2 repositories"
-    assert lines[5] == "disk: 1024 MiB free of 20 GiB"
+    assert (
+        lines[2] == "regkit-token: running, since 2026-11-28T04:02:08Z, regkit-token:ab, 1 restarts"
+    )
+    assert lines[3] == "health: /_ping answered 200"
+    assert lines[4] == "served certificate: serial 01, 20 days left"
+    assert lines[5] == "registry data: 25M; catalog: 2 repositories"
+    assert lines[6] == "disk: 1024 MiB free of 20 GiB"
 
 
 @pytest.mark.parametrize(
