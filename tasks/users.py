@@ -37,6 +37,7 @@ PROBE_USER = "regkit-probe"
 # nginx checks the bcrypt hash on every request, so the cost is paid per request.
 # The probe's password is 256 random bits: a slow hash adds nothing against
 # guessing it, so its entry uses a low cost and the tasks' API calls stay fast.
+# Robots' tokens are as random, and hashed at the same cost.
 PROBE_ROUNDS = 5
 
 
@@ -122,14 +123,22 @@ def scheme(htpasswd: HtpasswdFile, user: str) -> str:
     return htpasswd_context.identify(htpasswd.get_hash(user)) or "unknown"
 
 
-def set_password(inv: Inventory, username: str, password: str) -> str:
-    """Add or update a user; returns "added" or "updated"."""
+def set_password(inv: Inventory, username: str, password: str, rounds: int = 0) -> str:
+    """Add or update a user (bcrypt at ``rounds``, else the inventory's cost); returns
+    "added" or "updated"."""
     check_username(username)
     check_password(password, inv.users.min_password_length)
     htpasswd = load(inv)
+    if rounds:
+        htpasswd.context = htpasswd.context.copy(bcrypt__rounds=rounds)
     existed = htpasswd.set_password(username, password)
     save(inv, htpasswd)
     return "updated" if existed else "added"
+
+
+def new_robot_token() -> str:
+    """A robot's secret: 256 random bits, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(32)
 
 
 def remove(inv: Inventory, username: str) -> None:

@@ -1,6 +1,8 @@
-"""The password file plan: does a registry host need the local password file? (pure)
+"""The accounts plan: which of the password file and the rights file a registry host
+needs (pure).
 
-nginx reads the file on every request, so an upload is all a change of users
+nginx reads the password file on every request, and the token service reads the
+rights file whenever it changes, so an upload is all a change of users or rights
 needs: no rebuild, no restart, no reload.
 """
 
@@ -11,34 +13,52 @@ from dataclasses import dataclass
 from tasks import scripts
 from tasks.errors import RemoteError
 from tasks.facts import parse_values
-from tasks.layout import AUTH_FILE, NGINX
+from tasks.layout import AUTH_FILE, DEPLOYED, NGINX, RIGHTS_FILE, TOKEND
 from tasks.remote.upload import Upload
+
+# What a host that was never deployed gets instead of the files.
+NOT_DEPLOYED = "never deployed here: goes live with the first deploy"
 
 
 @dataclass(frozen=True)
-class PasswordFacts:
-    file: str  # "<sha256> <mode> <uid> <gid>" of the host's password file, or ""
-    proxy_running: bool
+class AccountFacts:
+    # path -> "<sha256> <mode> <uid> <gid>", for the files that exist
+    files: dict[str, str]
+    deployed: bool
+    running: frozenset[str]  # which of nginx and the token service run
 
 
 def facts_script() -> str:
     return scripts.script(
         "password-facts",
-        auth_file=AUTH_FILE,
-        running_format="{{.State.Running}}",
-        nginx=NGINX,
+        paths=[AUTH_FILE, RIGHTS_FILE],
+        deployed=DEPLOYED,
+        running_format="{{.Name}} {{.State.Running}}",
+        containers=[NGINX, TOKEND],
     )
 
 
-def parse_facts(output: str) -> PasswordFacts:
+def parse_facts(output: str) -> AccountFacts:
     values = parse_values(output)
-    return PasswordFacts(values.get(f"file:{AUTH_FILE}", ""), values.get("nginx") == "true")
+    files = {key[5:]: value for key, value in values.items() if key.startswith("file:")}
+    running = frozenset(name for name in (NGINX, TOKEND) if values.get(f"running:{name}") == "true")
+    return AccountFacts(files, values.get("deployed") == "yes", running)
 
 
-def plan(alias: str, wanted: Upload, facts: PasswordFacts) -> Upload | None:
-    """The upload the host needs, or None when its file is already the wanted one."""
-    if not facts.proxy_running:
+@dataclass(frozen=True)
+class AccountPlan:
+    uploads: tuple[Upload, ...]
+    skip: str = ""  # why nothing is done on this host, if it is skipped
+
+
+def plan(alias: str, wanted: list[Upload], facts: AccountFacts) -> AccountPlan:
+    """The uploads the host needs; skipped when it was never deployed (the first deploy
+    brings the files), refused when what reads them is not running."""
+    if not facts.deployed:
+        return AccountPlan((), NOT_DEPLOYED)
+    stopped = [name for name in (NGINX, TOKEND) if name not in facts.running]
+    if stopped:
         raise RemoteError(
-            f"{alias}: the registry's proxy is not running here; run 'fab -H {alias} deploy'"
+            f"{alias}: {' and '.join(stopped)} not running here; run 'fab -H {alias} deploy'"
         )
-    return None if facts.file == wanted.fact else wanted
+    return AccountPlan(tuple(f for f in wanted if facts.files.get(f.path) != f.fact))

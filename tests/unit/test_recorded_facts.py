@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks import certificates, pki, users, wanted
-from tasks.errors import RegkitError
+from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
 from tasks.plans import accounts, deploy_facts, maintenance, trust, undeploy
 from tasks.plans import deploy as deploy_plan
@@ -91,12 +91,30 @@ def test_untrust_on_recorded_hosts_removes_both_files_and_restarts_docker(
     assert plan.system_changed and plan.restart_docker
 
 
-def test_a_new_password_file_goes_to_a_host_whose_proxy_runs(
+def test_new_account_files_go_to_a_host_whose_proxy_and_token_service_run(
     pki_inv: Inventory, files: list[Upload]
 ) -> None:
     facts = accounts.parse_facts(recorded("password-facts-regbox.txt"))
-    assert facts.proxy_running
-    assert accounts.plan("regbox", wanted.password_file(pki_inv), facts) is not None
+    assert facts.deployed and facts.running == {"regkit-nginx", "regkit-token"}
+    wanted_files = [wanted.password_file(pki_inv), wanted.rights_file(pki_inv)]
+    plan = accounts.plan("regbox", wanted_files, facts)
+    # The recorded host has another password file (its rights name the same users).
+    assert not plan.skip and wanted_files[0] in plan.uploads
+    facts.files.update({f.path: f.fact for f in wanted_files})
+    assert accounts.plan("regbox", wanted_files, facts).uploads == ()
+    stopped = accounts.AccountFacts(facts.files, True, frozenset({"regkit-nginx"}))
+    with pytest.raises(RemoteError, match="regbox: regkit-token not running here; run 'fab"):
+        accounts.plan("regbox", wanted_files, stopped)
+
+
+def test_account_changes_skip_a_host_never_deployed(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = accounts.parse_facts(recorded("password-facts-client1.txt"))
+    plan = accounts.plan("client1", [wanted.password_file(pki_inv)], facts)
+    assert (
+        plan.uploads == () and plan.skip == "never deployed here: goes live with the first deploy"
+    )
 
 
 def test_rollback_and_gc_on_the_recorded_registry_host(pki_inv: Inventory) -> None:
