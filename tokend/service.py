@@ -30,6 +30,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -93,6 +94,12 @@ def scopes_of(query: dict[str, list[str]]) -> list[str]:
     return [s for value in query.get("scope", []) for s in value.split()]
 
 
+def stamp(path: str) -> tuple[int, int, int]:
+    """What changes when a file is replaced or rewritten: inode, mtime, size."""
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 @dataclass
 class Rights:
     """The rights file, read again whenever it changes on disk."""
@@ -103,15 +110,14 @@ class Rights:
 
     def of(self, user: str) -> dict[str, Any] | None:
         try:
-            st = os.stat(self.path)
+            now = stamp(self.path)
         except OSError:
             self._users = {}
             return None
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
+        if now != self._stamp:
             with open(self.path, "rb") as f:
                 self._users = json.load(f).get("users", {})
-            self._stamp = stamp
+            self._stamp = now
         return self._users.get(user)
 
 
@@ -123,8 +129,10 @@ class Signer:
         from cryptography.hazmat.primitives import serialization
 
         self._key = serialization.load_pem_private_key(key_pem, password=None)
-        der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
-        self._x5c = [base64.b64encode(der).decode()]
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        if cert.public_key().public_numbers() != self._key.public_key().public_numbers():
+            raise ValueError("the token certificate is not the signing key's")
+        self._x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
         self.issuer = issuer
         self.service = service
 
@@ -217,7 +225,8 @@ class Handler(BaseHTTPRequestHandler):
         role = rights.get("role", "")
         visible = [n for n in names if role and covers(list(rights.get("repos", [])), n)]
         self.log_message("catalog user=%s repositories=%d", user, len(visible))
-        self._send(200, {"user": user, "role": role, "repositories": visible})
+        body = {"user": user, "role": role, "service": srv.signer.service, "repositories": visible}
+        self._send(200, body)
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -235,14 +244,45 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.log_date_time_string()} {format % args}\n")
 
 
+class KeyFiles:
+    """The signing key and certificate on disk: a new pair (a deploy from new local
+    state) is used from the next token on, without a restart."""
+
+    def __init__(self, key: str, cert: str, issuer: str, service: str) -> None:
+        self._paths = (key, cert)
+        self._issuer, self._service = issuer, service
+        self._stamps: tuple[tuple[int, int, int], ...] = ()
+        self._signer: Signer | None = None
+
+    def signer(self) -> Signer:
+        stamps = tuple(stamp(p) for p in self._paths)
+        if self._signer is None or stamps != self._stamps:
+            key, cert = (Path(p).read_bytes() for p in self._paths)
+            try:
+                self._signer = Signer(key, cert, self._issuer, self._service)
+            except ValueError:
+                # Caught between the two files of a new pair: the old pair until both are in.
+                if self._signer is None:
+                    raise
+                return self._signer
+            self._stamps = stamps
+        return self._signer
+
+
 class TokenServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], signer: Signer, rights: Rights, registry: str):
+    def __init__(
+        self, address: tuple[str, int], keys: KeyFiles | Signer, rights: Rights, registry: str
+    ):
         super().__init__(address, Handler)
-        self.signer = signer
+        self._keys = keys
         self.rights = rights
         self.registry = registry
+
+    @property
+    def signer(self) -> Signer:
+        return self._keys if isinstance(self._keys, Signer) else self._keys.signer()
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -268,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0 if response.status == 200 else 1
         except OSError:
             return 1
-    with open(args.key, "rb") as k, open(args.cert, "rb") as c:
-        signer = Signer(k.read(), c.read(), args.issuer, args.service)
-    server = TokenServer((host, int(port)), signer, Rights(args.rights), args.registry)
+    keys = KeyFiles(args.key, args.cert, args.issuer, args.service)
+    keys.signer()  # fail at start, not at the first request, if the key is unreadable
+    server = TokenServer((host, int(port)), keys, Rights(args.rights), args.registry)
     sys.stderr.write(f"regkit token service for {args.service} on {args.listen}\n")
     server.serve_forever()
     return 0

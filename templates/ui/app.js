@@ -1,5 +1,7 @@
-// A read-only view of the registry, from its own v2 API on the same origin.
-// The browser already holds the basic-auth login it used to load this page.
+// A view of the registry, from its own v2 API on the same origin, with token auth:
+// the browser holds the basic-auth login it used to load this page, and sends it to
+// /auth/ only. /auth/catalog says who is logged in, their role and what they may
+// pull; /auth/token gives a short-lived token per repository, sent to /v2/.
 "use strict";
 
 const MANIFEST_TYPES = [
@@ -11,23 +13,47 @@ const MANIFEST_TYPES = [
 const PAGE = 100;        // items per API page
 const SHOWN = 50;        // tags shown at first, then more on request
 const PARALLEL = 4;      // manifest requests at once
+const EARLY = 30;        // seconds before a token expires that a new one is asked for
 
 const $ = (sel, root = document) => root.querySelector(sel);
+const session = { user: "", role: "", service: "" };
+const tokens = new Map();  // scope -> { token, expires }
 
-async function api(path, accept = "application/json") {
-  const response = await fetch(path, { headers: { Accept: accept } });
+async function json(path, response) {
+  if (!response.ok) {
+    throw new Error(`${path.split("?")[0]}: ${response.status} ${response.statusText}`);
+  }
+  return response.json();
+}
+
+// A token for scope (one password check per scope, then kept while it is valid).
+async function token(scope) {
+  const cached = tokens.get(scope);
+  if (cached && cached.expires > Date.now()) return cached.token;
+  const path = `/auth/token?${new URLSearchParams({ service: session.service, scope })}`;
+  const body = await json(path, await fetch(path, { headers: { Accept: "application/json" } }));
+  tokens.set(scope, { token: body.token, expires: Date.now() + (body.expires_in - EARLY) * 1000 });
+  return body.token;
+}
+
+const pullScope = (repo) => `repository:${repo}:pull`;
+
+// A call to the v2 API with a token for scope; the body is read for GET only.
+async function api(path, scope, { accept = "application/json", method = "GET" } = {}) {
+  const headers = { Accept: accept, Authorization: `Bearer ${await token(scope)}` };
+  const response = await fetch(path, { method, headers });
   if (!response.ok) {
     throw new Error(`${path}: ${response.status} ${response.statusText}`);
   }
-  return { body: await response.json(), headers: response.headers };
+  return { body: method === "GET" ? await response.json() : null, headers: response.headers };
 }
 
 // Every item of a paginated list, following the Link header's rel="next".
-async function paged(path, key) {
+async function paged(path, key, scope) {
   const items = [];
   let url = `${path}?n=${PAGE}`;
   while (url) {
-    const { body, headers } = await api(url);
+    const { body, headers } = await api(url, scope);
     items.push(...(body[key] || []));
     const next = /<([^>]+)>;\s*rel="next"/.exec(headers.get("Link") || "");
     url = next ? next[1] : null;
@@ -48,7 +74,8 @@ function humanSize(bytes) {
 
 async function describe(repo, tag) {
   const base = `/v2/${repo}`;
-  const { body: manifest, headers } = await api(`${base}/manifests/${tag}`, MANIFEST_TYPES);
+  const scope = pullScope(repo);
+  const { body: manifest, headers } = await api(`${base}/manifests/${tag}`, scope, { accept: MANIFEST_TYPES });
   const out = { digest: headers.get("Docker-Content-Digest") || "", size: 0, platform: "", created: "" };
   if (manifest.manifests) {
     const platforms = manifest.manifests
@@ -60,7 +87,7 @@ async function describe(repo, tag) {
   }
   const layers = manifest.layers || [];
   out.size = (manifest.config?.size || 0) + layers.reduce((sum, l) => sum + (l.size || 0), 0);
-  const { body: config } = await api(`${base}/blobs/${manifest.config.digest}`);
+  const { body: config } = await api(`${base}/blobs/${manifest.config.digest}`, scope);
   out.platform = config.architecture ? `${config.os}/${config.architecture}` : "";
   out.created = config.created || "";
   return out;
@@ -86,6 +113,31 @@ function cell(row, className, text) {
   return td;
 }
 
+// The tags of repo whose manifest is digest, other than tag: distribution deletes a
+// manifest by digest, so deleting one tag deletes them all.
+async function tagsSharing(repo, tag, digest) {
+  const scope = pullScope(repo);
+  const others = (await paged(`/v2/${repo}/tags/list`, "tags", scope)).filter((t) => t !== tag);
+  const sharing = [];
+  await pool(others, async (other) => {
+    const { headers } = await api(`/v2/${repo}/manifests/${other}`, scope, { accept: MANIFEST_TYPES, method: "HEAD" });
+    if (headers.get("Docker-Content-Digest") === digest) sharing.push(other);
+  });
+  return sharing.sort();
+}
+
+async function deleteTag(tbody, repo, tag, digest) {
+  const sharing = await tagsSharing(repo, tag, digest);
+  const also = sharing.length
+    ? `\n\nThese tags share that digest and are deleted with it: ${sharing.join(", ")}.`
+    : "";
+  if (!confirm(`Delete ${repo}:${tag} (${digest})?${also}\n\nThis cannot be undone.`)) return;
+  await api(`/v2/${repo}/manifests/${digest}`, `repository:${repo}:delete`, { method: "DELETE" });
+  for (const row of [...tbody.rows]) {
+    if (row.dataset.digest === digest) row.remove();
+  }
+}
+
 function tagRow(tbody, repo, tag) {
   const row = tbody.insertRow();
   row.dataset.tag = tag;
@@ -103,9 +155,22 @@ function tagRow(tbody, repo, tag) {
   copy.textContent = "Copy";
   copy.addEventListener("click", () => navigator.clipboard.writeText(command));
   pull.append(code, copy);
+  const remove = document.createElement("button");
+  if (session.role === "admin") {
+    remove.type = "button";
+    remove.className = "delete";
+    remove.textContent = "Delete";
+    remove.disabled = true;
+    remove.addEventListener("click", () => {
+      deleteTag(tbody, repo, tag, row.dataset.digest).catch((e) => showError(e.message));
+    });
+    pull.append(remove);
+  }
   return async () => {
     try {
       const info = await describe(repo, tag);
+      row.dataset.digest = info.digest;
+      remove.disabled = false;
       digest.textContent = info.digest;
       digest.title = info.digest;
       digest.className = "digest";
@@ -123,7 +188,7 @@ async function openRepository(details, repo) {
   details.dataset.loaded = "yes";
   const tbody = $("tbody", details);
   const more = $(".more", details);
-  const tags = (await paged(`/v2/${repo}/tags/list`, "tags")).sort();
+  const tags = (await paged(`/v2/${repo}/tags/list`, "tags", pullScope(repo))).sort();
   $(".count", details).textContent = `${tags.length} tag${tags.length === 1 ? "" : "s"}`;
   let shown = 0;
   const showNext = async () => {
@@ -156,9 +221,14 @@ async function main() {
   $("#registry-name").textContent = location.host;
   const status = $("#status");
   try {
-    const repositories = await paged("/v2/_catalog", "repositories");
+    const who = await json("/auth/catalog", await fetch("/auth/catalog", { headers: { Accept: "application/json" } }));
+    Object.assign(session, { user: who.user, role: who.role, service: who.service });
+    $("#who").textContent = `${who.user} (${who.role || "no rights"})`;
+    const repositories = who.repositories;
     if (repositories.length === 0) {
-      status.textContent = `No repositories yet. Push one: docker push ${location.host}/<name>:<tag>`;
+      status.textContent = who.role === "pull" || !who.role
+        ? "No repositories you may pull yet."
+        : `No repositories yet. Push one: docker push ${location.host}/<name>:<tag>`;
       return;
     }
     status.textContent = `${repositories.length} repositor${repositories.length === 1 ? "y" : "ies"}`;

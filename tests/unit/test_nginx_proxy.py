@@ -281,7 +281,7 @@ def test_catalog_page_needs_a_login(proxy: Proxy) -> None:
     script = proxy.request("/ui/app.js", auth=("alice", PASSWORD))
     assert script.status == 200
     assert script.getheader("Content-Type") == "application/javascript"
-    assert b"/v2/_catalog" in script.body
+    assert b"/auth/catalog" in script.body
     assert proxy.request("/ui/nope.js", auth=("alice", PASSWORD)).status == 404
 
 

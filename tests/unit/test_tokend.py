@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from tasks import certificates, signing
 from tokend import service
 
 PUSH_TEAM_A = {"role": "push", "repos": ["team-a/*"]}
@@ -89,3 +92,27 @@ def test_rights_are_read_again_when_the_file_changes(tmp_path: Path) -> None:
     assert rights.of("alice") == {"role": "admin", "repos": ["*"]}
     path.unlink()
     assert rights.of("alice") is None
+
+
+def test_a_new_signing_key_is_used_from_the_next_token(tmp_path: Path) -> None:
+    def write_pair() -> ec.EllipticCurvePrivateKey:
+        key = ec.generate_private_key(ec.SECP256R1())
+        (tmp_path / "token.key").write_bytes(certificates.key_pem(key))
+        (tmp_path / "token.crt").write_bytes(
+            certificates.cert_pem(signing.build_cert(key, "registry.unit.test"))
+        )
+        return key
+
+    def sign() -> str:
+        return keys.signer().sign("alice", [])
+
+    first = write_pair()
+    keys = service.KeyFiles(
+        str(tmp_path / "token.key"), str(tmp_path / "token.crt"), "iss", "registry.unit.test"
+    )
+    jwt.decode(sign(), first.public_key(), algorithms=["ES256"], audience="registry.unit.test")
+    second = write_pair()
+    token = sign()
+    jwt.decode(token, second.public_key(), algorithms=["ES256"], audience="registry.unit.test")
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, first.public_key(), algorithms=["ES256"], audience="registry.unit.test")
