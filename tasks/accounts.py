@@ -287,7 +287,8 @@ def list_users(c: Context, force: bool = False) -> None:
         facts = planner.parse_facts(output.stdout)
         differ = [f.path for f in files if facts.files.get(f.path, "").split(" ")[0] != f.digest]
         if differ:
-            raise RemoteError(f"{target.alias}: {' and '.join(differ)} differ from the local ones")
+            verb = "differs" if len(differ) == 1 else "differ"
+            raise RemoteError(f"{target.alias}: {' and '.join(differ)} {verb} from local state")
         report.ok(target.alias, "password and rights files", "same as local")
 
     each_host(c, inv, aliases, report, "users", work, hint=IN_LINE)

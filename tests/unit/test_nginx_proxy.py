@@ -49,9 +49,12 @@ class StubRegistry(BaseHTTPRequestHandler):
         StubRegistry.seen.append(dict(self.headers))
         body = b"{}"
         bearer = self.headers.get("Authorization", "").startswith("Bearer ")
-        self.send_response(200 if bearer else 401)
+        short = self.path.startswith("/v2/forbidden/")  # as if the token lacked the scope
+        self.send_response(200 if bearer and not short else 401)
         if not bearer:
             self.send_header("WWW-Authenticate", CHALLENGE)
+        elif short:
+            self.send_header("WWW-Authenticate", CHALLENGE + ',error="insufficient_scope"')
         self.send_header("Content-Type", "application/json")
         self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
         self.send_header("Content-Length", str(len(body)))
@@ -186,14 +189,12 @@ def test_ping_answers_without_auth_and_leaks_no_version(proxy: Proxy) -> None:
     assert response.getheader("Strict-Transport-Security") == "max-age=63072000"
 
 
-def test_v2_without_a_token_is_the_registrys_challenge_for_this_origin(proxy: Proxy) -> None:
+def test_v2_without_a_token_is_the_registrys_challenge(proxy: Proxy) -> None:
     response = proxy.request("/v2/")
     assert response.status == 401
     assert response.getheader("Docker-Distribution-Api-Version") == "registry/2.0"
-    # The realm follows the address the client used; the rest of the challenge stays.
-    assert response.getheader("WWW-Authenticate") == (
-        f'Bearer realm="https://127.0.0.1:{proxy.port}/auth/token",service="registry.unit.test"'
-    )
+    assert response.getheader("WWW-Authenticate") == CHALLENGE
+    assert json.loads(response.body)["errors"][0]["code"] == "UNAUTHORIZED"
     # nginx no longer checks passwords on /v2/: a basic login is the registry's to refuse.
     assert proxy.request("/v2/", auth=("alice", PASSWORD)).status == 401
 
@@ -249,6 +250,16 @@ def test_a_token_reaches_the_registry_as_sent(proxy: Proxy) -> None:
     assert forwarded["X-Forwarded-Proto"] == "https"
     assert forwarded["Host"] == f"127.0.0.1:{proxy.port}"
     assert forwarded["X-Forwarded-For"] == "127.0.0.1"
+
+
+def test_a_token_short_of_the_scope_is_denied_as_docker_expects(proxy: Proxy) -> None:
+    token = token_for(proxy, ("alice", PASSWORD))["token"]
+    response = proxy.request(
+        "/v2/forbidden/tags/list", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 403
+    assert json.loads(response.body)["errors"][0]["code"] == "DENIED"
+    assert response.getheader("Docker-Distribution-Api-Version") == "registry/2.0"
 
 
 def test_a_wrong_password_is_answered_alike_for_every_user(proxy: Proxy) -> None:
