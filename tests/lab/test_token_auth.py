@@ -95,9 +95,10 @@ def api(
 ) -> tuple[str, str]:
     """(status, body) of one API call with a token (sent on stdin, not in argv)."""
     header = f'header = "Accept: {accept}"\n' if accept else ""
+    verb = "-I" if method == "HEAD" else f"-X {method}"
     out = sh(
         conn,
-        f"curl -s -K - -X {method} -w '\\n%{{http_code}}' --cacert {CA_FILE} '{URL}{path}'",
+        f"curl -s -K - {verb} -w '\\n%{{http_code}}' --cacert {CA_FILE} '{URL}{path}'",
         f'header = "Authorization: Bearer {bearer}"\n{header}',
     )
     body, _, status = out.rpartition("\n")
@@ -157,8 +158,8 @@ def test_a_pull_user_pulls_and_cannot_push_or_delete(accounts: Lab) -> None:
     repo, tag = "shared/base", ref.rsplit(":", 1)[1]
     digest = manifest_digest(c1, repo, tag)
     bearer = token(c2, PULLER, SECRET[PULLER], f"repository:{repo}:pull,delete")
-    status, _ = api(c2, "DELETE", f"/v2/{repo}/manifests/{digest}", bearer)
-    assert status == "403"
+    status, body = api(c2, "DELETE", f"/v2/{repo}/manifests/{digest}", bearer)
+    assert status == "401" and "UNAUTHORIZED" in body
     assert manifest_digest(c1, repo, tag) == digest
 
 
@@ -208,7 +209,7 @@ def test_only_an_admin_deletes_a_manifest(accounts: Lab) -> None:
     scope = f"repository:{repo}:pull,push,delete"
     denied = api(c1, "DELETE", f"/v2/{repo}/manifests/{digest}",
                  token(c1, PUSHER, SECRET[PUSHER], scope))  # fmt: skip
-    assert denied[0] == "403"
+    assert denied[0] == "401"
     assert manifest_digest(c1, repo, tag) == digest
     deleted = api(c1, "DELETE", f"/v2/{repo}/manifests/{digest}",
                   token(c1, ADMIN, SECRET[ADMIN], scope))  # fmt: skip
@@ -284,7 +285,7 @@ def test_the_registry_refuses_every_token_it_should(accounts: Lab) -> None:
     }
     for why, bad in refused.items():
         status, _ = api(c1, "GET", "/v2/_catalog", bad)
-        assert status in ("401", "403"), why
+        assert status == "401", why
 
 
 def test_a_wrong_password_looks_the_same_for_every_user(accounts: Lab) -> None:
