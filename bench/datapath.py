@@ -57,8 +57,8 @@ def setup_script(inv: Inventory) -> str:
     return f"""set -e
 mkdir -p {WORK} {BENCH_DATA}/tls {BENCH_DATA}/plain
 chmod 700 {WORK}
-printf 'user = "regkit-probe:%s"\\n' "$(cat {REMOTE_DIR}/probe-password)" > {WORK}/login
-chmod 600 {WORK}/login
+printf 'user = "regkit-probe:%s"\\n' "$(cat {REMOTE_DIR}/probe-password)" > {WORK}/basic
+chmod 600 {WORK}/basic
 docker rm -f regkit-bench-tls regkit-bench-plain >/dev/null 2>&1 || true
 docker run -d --name regkit-bench-plain -p 127.0.0.1:5001:5000 \\
   -v {BENCH_DATA}/plain:/var/lib/registry {image} >/dev/null
@@ -114,8 +114,19 @@ echo "spooled $(sort -n {WORK}/spool | tail -1)"
         if watch
         else ""
     )
+    # Through the proxy, the login buys a token first (token auth), as a client does.
+    basic = p.curl.replace(f"-K {WORK}/login", f"-K {WORK}/basic")
+    query = f"service={p.base.removeprefix('https://')}&scope=repository:{repo}:pull,push"
+    token = (
+        f"""t=$(curl -sS {basic} '{p.base}/auth/token?{query}' \\
+  | sed -n 's/.*"token": *"\\([^"]*\\)".*/\\1/p')
+(umask 077; printf 'header = "Authorization: Bearer %s"\\n' "$t" > {WORK}/login)
+"""
+        if p.name == "proxy"
+        else ""
+    )
     return f"""set -e
-{watcher}loc=$({curl} -X POST -D - -o /dev/null {p.base}/v2/{repo}/blobs/uploads/ \\
+{token}{watcher}loc=$({curl} -X POST -D - -o /dev/null {p.base}/v2/{repo}/blobs/uploads/ \\
   | tr -d '\\r' | sed -n 's/^location: *//Ip')
 case "$loc" in http*) ;; *) loc="{p.base}$loc";; esac
 case "$loc" in *\\?*) sep='&';; *) sep='?';; esac

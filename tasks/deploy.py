@@ -191,7 +191,7 @@ def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
 def undeploy_host(
     inv: Inventory, target: Target, report: Report, purge_data: bool, dry_run: bool = False
 ) -> None:
-    """Remove the containers, networks and proxy images; the data only with ``purge_data``."""
+    """Remove the containers, networks and images built here; the data only with ``purge_data``."""
     alias = target.alias
     output = target.check(undeploy_planner.facts_script(inv), "reading the host").stdout
     plan = undeploy_planner.plan(inv, undeploy_planner.parse_facts(output), purge_data)

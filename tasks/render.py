@@ -40,6 +40,7 @@ class Layout:
     listen: str = "443"
     upstream: str = "registry:5000"
     tokend_upstream: str = "token:5001"
+    resolver: str = "127.0.0.11"  # Docker's DNS on a user-defined network
     tls_dir: str = "/etc/nginx/regkit/tls"
     auth_dir: str = "/etc/nginx/regkit/auth"
     site_conf: str = "/etc/nginx/regkit/registry.conf"

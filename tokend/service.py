@@ -25,6 +25,7 @@ import fnmatch
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 import urllib.request
@@ -311,9 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     keys = KeyFiles(args.key, args.cert, args.issuer, args.service)
     keys.signer()  # fail at start, not at the first request, if the key is unreadable
     server = TokenServer((host, int(port)), keys, Rights(args.rights), args.registry)
+    # As PID 1 in its container, SIGTERM (docker stop, a daemon restart) would be
+    # ignored and end in SIGKILL after 10 s: stop at once instead.
+    signal.signal(signal.SIGTERM, stop)
     sys.stderr.write(f"regkit token service for {args.service} on {args.listen}\n")
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except SystemExit:
+        sys.stderr.write("regkit token service: stopped\n")
+    finally:
+        server.server_close()
     return 0
+
+
+def stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The undeploy plan: what of regkit is on a registry host, and what goes (pure).
 
-The containers, networks and proxy images always go; the registry's data,
+The containers, networks and the images built on the host (proxy, token service)
+always go; the registry's data,
 /etc/regkit and Docker's trust of the registry only with ``--purge-data``.
 """
 
@@ -12,7 +13,18 @@ from pathlib import PurePosixPath
 from tasks import commands, scripts
 from tasks.facts import parse_values
 from tasks.inventory import Inventory
-from tasks.layout import BACKEND, NETWORK, NGINX, NGINX_IMAGE, REGISTRY, REMOTE_DIR
+from tasks.layout import (
+    BACKEND,
+    NETWORK,
+    NGINX,
+    NGINX_IMAGE,
+    REGISTRY,
+    REMOTE_DIR,
+    TOKEND,
+    TOKEND_IMAGE,
+)
+
+CONTAINERS = (NGINX, REGISTRY, TOKEND)
 
 
 @dataclass(frozen=True)
@@ -32,9 +44,9 @@ def purged_paths(inv: Inventory) -> tuple[str, ...]:
 def facts_script(inv: Inventory) -> str:
     return scripts.script(
         "undeploy-facts",
-        containers=[NGINX, REGISTRY],
+        containers=CONTAINERS,
         networks=[NETWORK, BACKEND],
-        nginx_image=NGINX_IMAGE,
+        built_images=[NGINX_IMAGE, TOKEND_IMAGE],
         # By reference, not ID: untagging an image that a later build was made FROM
         # works where deleting it by ID is refused; docker rmi then prunes what is left.
         image_format="{{.Repository}}:{{.Tag}}",
@@ -69,7 +81,7 @@ class UndeployPlan:
         steps = [
             ("removing containers", ("docker", "rm", "-f"), self.containers),
             ("removing networks", ("docker", "network", "rm"), self.networks),
-            ("removing proxy images", ("docker", "rmi"), self.images),
+            ("removing the images built here", ("docker", "rmi"), self.images),
             ("purging data", ("rm", "-rf"), self.purge),
         ]
         return [(what, commands.join(*verb, *args)) for what, verb, args in steps if args]
@@ -79,7 +91,7 @@ def plan(inv: Inventory, facts: UndeployFacts, purge_data: bool) -> UndeployPlan
     wanted = purged_paths(inv)
     present = tuple(p for p in wanted if p in facts.paths)
     return UndeployPlan(
-        containers=tuple(c for c in (NGINX, REGISTRY) if c in facts.containers),
+        containers=tuple(c for c in CONTAINERS if c in facts.containers),
         networks=tuple(n for n in (NETWORK, BACKEND) if n in facts.networks),
         images=facts.images,
         purge=present if purge_data else (),

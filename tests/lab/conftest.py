@@ -207,6 +207,20 @@ def login(conn: fabric.Connection) -> None:
     assert "Login Succeeded" in out
 
 
+def bearer(conn: fabric.Connection, user: str, password: str, *scopes: str) -> str:
+    """A curl config line with a token for ``scopes`` (token auth), asked for on ``conn``
+    with the login on stdin: feed it to ``curl -K -``."""
+    query = "&".join([f"service={DOMAIN}", *(f"scope={s}" for s in scopes)])
+    token = sh(
+        conn,
+        f"curl -sSf -K - --cacert {CA_FILE} 'https://{DOMAIN}/auth/token?{query}' "
+        '| sed -n \'s/.*"token": *"\\([^"]*\\)".*/\\1/p\'',
+        f'user = "{user}:{password}"\n',
+    )
+    assert token, f"no token for {user}"
+    return f'header = "Authorization: Bearer {token}"\n'
+
+
 @dataclass
 class Pushed:
     ref: str

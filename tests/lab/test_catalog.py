@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, Route, sync_playwright
 
 from lab.engine import Engine
 from lab.hosts import host_spec
@@ -33,11 +33,24 @@ from tests.lab.conftest import (
 
 ARTIFACTS = REPO / "test-artifacts"
 MANY = 120  # more than one API page (100) and more than the page shows at first (50)
-# The API calls use the deploy's probe login: its low bcrypt cost keeps 100s of calls fast.
-CURL = (
-    f"curl -sS --fail --cacert /etc/docker/certs.d/{DOMAIN}/ca.crt "
-    f'-u {users.PROBE_USER}:"$(cat /root/.regkit-test-pw)" https://{DOMAIN}'
+# The API calls use the deploy's probe login (an admin), a token per call: `tok SCOPE...`.
+CA = f"/etc/docker/certs.d/{DOMAIN}/ca.crt"
+TOK = (
+    'tok() { q=""; for s in "$@"; do q="$q&scope=$s"; done; '
+    f'printf \'user = "{users.PROBE_USER}:%s"\\n\' "$(cat /root/.regkit-test-pw)" '
+    f'| curl -sS --fail -K - --cacert {CA} "https://{DOMAIN}/auth/token?service={DOMAIN}$q" '
+    '| sed -n \'s/.*"token": *"\\([^"]*\\)".*/\\1/p\'; }; '
 )
+
+
+def curl(*scopes: str) -> str:
+    """A shell prefix: curl with a token for ``scopes``, before the registry's path."""
+    return (
+        f'{TOK}curl -sS --fail --cacert {CA} -H "Authorization: Bearer $(tok {" ".join(scopes)})" '
+        f"https://{DOMAIN}"
+    )
+
+
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -60,17 +73,21 @@ def pushed(registry: Lab) -> dict[str, Pushed]:
     )
     images = {"app": push_image(c1), "app2": push_image(c1)}
     repo, _ = split_ref(images["app"])
-    manifest = sh(c1, f"{CURL}/v2/{repo}/manifests/{images['app'].digest} -H 'Accept: {MANIFEST}'")
+    pull, many = f"repository:{repo}:pull", "repository:team/many:pull,push"
+    manifest = sh(
+        c1, f"{curl(pull)}/v2/{repo}/manifests/{images['app'].digest} -H 'Accept: {MANIFEST}'"
+    )
     parsed = json.loads(manifest)
     blobs = [parsed["config"]["digest"], *(layer["digest"] for layer in parsed["layers"])]
     mounts = " && ".join(
-        f"{CURL}'/v2/team/many/blobs/uploads/?mount={d}&from={repo}' -X POST -o /dev/null"
+        f"{curl(many, pull)}'/v2/team/many/blobs/uploads/?mount={d}&from={repo}' "
+        "-X POST -o /dev/null"
         for d in blobs
     )
     sh(
         c1,
         f"{mounts} && cat > /tmp/m.json && for i in $(seq -w 1 {MANY}); do "
-        f"{CURL}/v2/team/many/manifests/v$i -X PUT -H 'Content-Type: {MANIFEST}' "
+        f"{curl(many)}/v2/team/many/manifests/v$i -X PUT -H 'Content-Type: {MANIFEST}' "
         "--data-binary @/tmp/m.json -o /dev/null || exit 1; done",
         manifest,
     )
@@ -92,7 +109,8 @@ def pushed(registry: Lab) -> dict[str, Pushed]:
     )
     headers = sh(
         c1,
-        f"cat > /tmp/i.json && {CURL}/v2/{repo}/manifests/multi -X PUT "
+        f"cat > /tmp/i.json && {curl(f'repository:{repo}:pull,push')}/v2/{repo}/manifests/multi "
+        "-X PUT "
         f"-H 'Content-Type: {INDEX}' --data-binary @/tmp/i.json -D - -o /dev/null",
         index,
     )
@@ -108,12 +126,13 @@ def pushed(registry: Lab) -> dict[str, Pushed]:
 def api_tags(registry: Lab) -> dict[tuple[str, str], str]:
     """(repository, tag) -> digest, straight from the registry's API (curl on client1)."""
     c1 = registry.connect("client1")
-    catalog = json.loads(sh(c1, f"{CURL}/v2/_catalog?n=1000"))["repositories"]
+    catalog = json.loads(sh(c1, f"{curl('registry:catalog:*')}/v2/_catalog?n=1000"))
     heads = []
-    for repo in catalog:
-        for tag in json.loads(sh(c1, f"{CURL}/v2/{repo}/tags/list?n=1000"))["tags"]:
+    for repo in catalog["repositories"]:
+        pull = curl(f"repository:{repo}:pull")
+        for tag in json.loads(sh(c1, f"{pull}/v2/{repo}/tags/list?n=1000"))["tags"]:
             heads.append(
-                f"echo {repo} {tag} $({CURL}/v2/{repo}/manifests/{tag} -I "
+                f"echo {repo} {tag} $({pull}/v2/{repo}/manifests/{tag} -I "
                 f"-H 'Accept: {INDEX}' -H 'Accept: {MANIFEST}' "
                 "| grep -i '^docker-content-digest' | cut -d' ' -f2 | tr -d '\\r')"
             )
@@ -169,12 +188,17 @@ def regbox_ip() -> str:
     return info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
 
 
-def open_page(browser: Browser, routes: dict[str, Callable[[Route], None]] | None = None) -> Page:
+def open_page(
+    browser: Browser,
+    routes: dict[str, Callable[[Route], None]] | None = None,
+    login: tuple[str, str] = (USER, PASSWORD),
+    width: int = 1400,
+) -> Page:
     """A logged-in page (the TLS chain is checked by the other tests, not here)."""
     context = browser.new_context(
-        http_credentials={"username": USER, "password": PASSWORD},
+        http_credentials={"username": login[0], "password": login[1]},
         ignore_https_errors=True,
-        viewport={"width": 1400, "height": 900},
+        viewport={"width": width, "height": 900},
     )
     page = context.new_page()
     for pattern, handler in (routes or {}).items():
@@ -220,7 +244,8 @@ def test_page_shows_repositories_tags_and_digests(
 
 
 def test_page_with_an_empty_registry(browser: Browser) -> None:
-    page = open_page(browser, {"**/v2/_catalog*": lambda r: r.fulfill(json={"repositories": []})})
+    who = {"user": USER, "role": "push", "service": DOMAIN, "repositories": []}
+    page = open_page(browser, {"**/auth/catalog*": lambda r: r.fulfill(json=who)})
     page.goto(f"https://{DOMAIN}/")
     status = page.locator("#status")
     status.filter(has_text="No repositories yet").wait_for(timeout=20000)
@@ -228,7 +253,7 @@ def test_page_with_an_empty_registry(browser: Browser) -> None:
 
 
 def test_page_shows_an_api_error(browser: Browser) -> None:
-    page = open_page(browser, {"**/v2/_catalog*": lambda r: r.fulfill(status=503, body="down")})
+    page = open_page(browser, {"**/auth/catalog*": lambda r: r.fulfill(status=503, body="down")})
     page.goto(f"https://{DOMAIN}/")
     error = page.locator("#error")
     error.wait_for(state="visible", timeout=20000)
@@ -243,3 +268,92 @@ def test_page_refuses_a_wrong_password(browser: Browser) -> None:
     response = page.goto(f"https://{DOMAIN}/")
     assert response is not None and response.status == 401
     assert page.locator("#repositories").count() == 0
+
+
+ADMIN = ("catalog-admin", "catalog-admin-pass-1")
+
+
+@pytest.fixture(scope="module")
+def twins(registry: Lab, pushed: dict[str, Pushed]) -> tuple[str, str]:
+    """An admin, and team/twins with two tags of one digest (and the digest)."""
+    must(fab(registry, "adduser", "--username", ADMIN[0], "--password-stdin",
+             "--role", "admin", stdin=ADMIN[1] + "\n"))  # fmt: skip
+    c1 = registry.connect("client1")
+    repo, _ = split_ref(pushed["app"])
+    pull, twins = f"repository:{repo}:pull", "repository:team/twins:pull,push"
+    manifest = sh(
+        c1, f"{curl(pull)}/v2/{repo}/manifests/{pushed['app'].digest} -H 'Accept: {MANIFEST}'"
+    )
+    blobs = [json.loads(manifest)["config"]["digest"]]
+    blobs += [layer["digest"] for layer in json.loads(manifest)["layers"]]
+    mounts = " && ".join(
+        f"{curl(twins, pull)}'/v2/team/twins/blobs/uploads/?mount={d}&from={repo}' "
+        "-X POST -o /dev/null"
+        for d in blobs
+    )
+    sh(
+        c1,
+        f"{mounts} && cat > /tmp/t.json && for t in one two; do "
+        f"{curl(twins)}/v2/team/twins/manifests/$t -X PUT -H 'Content-Type: {MANIFEST}' "
+        "--data-binary @/tmp/t.json -o /dev/null || exit 1; done",
+        manifest,
+    )
+    return "team/twins", pushed["app"].digest
+
+
+def test_only_an_admin_gets_a_delete_control_that_names_the_twin_tags(
+    browser: Browser, twins: tuple[str, str], registry: Lab
+) -> None:
+    repo, digest = twins
+    plain = open_page(browser)
+    plain.goto(f"https://{DOMAIN}/")
+    row = expand(plain, repo).locator('tr[data-tag="one"]')
+    row.locator("td.digest:not(.muted)").wait_for(timeout=20000)
+    assert row.locator("button.delete").count() == 0
+    assert plain.locator("#who").inner_text() == f"{USER} (push)"
+
+    page = open_page(browser, login=ADMIN)
+    page.goto(f"https://{DOMAIN}/")
+    details = expand(page, repo)
+    row = details.locator('tr[data-tag="one"]')
+    row.locator("button.delete:enabled").wait_for(timeout=20000)
+    asked: list[str] = []
+
+    def answer(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", answer)
+    row.locator("button.delete").click()
+    details.locator("tbody tr").first.wait_for(state="detached", timeout=20000)
+    assert len(asked) == 1 and digest in asked[0]
+    assert "share that digest and are deleted with it: two." in asked[0]
+    gone = sh(
+        registry.connect("client1"),
+        f"{curl(f'repository:{repo}:pull')}/v2/{repo}/manifests/two -I -o /dev/null "
+        f"-H 'Accept: {MANIFEST}' -w '%{{http_code}}' || true",
+    )
+    assert gone.endswith("404")
+
+
+@pytest.mark.parametrize("width", [1000, 1300])
+def test_nothing_overflows_its_card(
+    browser: Browser, pushed: dict[str, Pushed], twins: tuple[str, str], width: int
+) -> None:
+    page = open_page(browser, login=ADMIN, width=width)
+    page.goto(f"https://{DOMAIN}/")
+    repo, tag = split_ref(pushed["app"])
+    details = expand(page, repo)
+    details.locator(f'tr[data-tag="{tag}"] td.digest:not(.muted)').wait_for(timeout=20000)
+    overflow = page.evaluate(
+        """(repo) => {
+          const card = document.querySelector(`details[data-repository="${repo}"]`);
+          const right = card.getBoundingClientRect().right;
+          return [...card.querySelectorAll("td, th")]
+            .filter((cell) => cell.getBoundingClientRect().right > right + 0.5)
+            .map((cell) => cell.className || cell.textContent);
+        }""",
+        repo,
+    )
+    assert overflow == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= width

@@ -76,6 +76,7 @@ def test_first_deploy_builds_everything_and_proves_it(
     for line in [
         "[regbox] preflight: ok (debian, docker",
         "[regbox] file /etc/regkit/tls/server.key: changed (new)",
+        "[regbox] container regkit-token: changed (created)",
         "[regbox] container regkit-registry: changed (created)",
         "[regbox] nginx -t: ok",
         "[regbox] container regkit-nginx: changed (created)",
@@ -124,7 +125,7 @@ def test_second_deploy_changes_nothing(
     assert again.returncode == 0, again.stdout + again.stderr
     assert ": changed" not in again.stdout
     assert "no changes" in again.stdout
-    assert "[regbox] files: unchanged (all 14 match" in again.stdout
+    assert "[regbox] files: unchanged (all 22 match" in again.stdout
     # Nothing changed, so the proof reads back the probe the first deploy pushed.
     probe = deployed.stdout.split("probe:deploy sha256:")[1].split()[0].rstrip(")")
     assert f"verify: ok (read back: {DOMAIN}/regkit/probe:deploy manifest, sha256:{probe} " in (
@@ -328,6 +329,7 @@ def test_status_reports_the_registry(lab: Lab, pushed: Pushed) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[regbox] regkit-registry: running" in out.stdout
     assert "[regbox] regkit-nginx: running" in out.stdout
+    assert "[regbox] regkit-token: running" in out.stdout
     assert "[regbox] health: /_ping answered 200" in out.stdout
     assert "[regbox] served certificate: serial " in out.stdout
     assert "repositories" in out.stdout and "catalog: 0 repositories" not in out.stdout

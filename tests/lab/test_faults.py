@@ -29,6 +29,7 @@ from tests.lab.conftest import (
     USER,
     Lab,
     Pushed,
+    bearer,
     fab,
     lock_state,
     login,
@@ -187,7 +188,7 @@ def served_blobs_match(conn: fabric.Connection, ref: str) -> list[str]:
     """Fetch every blob of ``ref``'s manifest through the proxy; return those whose
     content does not hash to their digest (an empty list when none is corrupt)."""
     name, tag = ref.removeprefix(f"{DOMAIN}/").split(":")
-    auth = f'user = "{USER}:{PASSWORD}"\n'
+    auth = bearer(conn, USER, PASSWORD, f"repository:{name}:pull")
     accept = "application/vnd.docker.distribution.manifest.v2+json"
     manifest = json.loads(
         sh(

@@ -10,16 +10,15 @@ import fabric
 import pytest
 import yaml
 
-from tasks import deploy, layout, maintenance
+from tasks import deploy, layout, maintenance, users
 from tasks.errors import RemoteError
 from tasks.report import Report
 from tests.lab.conftest import (
     CA_FILE,
     DOMAIN,
-    PASSWORD,
-    USER,
     Lab,
     Pushed,
+    bearer,
     fab,
     login,
     must,
@@ -41,12 +40,15 @@ def clients(registry: Lab) -> Lab:
 
 
 def delete_manifest(lab: Lab, image: Pushed) -> None:
+    """Delete as an admin (the deploy's own login): only admins may."""
     repo = image.ref.removeprefix(f"{DOMAIN}/").split(":")[0]
+    c1 = lab.connect("client1")
+    admin = users.probe_credential(lab.inventory)[0]
     code = sh(
-        lab.connect("client1"),
-        f"curl -s -o /dev/null -w '%{{http_code}}' -u {USER}:\"$(cat)\" --cacert {CA_FILE} "
+        c1,
+        f"curl -s -o /dev/null -w '%{{http_code}}' -K - --cacert {CA_FILE} "
         f"-X DELETE https://{DOMAIN}/v2/{repo}/manifests/{image.digest}",
-        PASSWORD,
+        bearer(c1, users.PROBE_USER, admin, f"repository:{repo}:delete"),
     )
     assert code == "202"
 

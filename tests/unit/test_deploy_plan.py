@@ -435,3 +435,20 @@ def test_an_upgrade_that_changes_nothing_still_records_the_staged_configs(
     }
     assert plan.stage == ()
     assert plan.prune == ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
+
+
+def test_a_new_token_service_is_built_and_swapped_and_nginx_looks_it_up_again(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    source = next(f for f in files if f.path == "/etc/regkit/token-image/service.py")
+    changed = [Upload(f.path, f.content + b"# new\n") if f is source else f for f in files]
+    plan = planner.plan(pki_inv, "regbox", changed, facts)
+    tag = wanted.token_tag(changed)
+    assert summary(pki_inv, plan) == [
+        ("file /etc/regkit/token-image/service.py", "content or mode differs"),
+        (f"image {tag}", "built"),
+        ("container regkit-token", "recreated: its configuration changed"),
+        ("nginx reload", "token service recreated"),
+    ]
+    assert not plan.registry.why and not plan.nginx.why

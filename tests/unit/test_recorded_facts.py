@@ -140,7 +140,7 @@ def test_undeploy_the_recorded_registry_host(pki_inv: Inventory) -> None:
     assert [what for what, _ in kept.commands()] == [
         "removing containers",
         "removing networks",
-        "removing proxy images",
+        "removing the images built here",
     ]
     # The lab's data and trust folders, found where regkit keeps them by default.
     assert "/var/lib/regkit/registry" in facts.paths and "/etc/regkit" in facts.paths

@@ -55,7 +55,8 @@ def test_v2_is_checked_by_the_registry_and_passwords_only_at_auth(inv: Inventory
     auth = location(site, "location ~ ^/auth/(token|catalog)$ {")
     for directive in [
         'auth_basic "Registry registry.unit.test";',
-        "proxy_pass http://regkit-token;",
+        "set $regkit_tokend token:5001;",
+        "proxy_pass http://$regkit_tokend;",
         'proxy_set_header Authorization "";',
         "proxy_set_header X-Regkit-User $remote_user;",
     ]:

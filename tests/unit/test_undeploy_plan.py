@@ -9,9 +9,10 @@ DEPLOYED = "\n".join(
     [
         "container:regkit-nginx\tyes",
         "container:regkit-registry\tyes",
+        "container:regkit-token\tyes",
         "network:regkit\tyes",
         "network:regkit-backend\tyes",
-        "images\tregkit-nginx:aa regkit-nginx:bb ",
+        "images\t regkit-nginx:aa regkit-nginx:bb  regkit-token:cc ",
         "path:/var/lib/regkit/registry\tyes",
         "path:/etc/regkit\tyes",
         "path:/etc/docker/certs.d/registry.unit.test\tyes",
@@ -24,9 +25,12 @@ def test_undeploy_removes_containers_networks_and_images_and_keeps_the_data(
 ) -> None:
     plan = planner.plan(inv, planner.parse_facts(DEPLOYED), purge_data=False)
     assert plan.commands() == [
-        ("removing containers", "docker rm -f regkit-nginx regkit-registry"),
+        ("removing containers", "docker rm -f regkit-nginx regkit-registry regkit-token"),
         ("removing networks", "docker network rm regkit regkit-backend"),
-        ("removing proxy images", "docker rmi regkit-nginx:aa regkit-nginx:bb"),
+        (
+            "removing the images built here",
+            "docker rmi regkit-nginx:aa regkit-nginx:bb regkit-token:cc",
+        ),
     ]
     assert plan.kept == (
         "/var/lib/regkit/registry",
