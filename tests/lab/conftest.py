@@ -7,7 +7,6 @@ next run starts in seconds; the test of ``lab.down`` is then skipped.
 
 from __future__ import annotations
 
-import io
 import os
 import shlex
 import shutil
@@ -129,17 +128,35 @@ def fab(
     )
 
 
+def run_root(
+    conn: fabric.Connection, script: str, stdin: str | None = None
+) -> tuple[int, str, str]:
+    """Run ``script`` as root: (exit status, stdout, stderr), never raising.
+
+    ``stdin`` goes down the SSH channel in one write: invoke forwards an in-memory
+    stream a byte per 10 ms, so a manifest or a token would take seconds."""
+    command = f"sudo -n sh -c {shlex.quote(script)}"
+    if stdin is None:
+        result = conn.run(command, hide=True, warn=True, in_stream=False)
+        return result.exited, result.stdout, result.stderr
+    channel = conn.client.get_transport().open_session()
+    try:
+        channel.exec_command(command)
+        channel.sendall(stdin.encode())
+        channel.shutdown_write()
+        out = channel.makefile("rb").read().decode(errors="replace")
+        err = channel.makefile_stderr("rb").read().decode(errors="replace")
+        return channel.recv_exit_status(), out, err
+    finally:
+        channel.close()
+
+
 def sh(conn: fabric.Connection, script: str, stdin: str | None = None) -> str:
     """Run ``script`` as root on a lab host; fail the test with its output if it fails."""
-    result = conn.run(
-        f"sudo -n sh -c {shlex.quote(script)}",
-        hide=True,
-        warn=True,
-        in_stream=io.StringIO(stdin) if stdin is not None else False,
-    )
-    if result.failed:
-        pytest.fail(f"{conn.host}:{conn.port}: {script!r} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout.strip()
+    status, out, err = run_root(conn, script, stdin)
+    if status != 0:
+        pytest.fail(f"{conn.host}:{conn.port}: {script!r} failed:\n{out}{err}")
+    return out.strip()
 
 
 def target(lab: Lab, alias: str) -> Target:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import json
 import re
 import secrets
-import shlex
 import threading
 import uuid
 
@@ -29,6 +27,7 @@ from tests.lab.conftest import (
     Lab,
     fab,
     must,
+    run_root,
     sh,
     trust_by_certs_d,
 )
@@ -38,15 +37,10 @@ SECRET = {name: f"{name}-Lab-pass-{i}77" for i, name in enumerate((PULLER, PUSHE
 URL = f"https://{DOMAIN}"
 
 
-def run(conn: fabric.Connection, script: str, stdin: str = "") -> tuple[int, str]:
+def run(conn: fabric.Connection, script: str, stdin: str | None = None) -> tuple[int, str]:
     """Run ``script`` as root; (exit code, stdout and stderr), never failing the test."""
-    result = conn.run(
-        f"sudo -n sh -c {shlex.quote(script)}",
-        hide=True,
-        warn=True,
-        in_stream=io.StringIO(stdin) if stdin else False,
-    )
-    return result.exited, (result.stdout + result.stderr).strip()
+    status, out, err = run_root(conn, script, stdin)
+    return status, (out + err).strip()
 
 
 def as_user(user: str) -> str:
