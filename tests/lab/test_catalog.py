@@ -130,7 +130,8 @@ def api_tags(registry: Lab) -> dict[tuple[str, str], str]:
     heads = []
     for repo in catalog["repositories"]:
         pull = curl(f"repository:{repo}:pull")
-        for tag in json.loads(sh(c1, f"{pull}/v2/{repo}/tags/list?n=1000"))["tags"]:
+        # A repository whose tags were all deleted lists none (null).
+        for tag in json.loads(sh(c1, f"{pull}/v2/{repo}/tags/list?n=1000"))["tags"] or []:
             heads.append(
                 f"echo {repo} {tag} $({pull}/v2/{repo}/manifests/{tag} -I "
                 f"-H 'Accept: {INDEX}' -H 'Accept: {MANIFEST}' "

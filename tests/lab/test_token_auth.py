@@ -14,11 +14,13 @@ import uuid
 import fabric
 import jwt
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tasks import signing
+from tasks.inventory import ENV_VAR
 from tests.lab.conftest import (
     CA_FILE,
     DOMAIN,
@@ -388,3 +390,27 @@ def test_the_token_service_runs_unprivileged_with_its_key_mounted(accounts: Lab)
         sh(regbox, f"docker exec regkit-token grep -rl -e '{body}' /app /usr 2>/dev/null || true")
         == ""
     )
+
+
+def test_rights_declared_in_the_inventory_are_applied_by_deploy(accounts: Lab) -> None:
+    data = yaml.safe_load(accounts.inventory_path.read_text())
+    data.setdefault("users", {})["access"] = {PULLER: {"role": "pull", "repos": ["shared/*"]}}
+    # Beside the lab's inventory, so that its relative paths (state, keys) still hold.
+    path = accounts.inventory_path.with_name("inventory-access.yaml")
+    path.write_text(yaml.safe_dump(data))
+    declared = {ENV_VAR: str(path)}
+    try:
+        out = must(fab(accounts, "-H", "regbox", "deploy", env=declared))
+        assert "[regbox] file /etc/regkit/rights/rights.json: changed" in out
+        regbox = accounts.connect("regbox")
+        on_host = json.loads(sh(regbox, "cat /etc/regkit/rights/rights.json"))["users"]
+        assert on_host[PULLER] == {"role": "pull", "repos": ["shared/*"]}
+        refused = fab(accounts, "setrole", PULLER, "--role", "admin", env=declared)
+        assert refused.returncode == 1
+        assert f"users.access.{PULLER} declares this user's rights" in refused.stderr
+        users = must(fab(accounts, "users", env=declared))
+        assert re.search(rf"^{PULLER}\s+user\s+pull\s+shared/\*\s+bcrypt\s+inventory$", users, re.M)
+    finally:
+        path.unlink()
+    back = must(fab(accounts, "-H", "regbox", "deploy"))
+    assert "[regbox] file /etc/regkit/rights/rights.json: changed" in back
