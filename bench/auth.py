@@ -22,7 +22,6 @@ from tasks.inventory import Inventory
 from tasks.remote.target import Target, open_target
 
 LAYERS = 20
-CA = "/etc/regkit/ca.crt"
 
 
 def as_user(user: str) -> str:
@@ -40,11 +39,11 @@ def build_script(ref: str, layers: int = LAYERS) -> str:
 
 
 def login(t: Target, inv: Inventory, user: str, secret: str) -> None:
-    t.check(
+    t.feed(
         as_user(user) + f"docker login -u {shlex.quote(user)} --password-stdin "
         f"{shlex.quote(inv.registry.address)} >/dev/null",
+        (secret + "\n").encode(),
         f"docker login as {user}",
-        stdin=secret + "\n",
     )
 
 
@@ -73,21 +72,22 @@ def push_once(t: Target, inv: Inventory, user: str) -> float:
 def api_calls(t: Target, inv: Inventory, user: str, secret: str, count: int = 40) -> float:
     """``count`` GET /v2/ with one token (asked for once, as a client would)."""
     url = inv.registry.url
+    ca = f"/etc/docker/certs.d/{inv.registry.address}/ca.crt"
     script = f"""set -e
 umask 077
-t=$(curl -sS -K - --cacert {CA} '{url}/auth/token?service={inv.registry.domain}' \\
+t=$(curl -sS -K - --cacert {ca} '{url}/auth/token?service={inv.registry.domain}' \\
   | sed -n 's/.*"token": *"\\([^"]*\\)".*/\\1/p')
 printf 'header = "Authorization: Bearer %s"\\n' "$t" > /tmp/bench-bearer
 start=$(date +%s.%N)
 for i in $(seq {count}); do
-  curl -sS -o /dev/null --fail -K /tmp/bench-bearer --cacert {CA} '{url}/v2/'
+  curl -sS -o /dev/null --fail -K /tmp/bench-bearer --cacert {ca} '{url}/v2/'
 done
 end=$(date +%s.%N)
 rm -f /tmp/bench-bearer
-echo "$end - $start" | bc
+awk -v a="$start" -v b="$end" 'BEGIN {{ print b - a }}'
 """
-    login_line = f'user = "{user}:{secret}"\n'
-    return float(t.check(script, "40 API calls", stdin=login_line).stdout.strip())
+    login_line = f'user = "{user}:{secret}"\n'.encode()
+    return float(t.feed(script, login_line, "40 API calls").strip())
 
 
 def fleet_pull(inv: Inventory, clients: list[Target], ref: str) -> float:

@@ -32,6 +32,7 @@ from tests.lab.conftest import (
     run_root,
     sh,
     trust_by_certs_d,
+    watch_processes,
 )
 
 PULLER, PUSHER, ADMIN = "puller", "team-a-dev", "boss"
@@ -214,13 +215,17 @@ def test_only_an_admin_deletes_a_manifest(accounts: Lab) -> None:
 
 
 def test_a_robot_pushes_with_its_printed_token_which_is_shown_once(accounts: Lab) -> None:
-    out = must(fab(accounts, "adduser", "--robot", "ci-team-a", "--role", "push",
-                   "--repos", "team-a/*"))  # fmt: skip
+    with watch_processes(accounts, "regbox") as seen:
+        out = must(fab(accounts, "adduser", "--robot", "ci-team-a", "--role", "push",
+                       "--repos", "team-a/*"))  # fmt: skip
     lines = [line for line in out.splitlines() if "token (shown once" in line]
     assert len(lines) == 1
     robot_token = lines[0].rsplit(" ", 1)[1]
     assert len(robot_token) >= 43  # 256 bits, URL-safe base64
     assert out.count(robot_token) == 1
+    # Never in argv, here or on the host, while adduser made it and proved its login.
+    assert "adduser" in seen["local"] and "--cacert /etc/regkit/ca.crt" in seen["remote"]
+    assert robot_token not in seen["local"] and robot_token not in seen["remote"]
     c2 = accounts.connect("client2")
     regbox = accounts.connect("regbox")
     docker_login(c2, "ci-team-a", robot_token)
