@@ -52,6 +52,10 @@ _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 class ApiError(RegkitError):
     """The registry answered something other than what was asked for."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass
 class Tag:
@@ -95,7 +99,9 @@ class RegistryApi:
         response = self._conn.getresponse()
         body = response.read()
         if response.status != 200:
-            raise ApiError(f"GET {path.split('?')[0]}: {response.status} {response.reason}")
+            raise ApiError(
+                f"GET {path.split('?')[0]}: {response.status} {response.reason}", response.status
+            )
         return body, {k.lower(): v for k, v in response.getheaders()}
 
     def token(self, scope: str) -> str:
@@ -150,12 +156,23 @@ def pull_scope(repo: str) -> str:
     return f"repository:{repo}:pull"
 
 
+def tags_of(api: RegistryApi, repo: str) -> list[str]:
+    """A repository's tags; none for one the catalog lists with blobs only (an upload that
+    never got a manifest), whose tag list the registry answers with 404."""
+    try:
+        return sorted(api.paged(f"/v2/{quote(repo)}/tags/list", "tags", pull_scope(repo)))
+    except ApiError as exc:
+        if exc.status == 404:
+            return []
+        raise
+
+
 def read_catalog(api: RegistryApi) -> list[Tag]:
     """Every tag of every repository, with its details."""
     return [
         api.tag(repo, tag)
         for repo in api.paged("/v2/_catalog", "repositories", "registry:catalog:*")
-        for tag in sorted(api.paged(f"/v2/{quote(repo)}/tags/list", "tags", pull_scope(repo)))
+        for tag in tags_of(api, repo)
     ]
 
 

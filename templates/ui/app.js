@@ -43,7 +43,9 @@ async function api(path, scope, { accept = "application/json", method = "GET" } 
   const headers = { Accept: accept, Authorization: `Bearer ${await token(scope)}` };
   const response = await fetch(path, { method, headers });
   if (!response.ok) {
-    throw new Error(`${path}: ${response.status} ${response.statusText}`);
+    throw Object.assign(new Error(`${path}: ${response.status} ${response.statusText}`), {
+      status: response.status,
+    });
   }
   return { body: method === "GET" ? await response.json() : null, headers: response.headers };
 }
@@ -113,11 +115,22 @@ function cell(row, className, text) {
   return td;
 }
 
+// A repository's tags; none for one the catalog lists with blobs only (an upload that
+// never got a manifest), whose tag list the registry answers with 404.
+async function tagsOf(repo) {
+  try {
+    return await paged(`/v2/${repo}/tags/list`, "tags", pullScope(repo));
+  } catch (error) {
+    if (error.status === 404) return [];
+    throw error;
+  }
+}
+
 // The tags of repo whose manifest is digest, other than tag: distribution deletes a
 // manifest by digest, so deleting one tag deletes them all.
 async function tagsSharing(repo, tag, digest) {
   const scope = pullScope(repo);
-  const others = (await paged(`/v2/${repo}/tags/list`, "tags", scope)).filter((t) => t !== tag);
+  const others = (await tagsOf(repo)).filter((t) => t !== tag);
   const sharing = [];
   await pool(others, async (other) => {
     const { headers } = await api(`/v2/${repo}/manifests/${other}`, scope, { accept: MANIFEST_TYPES, method: "HEAD" });
@@ -188,7 +201,7 @@ async function openRepository(details, repo) {
   details.dataset.loaded = "yes";
   const tbody = $("tbody", details);
   const more = $(".more", details);
-  const tags = (await paged(`/v2/${repo}/tags/list`, "tags", pullScope(repo))).sort();
+  const tags = (await tagsOf(repo)).sort();
   $(".count", details).textContent = `${tags.length} tag${tags.length === 1 ? "" : "s"}`;
   let shown = 0;
   const showNext = async () => {

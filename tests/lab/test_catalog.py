@@ -358,3 +358,20 @@ def test_nothing_overflows_its_card(
     )
     assert overflow == []
     assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_a_repository_with_blobs_only_lists_no_tags(
+    registry: Lab, pushed: dict[str, Pushed]
+) -> None:
+    """An upload that never got a manifest: the catalog names the repository, its tag
+    list answers 404; `fab catalog` lists the rest and no tag of it."""
+    push = curl("repository:team/blobsonly:pull,push")
+    sh(
+        registry.connect("client1"),
+        "head -c 4096 /dev/urandom > /tmp/b && d=$(sha256sum /tmp/b | cut -c1-64) && "
+        f'{push}"/v2/team/blobsonly/blobs/uploads/?digest=sha256:$d" -X POST '
+        "-H 'Content-Type: application/octet-stream' --data-binary @/tmp/b -o /dev/null",
+    )
+    listed = json.loads(must(fab(registry, "-H", "regbox", "catalog", "--json")))
+    assert not [t for t in listed if t["repository"] == "team/blobsonly"]
+    assert [t for t in listed if t["repository"] == split_ref(pushed["app"])[0]]

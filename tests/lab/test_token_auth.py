@@ -399,7 +399,8 @@ def test_the_token_service_runs_unprivileged_with_its_key_mounted(accounts: Lab)
 
 def test_rights_declared_in_the_inventory_are_applied_by_deploy(accounts: Lab) -> None:
     data = yaml.safe_load(accounts.inventory_path.read_text())
-    data.setdefault("users", {})["access"] = {PULLER: {"role": "pull", "repos": ["shared/*"]}}
+    # Unlike anything setrole gave this user in the tests before.
+    data.setdefault("users", {})["access"] = {PULLER: {"role": "pull", "repos": ["declared/*"]}}
     # Beside the lab's inventory, so that its relative paths (state, keys) still hold.
     path = accounts.inventory_path.with_name("inventory-access.yaml")
     path.write_text(yaml.safe_dump(data))
@@ -409,12 +410,13 @@ def test_rights_declared_in_the_inventory_are_applied_by_deploy(accounts: Lab) -
         assert "[regbox] file /etc/regkit/rights/rights.json: changed" in out
         regbox = accounts.connect("regbox")
         on_host = json.loads(sh(regbox, "cat /etc/regkit/rights/rights.json"))["users"]
-        assert on_host[PULLER] == {"role": "pull", "repos": ["shared/*"]}
+        assert on_host[PULLER] == {"role": "pull", "repos": ["declared/*"]}
         refused = fab(accounts, "setrole", PULLER, "--role", "admin", env=declared)
         assert refused.returncode == 1
         assert f"users.access.{PULLER} declares this user's rights" in refused.stderr
         users = must(fab(accounts, "users", env=declared))
-        assert re.search(rf"^{PULLER}\s+user\s+pull\s+shared/\*\s+bcrypt\s+inventory$", users, re.M)
+        row = rf"^{PULLER}\s+user\s+pull\s+declared/\*\s+bcrypt\s+inventory$"
+        assert re.search(row, users, re.M)
     finally:
         path.unlink()
     back = must(fab(accounts, "-H", "regbox", "deploy"))
