@@ -202,6 +202,55 @@ class Users(_Strict):
     access: dict[str, UserAccess] = {}
 
 
+_DURATION = re.compile(r"^(\d+)([hdw])$")
+DURATION_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``12h``, ``30d`` or ``2w`` in seconds, or ValueError."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; use hours, days or weeks: 12h, 30d, 2w")
+    return int(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+class RetentionRule(_Strict):
+    """Which tags of which repositories ``fab prune`` keeps; the rest are candidates."""
+
+    repositories: list[str]
+    keep_last: Annotated[int, Field(ge=0)] | None = None
+    keep_newer_than: str | None = None
+    keep_tags: list[str] = []
+    delete_tags: list[str] = []
+
+    @field_validator("repositories")
+    @classmethod
+    def _repositories(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one repository pattern")
+        try:
+            return [rights.check_pattern(p) for p in v]
+        except RegkitError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("keep_newer_than")
+    @classmethod
+    def _age(cls, v: str | None) -> str | None:
+        if v is not None:
+            duration_seconds(v)
+        return v
+
+    @field_validator("keep_tags", "delete_tags")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return v
+
+
 class Host(_Strict):
     """One SSH host. Unset fields fall back to ~/.ssh/config, then SSH defaults."""
 
@@ -231,6 +280,7 @@ class Inventory(_Strict):
     registry: Registry
     pki: Pki = Pki()
     users: Users = Users()
+    retention: list[RetentionRule] = []
     state_dir: str = ".regkit"
     known_hosts: str | None = None
     hosts: dict[str, Host] = {}
