@@ -18,11 +18,12 @@ from tasks import (
     inventory,
     maintenance,
     pki,
+    prune,
     render,
     trust,
 )
 
 ns = Collection(inventory, pki, render)
-for module in (deploy, health, trust, accounts, catalog, maintenance):
+for module in (deploy, health, trust, accounts, catalog, maintenance, prune):
     for name, remote_task in module.ns.tasks.items():
         ns.add_task(remote_task, name=name)

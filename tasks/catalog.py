@@ -19,6 +19,7 @@ import ssl
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -46,6 +47,7 @@ INDEX_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
 PAGE = 100
+TOKEN_EARLY = 30  # seconds before a token expires that a new one is asked for
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 
 
@@ -91,26 +93,40 @@ class RegistryApi:
         self._host = reg.address
         self._service = reg.domain
         self._login = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
-        self._tokens: dict[str, str] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, good until)
 
-    def _request(self, path: str, authorization: str, accept: str) -> tuple[bytes, dict[str, str]]:
+    def _request(
+        self, path: str, authorization: str, accept: str, method: str = "GET"
+    ) -> tuple[bytes, dict[str, str]]:
+        status, body, headers = self.call(method, path, authorization, accept)
+        if status != 200:
+            raise ApiError(f"{method} {path.split('?')[0]}: {status}", status)
+        return body, headers
+
+    def call(
+        self, method: str, path: str, authorization: str, accept: str = "application/json"
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """One request: (status, body, headers with lower-case names), whatever the status."""
         headers = {"Host": self._host, "Authorization": authorization, "Accept": accept}
-        self._conn.request("GET", path, headers=headers)
+        self._conn.request(method, path, headers=headers)
         response = self._conn.getresponse()
         body = response.read()
-        if response.status != 200:
-            raise ApiError(
-                f"GET {path.split('?')[0]}: {response.status} {response.reason}", response.status
-            )
-        return body, {k.lower(): v for k, v in response.getheaders()}
+        return response.status, body, {k.lower(): v for k, v in response.getheaders()}
+
+    def bearer(self, scope: str) -> str:
+        return f"Bearer {self.token(scope)}"
 
     def token(self, scope: str) -> str:
-        """A token for ``scope``: one password check per scope, then cached."""
-        if scope not in self._tokens:
+        """A token for ``scope``: one password check per scope, then kept while it is good."""
+        token, until = self._tokens.get(scope, ("", 0.0))
+        if time.monotonic() >= until:
             query = urlencode({"service": self._service, "scope": scope})
             body, _ = self._request(f"/auth/token?{query}", self._login, "application/json")
-            self._tokens[scope] = json.loads(body)["token"]
-        return self._tokens[scope]
+            answer = json.loads(body)
+            token = answer["token"]
+            until = time.monotonic() + int(answer.get("expires_in", 60)) - TOKEN_EARLY
+            self._tokens[scope] = (token, until)
+        return token
 
     def get(
         self, path: str, scope: str, accept: str = "application/json"
@@ -223,8 +239,10 @@ def wait_listening(port: int, seconds: float = 5.0) -> None:
             time.sleep(0.05)
 
 
-def fetch(inv: Inventory, target: Target) -> list[Tag]:
-    """Read the catalog of the registry on ``target`` through an SSH tunnel."""
+@contextmanager
+def api_session(inv: Inventory, target: Target) -> Iterator[RegistryApi]:
+    """The registry's API on ``target`` through an SSH tunnel, as the deploy's own login
+    (an admin); its failures become one-line RemoteErrors naming the host."""
     alias = target.alias
     password = users.probe_credential(inv)[0]
     with socket.socket() as s:
@@ -241,7 +259,7 @@ def fetch(inv: Inventory, target: Target) -> list[Tag]:
             raise RemoteError(f"{alias}: the SSH tunnel did not open: {exc}") from None
         api = RegistryApi(port, reg, str(pki.paths(inv).ca_cert), users.PROBE_USER, password)
         try:
-            return read_catalog(api)
+            yield api
         except ApiError as exc:
             raise RemoteError(f"{alias}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -250,6 +268,12 @@ def fetch(inv: Inventory, target: Target) -> list[Tag]:
             ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise RemoteError(f"{alias}: cannot read the registry through SSH: {exc}") from None
+
+
+def fetch(inv: Inventory, target: Target) -> list[Tag]:
+    """Read the catalog of the registry on ``target`` through an SSH tunnel."""
+    with api_session(inv, target) as api:
+        return read_catalog(api)
 
 
 @task(

@@ -368,10 +368,14 @@ def test_a_repository_with_blobs_only_lists_no_tags(
     push = curl("repository:team/blobsonly:pull,push")
     sh(
         registry.connect("client1"),
-        "head -c 4096 /dev/urandom > /tmp/b && d=$(sha256sum /tmp/b | cut -c1-64) && "
-        f'{push}"/v2/team/blobsonly/blobs/uploads/?digest=sha256:$d" -X POST '
+        "head -c 4096 /dev/urandom > /tmp/b && d=$(sha256sum < /tmp/b | cut -c1-64) && "
+        f"loc=$({push}/v2/team/blobsonly/blobs/uploads/ -X POST -D - -o /dev/null "
+        "| tr -d '\\r' | sed -n 's/^location: *//Ip') && "
+        f'{push}"${{loc#https://{DOMAIN}}}&digest=sha256:$d" -X PUT '
         "-H 'Content-Type: application/octet-stream' --data-binary @/tmp/b -o /dev/null",
     )
+    catalog = sh(registry.connect("client1"), f"{curl('registry:catalog:*')}/v2/_catalog")
+    assert "team/blobsonly" in json.loads(catalog)["repositories"]
     listed = json.loads(must(fab(registry, "-H", "regbox", "catalog", "--json")))
     assert not [t for t in listed if t["repository"] == "team/blobsonly"]
     assert [t for t in listed if t["repository"] == split_ref(pushed["app"])[0]]

@@ -1,0 +1,158 @@
+"""``fab prune``: delete what the retention rules do not keep, then collect garbage.
+
+Reads every tag through the registry's API (as ``fab catalog`` does), makes the plan
+(:mod:`tasks.plans.prune`), prints it, and with ``--yes`` (or a confirmation)
+deletes the manifests by digest, each only if every tag on it still points to that
+digest (a push that landed meanwhile wins), then runs ``fab gc``'s safe garbage
+collection and reports the space freed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict
+from urllib.parse import quote
+
+from invoke import Collection, Context
+
+from tasks import catalog, inventory, users
+from tasks.catalog import MANIFEST_TYPES, RegistryApi
+from tasks.cli import task
+from tasks.errors import RegkitError, RemoteError
+from tasks.inventory import Inventory
+from tasks.maintenance import collect_garbage
+from tasks.plans import prune as planner
+from tasks.plans.prune import Deletion, Image, PrunePlan
+from tasks.remote.fanout import each_host, hosts_for
+from tasks.remote.lock import host_lock
+from tasks.remote.target import Target
+from tasks.report import Report
+
+
+def images(api: RegistryApi) -> list[Image]:
+    return [
+        Image(t.repository, t.tag, t.digest, t.size, t.created, t.index)
+        for t in catalog.read_catalog(api)
+    ]
+
+
+def table(plan: PrunePlan, now: dt.datetime) -> str:
+    """One line per tag: what happens to it and why (pure)."""
+    rows = [("REPOSITORY", "TAG", "DIGEST", "AGE", "SIZE", "RULE", "DECISION")]
+    for d in plan.decisions:
+        created = planner.parse_time(d.image.created)
+        age = f"{(now - created).days}d" if created else "-"
+        rows.append(
+            (
+                d.image.repository,
+                d.image.tag,
+                d.image.digest[:19],
+                age,
+                catalog.human_size(d.image.size),
+                str(d.rule + 1),
+                f"{'keep' if d.keep else 'delete'}: {d.reason}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    tags = sum(len(d.tags) for d in plan.deletions)
+    lines.append(
+        f"{tags} tags ({len(plan.deletions)} manifests, {catalog.human_size(plan.freed)}) to "
+        f"delete, {sum(d.keep for d in plan.decisions)} kept; "
+        f"{len(plan.untouched)} repositories no rule matches left alone"
+    )
+    return "\n".join(lines)
+
+
+def still_there(api: RegistryApi, deletion: Deletion) -> bool:
+    """Whether every tag of ``deletion`` still points to its digest (read right now)."""
+    scope = catalog.pull_scope(deletion.repository)
+    for tag in deletion.tags:
+        path = f"/v2/{quote(deletion.repository)}/manifests/{quote(tag)}"
+        status, _, headers = api.call("HEAD", path, api.bearer(scope), MANIFEST_TYPES)
+        if status != 200 or headers.get("docker-content-digest") != deletion.digest:
+            return False
+    return True
+
+
+def delete(api: RegistryApi, deletion: Deletion) -> None:
+    path = f"/v2/{quote(deletion.repository)}/manifests/{deletion.digest}"
+    scope = f"repository:{deletion.repository}:delete"
+    status, body, _ = api.call("DELETE", path, api.bearer(scope))
+    if status != 202:
+        raise RemoteError(f"DELETE {path}: {status} {body[:200].decode(errors='replace')}")
+
+
+def confirm(count: int, yes: bool) -> None:
+    if yes or not count:
+        return
+    if not sys.stdin.isatty():
+        raise RegkitError("confirmation needed: add --yes when not at a terminal")
+    if input(f"Delete these {count} manifests? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise RegkitError("not confirmed; nothing was deleted")
+
+
+def prune_host(inv: Inventory, target: Target, report: Report, options: dict[str, bool]) -> None:
+    alias = target.alias
+    now = dt.datetime.now(dt.UTC)
+    with catalog.api_session(inv, target) as api:
+        plan = planner.plan(inv.retention, images(api), now, options["allow_empty"])
+        if options["json"]:
+            print(json.dumps([{**asdict(d), "host": alias} for d in plan.decisions], indent=2))
+        else:
+            print(table(plan, now))
+        if options["dry_run"] or not plan.deletions:
+            why = "dry run" if options["dry_run"] else "nothing to delete"
+            report.unchanged(alias, "prune", why)
+            return
+        confirm(len(plan.deletions), options["yes"])
+        deleted = skipped = 0
+        for deletion in plan.deletions:
+            if still_there(api, deletion):
+                delete(api, deletion)
+                deleted += 1
+            else:
+                skipped += 1
+                report.skipped(alias, f"{deletion.repository}@{deletion.digest[:19]}",
+                               "a tag moved since the plan (a push landed): kept")  # fmt: skip
+    report.changed(alias, "prune", f"{deleted} manifests deleted, {skipped} kept (moved)")
+    collect_garbage(inv, target, report, dry_run=False, delete_untagged=False)
+
+
+@task(
+    role="registry",
+    help={
+        "yes": "Delete without asking (for cron or CI).",
+        "dry-run": "Print the plan and stop.",
+        "json": "Print the plan as JSON (each tag with its decision, rule and reason).",
+        "allow-empty": "Allow a rule to delete every tag of a repository, this run only.",
+        "force": "Act on -H hosts whose inventory role is not registry.",
+    },
+)
+def prune(
+    c: Context,
+    yes: bool = False,
+    dry_run: bool = False,
+    json_: bool = False,
+    allow_empty: bool = False,
+    force: bool = False,
+) -> None:
+    """Delete the tags the retention rules do not keep, then collect the garbage."""
+    inv = inventory.load()
+    aliases = hosts_for(c, inv, "registry", "prune", force)
+    if not inv.retention:
+        raise RegkitError(f"{inv.source}: retention: no rules; prune keeps everything without one")
+    users.probe_credential(inv)
+    report = Report(stream=sys.stderr)
+    options = {"yes": yes, "dry_run": dry_run, "json": json_, "allow_empty": allow_empty}
+
+    def work(target: Target) -> None:
+        with host_lock(target, "prune"):
+            prune_host(inv, target, report, options)
+
+    each_host(c, inv, aliases, report, "prune", work)
+
+
+ns = Collection("prune", prune)

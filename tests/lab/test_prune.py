@@ -1,0 +1,126 @@
+"""`fab prune` (issue #16) on the lab: retention rules against images with known
+creation dates, pushed through the registry's API, pulled by real docker clients."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks import users
+from tasks.inventory import ENV_VAR
+from tests.lab.conftest import (
+    CA_FILE,
+    DOMAIN,
+    Lab,
+    bearer,
+    fab,
+    login,
+    must,
+    sh,
+    trust_by_certs_d,
+)
+
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+NOW = dt.datetime.now(dt.UTC)
+
+# Pushes one image with the registry's API (a shell script; see its header).
+PUSH = (Path(__file__).parent / "push-image.sh").read_text()
+
+
+def push(lab: Lab, repo: str, tags: str, days_old: int) -> str:
+    c1 = lab.connect("client1")
+    created = (NOW - dt.timedelta(days=days_old)).isoformat().replace("+00:00", "Z")
+    admin = users.probe_credential(lab.inventory)[0]
+    env = " ".join(
+        f"{k}={shlex.quote(v)}"
+        for k, v in {
+            "CREATED": created,
+            "REPO": repo,
+            "TAGS": tags,
+            "CA": CA_FILE,
+            "URL": f"https://{DOMAIN}",
+            "MT": MANIFEST,
+        }.items()
+    )
+    auth = bearer(c1, users.PROBE_USER, admin, f"repository:{repo}:pull,push")
+    return "sha256:" + sh(c1, f"export {env}; {PUSH}", auth).splitlines()[-1]
+
+
+RULES = [
+    {"repositories": ["prune/app"], "keep_last": 3, "keep_tags": ["^release-"]},
+    {"repositories": ["prune/twins"], "keep_last": 0, "keep_tags": ["^keep$"]},
+]
+
+
+@pytest.fixture(scope="module")
+def pruned(registry: Lab) -> dict[str, object]:
+    """12 builds a day apart and an old release in prune/app; two tags on one digest
+    (one kept) and an old tag in prune/twins; an inventory with the rules beside the lab's."""
+    for alias in ("client1", "client2"):
+        conn = registry.connect(alias)
+        trust_by_certs_d(registry, conn)
+        login(conn)
+    digests = {f"b{n:02}": push(registry, "prune/app", f"b{n:02}", days_old=n) for n in range(12)}
+    digests["release-1"] = push(registry, "prune/app", "release-1", days_old=40)
+    twins = push(registry, "prune/twins", "keep alias", days_old=90)
+    gone = push(registry, "prune/twins", "gone", days_old=80)
+    data = yaml.safe_load(registry.inventory_path.read_text())
+    data["retention"] = RULES
+    path = registry.inventory_path.with_name("inventory-prune.yaml")
+    path.write_text(yaml.safe_dump(data))
+    return {"app": digests, "twins": twins, "gone": gone, "env": {ENV_VAR: str(path)}}
+
+
+def data_state(lab: Lab) -> str:
+    return sh(
+        lab.connect("regbox"),
+        f"cd {lab.inventory.registry.data_dir} && "
+        "find . -type f | sort | xargs sha256sum | sha256sum",
+    )
+
+
+def data_kib(lab: Lab) -> int:
+    return int(sh(lab.connect("regbox"), f"du -sk {lab.inventory.registry.data_dir} | cut -f1"))
+
+
+def pulls(lab: Lab, ref: str) -> str:
+    return sh(
+        lab.connect("client2"),
+        f"docker rmi -f {ref} >/dev/null 2>&1; docker pull -q {ref} >/dev/null 2>&1 "
+        f"&& docker inspect --format '{{{{index .RepoDigests 0}}}}' {ref} || echo refused",
+    )
+
+
+def test_a_dry_run_changes_nothing(registry: Lab, pruned: dict) -> None:
+    before = data_state(registry)
+    out = must(fab(registry, "-H", "regbox", "prune", "--dry-run", env=pruned["env"]))
+    assert "delete: older than what the rule keeps" in out
+    assert "10 tags (10 manifests" in out
+    assert data_state(registry) == before
+
+
+def test_prune_keeps_the_newest_and_the_releases_and_frees_the_rest(
+    registry: Lab, pruned: dict
+) -> None:
+    before = data_kib(registry)
+    done = fab(registry, "-H", "regbox", "prune", "--yes", env=pruned["env"])
+    must(done)
+    # The plan goes to stdout; how each host went, to stderr.
+    assert "[regbox] prune: changed (10 manifests deleted, 0 kept (moved))" in done.stderr
+    assert "[regbox] gc: changed" in done.stderr
+    tags = json.loads(must(fab(registry, "-H", "regbox", "catalog", "--json")))
+    left = sorted(t["tag"] for t in tags if t["repository"] == "prune/app")
+    assert left == ["b00", "b01", "b02", "release-1"]
+    for tag in left:
+        assert pulls(registry, f"{DOMAIN}/prune/app:{tag}").endswith(pruned["app"][tag])
+    assert pulls(registry, f"{DOMAIN}/prune/app:b05") == "refused"
+    # The twins' digest stays with both its tags; the old tag went.
+    twins = sorted(t["tag"] for t in tags if t["repository"] == "prune/twins")
+    assert twins == ["alias", "keep"]
+    # Nine deleted builds, each with its own 64 KiB of random layer.
+    assert before - data_kib(registry) >= 9 * 64
