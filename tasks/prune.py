@@ -94,6 +94,20 @@ def confirm(count: int, yes: bool) -> None:
         raise RegkitError("not confirmed; nothing was deleted")
 
 
+def apply(api: RegistryApi, alias: str, plan: PrunePlan, report: Report) -> tuple[int, int]:
+    """Delete the plan's manifests whose tags have not moved; (deleted, kept as moved)."""
+    deleted = skipped = 0
+    for deletion in plan.deletions:
+        if still_there(api, deletion):
+            delete(api, deletion)
+            deleted += 1
+        else:
+            skipped += 1
+            report.skipped(alias, f"{deletion.repository}@{deletion.digest[:19]}",
+                           "a tag moved since the plan (a push landed): kept")  # fmt: skip
+    return deleted, skipped
+
+
 def prune_host(inv: Inventory, target: Target, report: Report, options: dict[str, bool]) -> None:
     alias = target.alias
     now = dt.datetime.now(dt.UTC)
@@ -108,15 +122,7 @@ def prune_host(inv: Inventory, target: Target, report: Report, options: dict[str
             report.unchanged(alias, "prune", why)
             return
         confirm(len(plan.deletions), options["yes"])
-        deleted = skipped = 0
-        for deletion in plan.deletions:
-            if still_there(api, deletion):
-                delete(api, deletion)
-                deleted += 1
-            else:
-                skipped += 1
-                report.skipped(alias, f"{deletion.repository}@{deletion.digest[:19]}",
-                               "a tag moved since the plan (a push landed): kept")  # fmt: skip
+        deleted, skipped = apply(api, alias, plan, report)
     report.changed(alias, "prune", f"{deleted} manifests deleted, {skipped} kept (moved)")
     collect_garbage(inv, target, report, dry_run=False, delete_untagged=False)
 

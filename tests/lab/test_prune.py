@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import users
-from tasks.inventory import ENV_VAR
+from tasks import catalog, prune, users
+from tasks.inventory import ENV_VAR, RetentionRule
+from tasks.plans import prune as prune_plan
+from tasks.report import Report
 from tests.lab.conftest import (
     CA_FILE,
     DOMAIN,
@@ -22,6 +24,7 @@ from tests.lab.conftest import (
     login,
     must,
     sh,
+    target,
     trust_by_certs_d,
 )
 
@@ -124,3 +127,21 @@ def test_prune_keeps_the_newest_and_the_releases_and_frees_the_rest(
     assert twins == ["alias", "keep"]
     # Nine deleted builds, each with its own 64 KiB of random layer.
     assert before - data_kib(registry) >= 9 * 64
+
+
+def test_a_tag_pushed_again_while_prune_runs_keeps_its_new_digest(
+    registry: Lab, pruned: dict
+) -> None:
+    """Between the plan and the deletions a candidate tag is pushed anew: its manifest
+    is kept, and the tag pulls with the new digest."""
+    old = push(registry, "prune/race", "old", days_old=50)
+    push(registry, "prune/race", "new", days_old=0)
+    rules = [RetentionRule(repositories=["prune/race"], keep_last=1)]
+    now = dt.datetime.now(dt.UTC)
+    report = Report()
+    with catalog.api_session(registry.inventory, target(registry, "regbox")) as api:
+        plan = prune_plan.plan(rules, prune.images(api), now)
+        assert [(d.repository, d.digest) for d in plan.deletions] == [("prune/race", old)]
+        again = push(registry, "prune/race", "old", days_old=0)
+        assert prune.apply(api, "regbox", plan, report) == (0, 1)
+    assert pulls(registry, f"{DOMAIN}/prune/race:old").endswith(again)
