@@ -70,6 +70,8 @@ class Tag:
     platforms: list[str] = field(default_factory=list)
     created: str = ""
     index: bool = False
+    # An index's per-platform manifests, by digest.
+    manifests: list[str] = field(default_factory=list)
 
 
 class _Tunnelled(http.client.HTTPSConnection):
@@ -156,6 +158,7 @@ class RegistryApi:
                 if m.get("platform")
             ]
             out.size = sum(m.get("size", 0) for m in manifest.get("manifests", []))
+            out.manifests = [m["digest"] for m in manifest.get("manifests", [])]
             return out
         config = manifest.get("config", {})
         out.size = config.get("size", 0) + sum(

@@ -33,7 +33,7 @@ from tasks.report import Report
 
 def images(api: RegistryApi) -> list[Image]:
     return [
-        Image(t.repository, t.tag, t.digest, t.size, t.created, t.index)
+        Image(t.repository, t.tag, t.digest, t.size, t.created, t.index, tuple(t.manifests))
         for t in catalog.read_catalog(api)
     ]
 

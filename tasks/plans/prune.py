@@ -11,7 +11,8 @@ The safety rules, each unit-tested:
 - distribution deletes by digest, so a digest goes only when every tag pointing
   to it in its repository is a candidate: one kept tag keeps them all;
 - a multi-arch index is one manifest, kept or deleted whole; its per-platform
-  manifests are never deleted on their own (prune never asks for untagged ones);
+  manifests are never deleted on their own, tagged or not, while it is kept
+  (prune never asks for untagged ones);
 - a tag whose creation time is unknown is kept;
 - a plan that would delete every tag of a repository is refused unless allowed.
 """
@@ -36,6 +37,7 @@ class Image:
     size: int
     created: str  # RFC 3339, "" when unknown (an index has no config)
     index: bool = False
+    children: tuple[str, ...] = ()  # an index's per-platform manifests (digests)
 
 
 @dataclass(frozen=True)
@@ -134,11 +136,15 @@ def plan(
             result.untouched.append(repository)
             continue
         verdicts = judge(rules[number], tags, now)
-        # A digest goes only if no kept tag points to it.
-        kept_digests = {i.digest for i in tags if verdicts[i.tag][0]}
+        # A digest goes only if no kept tag points to it, nor a kept index lists it.
+        kept = [i for i in tags if verdicts[i.tag][0]]
+        platforms = {child for i in kept for child in i.children}
+        kept_digests = {i.digest for i in kept} | platforms
         for image in sorted(tags, key=lambda i: i.tag):
             keep, reason = verdicts[image.tag]
-            if not keep and image.digest in kept_digests:
+            if not keep and image.digest in platforms:
+                keep, reason = True, "a platform of a kept multi-arch index"
+            elif not keep and image.digest in kept_digests:
                 keep, reason = True, "shares its digest with a kept tag"
             result.decisions.append(Decision(image, number, keep, reason))
         doomed: dict[str, list[Image]] = {}

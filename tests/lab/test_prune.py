@@ -54,10 +54,39 @@ def push(lab: Lab, repo: str, tags: str, days_old: int) -> str:
     return "sha256:" + sh(c1, f"export {env}; {PUSH}", auth).splitlines()[-1]
 
 
+INDEX = "application/vnd.oci.image.index.v1+json"
 RULES = [
     {"repositories": ["prune/app"], "keep_last": 3, "keep_tags": ["^release-"]},
     {"repositories": ["prune/twins"], "keep_last": 0, "keep_tags": ["^keep$"]},
+    {"repositories": ["prune/multi"], "keep_last": 1},
 ]
+
+
+def push_index(lab: Lab, repo: str, tag: str, platforms: dict[str, str]) -> str:
+    """A multi-arch index of ``platforms`` (architecture -> manifest digest) as ``tag``."""
+    c1 = lab.connect("client1")
+    admin = users.probe_credential(lab.inventory)[0]
+    auth = bearer(c1, users.PROBE_USER, admin, f"repository:{repo}:pull,push")
+    base = f"curl -sSf -K - --cacert {CA_FILE} https://{DOMAIN}/v2/{repo}/manifests"
+    manifests = []
+    for arch, digest in platforms.items():
+        head = sh(c1, f"{base}/{digest} -I -H 'Accept: {MANIFEST}' | tr -d '\\r'", auth)
+        size = int(
+            next(h.split()[1] for h in head.splitlines() if h.lower().startswith("content-length"))
+        )
+        manifests.append({"mediaType": MANIFEST, "digest": digest, "size": size,
+                          "platform": {"os": "linux", "architecture": arch}})  # fmt: skip
+    index = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests})
+    head = sh(
+        c1,
+        f"cat > /tmp/auth && printf '%s' {shlex.quote(index)} > /tmp/index.json && "
+        f"{base.replace('-K -', '-K /tmp/auth')}/{tag} -X PUT -H 'Content-Type: {INDEX}' "
+        "--data-binary @/tmp/index.json -D - -o /dev/null | tr -d '\\r'",
+        auth,
+    )
+    return next(
+        h.split()[1] for h in head.splitlines() if h.lower().startswith("docker-content-digest")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +101,11 @@ def pruned(registry: Lab) -> dict[str, object]:
     digests["release-1"] = push(registry, "prune/app", "release-1", days_old=40)
     twins = push(registry, "prune/twins", "keep alias", days_old=90)
     gone = push(registry, "prune/twins", "gone", days_old=80)
+    # An index of two old per-platform images, each also tagged, and a fresh image.
+    platforms = {"amd64": push(registry, "prune/multi", "amd", days_old=90),
+                 "arm64": push(registry, "prune/multi", "arm", days_old=90)}  # fmt: skip
+    push_index(registry, "prune/multi", "multi", platforms)
+    push(registry, "prune/multi", "fresh", days_old=0)
     data = yaml.safe_load(registry.inventory_path.read_text())
     data["retention"] = RULES
     path = registry.inventory_path.with_name("inventory-prune.yaml")
@@ -125,6 +159,10 @@ def test_prune_keeps_the_newest_and_the_releases_and_frees_the_rest(
     # The twins' digest stays with both its tags; the old tag went.
     twins = sorted(t["tag"] for t in tags if t["repository"] == "prune/twins")
     assert twins == ["alias", "keep"]
+    # The index stays whole: its platforms' old tags are kept with it, and it pulls.
+    multi = sorted(t["tag"] for t in tags if t["repository"] == "prune/multi")
+    assert multi == ["amd", "arm", "fresh", "multi"]
+    assert pulls(registry, f"{DOMAIN}/prune/multi:multi") != "refused"
     # Nine deleted builds, each with its own 64 KiB of random layer.
     assert before - data_kib(registry) >= 9 * 64
 

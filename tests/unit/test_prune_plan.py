@@ -74,6 +74,21 @@ def test_an_index_without_a_creation_time_is_kept_whole() -> None:
     assert {d.image.tag: d.reason for d in plan.decisions}["multi"] == "creation time unknown"
 
 
+def test_the_platforms_of_a_kept_index_stay_even_when_tagged_old() -> None:
+    images = [
+        image("multi", age=-1, index=True, children=("sha256:amd", "sha256:arm")),
+        image("amd", age=90, digest="sha256:amd"),
+        image("arm", age=90, digest="sha256:arm"),
+        image("fresh", age=0),
+    ]
+    plan = prune.plan([rule(keep_last=1)], images, NOW)
+    assert kept(plan) == ["amd", "arm", "fresh", "multi"]
+    assert plan.deletions == []
+    assert {d.image.tag: d.reason for d in plan.decisions}["amd"] == (
+        "a platform of a kept multi-arch index"
+    )
+
+
 def test_delete_tags_limits_the_candidates() -> None:
     images = [image("pr-1", age=90), image("main", age=90), image("pr-2", age=1)]
     plan = prune.plan([rule(keep_last=0, delete_tags=["^pr-"])], images, NOW)
