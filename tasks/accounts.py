@@ -26,7 +26,7 @@ from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
 from tasks.remote.upload import Upload
-from tasks.report import Report
+from tasks.report import Report, aligned
 from tasks.rights import Access
 from tasks.state import atomic_write
 
@@ -256,10 +256,7 @@ def user_table(inv: Inventory) -> str:
                 "inventory" if name in inv.users.access else "local",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return aligned(rows)
 
 
 @task(

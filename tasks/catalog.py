@@ -32,7 +32,7 @@ from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory, Registry
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.target import Target
-from tasks.report import Report
+from tasks.report import Report, aligned
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -223,10 +223,7 @@ def table(tags: list[Tag], address: str) -> str:
                 t.created[:19].replace("T", " ") or "-",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return aligned(rows)
 
 
 def wait_listening(port: int, seconds: float = 5.0) -> None:

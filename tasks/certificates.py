@@ -36,14 +36,9 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def build_ca(key: PrivateKey, organization: str, domain: str, days: int) -> x509.Certificate:
-    """A self-signed CA certificate that may sign server certificates only."""
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{organization} registry CA for {domain}"),
-        ]
-    )
+def self_signed(key: PrivateKey, name: x509.Name, days: int) -> x509.CertificateBuilder:
+    """A certificate builder for ``key``, issued by itself, valid ``days`` from now (less
+    the clock skew allowed); the caller adds its extensions and signs."""
     now = utc_now()
     return (
         x509.CertificateBuilder()
@@ -53,6 +48,19 @@ def build_ca(key: PrivateKey, organization: str, domain: str, days: int) -> x509
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
+def build_ca(key: PrivateKey, organization: str, domain: str, days: int) -> x509.Certificate:
+    """A self-signed CA certificate that may sign server certificates only."""
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{organization} registry CA for {domain}"),
+        ]
+    )
+    return (
+        self_signed(key, name, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(

@@ -177,6 +177,16 @@ class Pki(_Strict):
     warn_days: Annotated[int, Field(ge=0, le=365)] = 30
 
 
+def check_patterns(patterns: list[str]) -> list[str]:
+    """Repository patterns (at least one), each as :func:`tasks.rights.check_pattern` wants."""
+    if not patterns:
+        raise ValueError("give at least one repository pattern (* for every repository)")
+    try:
+        return [rights.check_pattern(p) for p in patterns]
+    except RegkitError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class UserAccess(_Strict):
     """A user's rights as the inventory declares them (never a password)."""
 
@@ -186,12 +196,7 @@ class UserAccess(_Strict):
     @field_validator("repos")
     @classmethod
     def _repos(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("give at least one pattern (* for every repository)")
-        try:
-            return [rights.check_pattern(p) for p in v]
-        except RegkitError as exc:
-            raise ValueError(str(exc)) from None
+        return check_patterns(v)
 
 
 class Users(_Strict):
@@ -226,12 +231,7 @@ class RetentionRule(_Strict):
     @field_validator("repositories")
     @classmethod
     def _repositories(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("name at least one repository pattern")
-        try:
-            return [rights.check_pattern(p) for p in v]
-        except RegkitError as exc:
-            raise ValueError(str(exc)) from None
+        return check_patterns(v)
 
     @field_validator("keep_newer_than")
     @classmethod

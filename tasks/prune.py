@@ -28,7 +28,7 @@ from tasks.plans.prune import Deletion, Image, PrunePlan
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
-from tasks.report import Report
+from tasks.report import Report, aligned
 
 
 def images(api: RegistryApi) -> list[Image]:
@@ -55,15 +55,13 @@ def table(plan: PrunePlan, now: dt.datetime) -> str:
                 f"{'keep' if d.keep else 'delete'}: {d.reason}",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     tags = sum(len(d.tags) for d in plan.deletions)
-    lines.append(
+    summary = (
         f"{tags} tags ({len(plan.deletions)} manifests, {catalog.human_size(plan.freed)}) to "
         f"delete, {sum(d.keep for d in plan.decisions)} kept; "
         f"{len(plan.untouched)} repositories no rule matches left alone"
     )
-    return "\n".join(lines)
+    return f"{aligned(rows)}\n{summary}"
 
 
 def still_there(api: RegistryApi, deletion: Deletion) -> bool:

@@ -84,3 +84,11 @@ class Report:
             line += ": no changes"
         self._print(line)
         return line
+
+
+def aligned(rows: list[tuple[str, ...]]) -> str:
+    """Rows as text columns, two spaces apart, the first row being the header (pure)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

@@ -68,6 +68,16 @@ def parse_patterns(text: str) -> tuple[str, ...]:
     return tuple(check_pattern(p) for p in patterns) or (EVERYTHING,)
 
 
+def covers(patterns: tuple[str, ...] | list[str], name: str) -> bool:
+    """Whether a repository name is under one of the patterns: ``*`` everything,
+    ``team-a/*`` everything below ``team-a/`` (any depth), else the exact name. The token
+    service (``tokend.service.covers``) matches the same checked patterns with fnmatch."""
+    return any(
+        p in (EVERYTHING, name) or (p.endswith("/*") and name.startswith(p[:-1]))
+        for p in patterns
+    )
+
+
 def rights_file(inv: Inventory) -> Path:
     return inv.state_path / "rights.json"
 

@@ -10,7 +10,6 @@ nothing else. It is not encrypted: the token service reads it unattended.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from cryptography import x509
@@ -37,7 +36,6 @@ def cert_path(inv: Inventory) -> Path:
 def build_cert(key: ec.EllipticCurvePrivateKey, domain: str, days: int = DAYS) -> x509.Certificate:
     """A self-signed certificate for the token key, valid for signatures only."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{ISSUER} for {domain}")])
-    now = certificates.utc_now()
     usage = dict.fromkeys(
         (
             "content_commitment",
@@ -52,13 +50,7 @@ def build_cert(key: ec.EllipticCurvePrivateKey, domain: str, days: int = DAYS) -
         False,
     )
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - certificates.CLOCK_SKEW)
-        .not_valid_after(now + dt.timedelta(days=days))
+        certificates.self_signed(key, name, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, **usage), critical=True)
         .sign(key, hashes.SHA256())

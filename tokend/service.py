@@ -273,9 +273,7 @@ class KeyFiles:
 class TokenServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(
-        self, address: tuple[str, int], keys: KeyFiles | Signer, rights: Rights, registry: str
-    ):
+    def __init__(self, address: tuple[str, int], keys: KeyFiles, rights: Rights, registry: str):
         super().__init__(address, Handler)
         self._keys = keys
         self.rights = rights
@@ -283,7 +281,7 @@ class TokenServer(ThreadingHTTPServer):
 
     @property
     def signer(self) -> Signer:
-        return self._keys if isinstance(self._keys, Signer) else self._keys.signer()
+        return self._keys.signer()
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:

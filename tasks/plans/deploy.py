@@ -198,7 +198,8 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
     reload: list[str] = []
     if not nginx_why and any(c.upload.path.startswith(TLS_DIR) for c in changes):
         reload.append("certificate changed")
-    # nginx looks up the registry's and the token service's addresses when it loads.
+    # nginx keeps the registry's and the token service's addresses for 10 s (resolver
+    # valid=10s): a reload makes it look a recreated one up at once.
     if not nginx_why and registry_why:
         reload.append("registry recreated")
     if not nginx_why and token_why:

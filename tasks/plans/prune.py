@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from tasks.errors import RegkitError
 from tasks.inventory import RetentionRule, duration_seconds
+from tasks.rights import covers
 
 
 @dataclass(frozen=True)
@@ -80,18 +81,8 @@ def parse_time(text: str) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def matches(patterns: list[str], name: str) -> bool:
-    """``*`` everything, ``team-a/*`` everything under it, else the exact name."""
-    for pattern in patterns:
-        if pattern == "*" or pattern == name:
-            return True
-        if pattern.endswith("/*") and name.startswith(pattern[:-1]):
-            return True
-    return False
-
-
 def rule_for(rules: list[RetentionRule], repository: str) -> int | None:
-    return next((i for i, r in enumerate(rules) if matches(r.repositories, repository)), None)
+    return next((i for i, r in enumerate(rules) if covers(r.repositories, repository)), None)
 
 
 def judge(

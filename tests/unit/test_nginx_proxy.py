@@ -125,12 +125,14 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
 
     stub = ThreadingHTTPServer(("127.0.0.1", 0), StubRegistry)
     threading.Thread(target=stub.serve_forever, daemon=True).start()
-    key, cert = signing.material(inv)
-    (root / "token.crt").write_bytes(cert)
+    signing.material(inv)
+    keys = service.KeyFiles(
+        str(signing.key_path(inv)), str(signing.cert_path(inv)), signing.ISSUER,
+        inv.registry.domain,
+    )  # fmt: skip
     (root / "rights.json").write_text('{"users": {"alice": {"role": "push", "repos": ["*"]}}}')
-    signer = service.Signer(key, cert, signing.ISSUER, inv.registry.domain)
     tokens = service.TokenServer(
-        ("127.0.0.1", 0), signer, service.Rights(str(root / "rights.json")), "http://127.0.0.1:1"
+        ("127.0.0.1", 0), keys, service.Rights(str(root / "rights.json")), "http://127.0.0.1:1"
     )
     threading.Thread(target=tokens.serve_forever, daemon=True).start()
     port = free_port()
@@ -169,7 +171,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         time.sleep(0.05)
     StubRegistry.seen = []
     try:
-        yield Proxy(port, pki.paths(inv).ca_cert, nginx_t, StubRegistry.seen, root / "token.crt")
+        yield Proxy(
+            port, pki.paths(inv).ca_cert, nginx_t, StubRegistry.seen, signing.cert_path(inv)
+        )
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -122,7 +122,7 @@ def test_emptying_a_repository_needs_allow_empty() -> None:
     [
         ("keep_newer_than", "30 days", "is not a duration"),
         ("keep_tags", ["(unclosed"], "is not a regular expression"),
-        ("repositories", [], "name at least one repository pattern"),
+        ("repositories", [], "give at least one repository pattern"),
         ("repositories", ["Team A"], "is not a repository pattern"),
         ("keep_last", -1, "greater than or equal to 0"),
     ],
