@@ -73,8 +73,7 @@ def covers(patterns: tuple[str, ...] | list[str], name: str) -> bool:
     ``team-a/*`` everything below ``team-a/`` (any depth), else the exact name. The token
     service (``tokend.service.covers``) matches the same checked patterns with fnmatch."""
     return any(
-        p in (EVERYTHING, name) or (p.endswith("/*") and name.startswith(p[:-1]))
-        for p in patterns
+        p in (EVERYTHING, name) or (p.endswith("/*") and name.startswith(p[:-1])) for p in patterns
     )
 
 
