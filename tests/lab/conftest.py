@@ -219,6 +219,25 @@ def trust_by_certs_d(lab: Lab, conn: fabric.Connection) -> None:
     )
 
 
+def wait_for_registry(conn: fabric.Connection, seconds: int = 90) -> None:
+    """Wait until nginx, the token service and the registry all answer ``conn``.
+
+    As after a reboot: the user's token is granted and ``/v2/`` asks for a token.
+    Fails the test after ``seconds``.
+    """
+    token = f"https://{DOMAIN}/auth/token?service={DOMAIN}"
+    sh(
+        conn,
+        f"read -r pw; for i in $(seq {seconds}); do "
+        f"printf 'user = \"%s:%s\"\\n' {USER} \"$pw\" "
+        f"| curl -sf -o /dev/null --max-time 2 -K - --cacert {CA_FILE} '{token}' "
+        f"&& [ \"$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --cacert {CA_FILE} "
+        f"https://{DOMAIN}/v2/)\" = 401 ] && exit 0; sleep 1; done; "
+        f"echo 'the registry did not answer within {seconds} s'; exit 1",
+        PASSWORD + "\n",
+    )
+
+
 def login(conn: fabric.Connection) -> None:
     out = sh(conn, f"docker login -u {USER} --password-stdin {DOMAIN}", PASSWORD + "\n")
     assert "Login Succeeded" in out

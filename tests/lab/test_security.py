@@ -23,6 +23,7 @@ from tests.lab.conftest import (
     push_image,
     sh,
     trust_by_certs_d,
+    wait_for_registry,
 )
 
 HOSTS = ("regbox", "client1", "client2", "b2d")
@@ -104,6 +105,8 @@ def test_regbox_reboot_brings_everything_back(registry: Lab, image: Pushed) -> N
     registry.reload()
     c2 = registry.connect("client2")
     trust_by_certs_d(registry, c2)
+    # The boot is over when sshd greets; dockerd then restarts the containers by their policy.
+    wait_for_registry(c2)
     login(c2)
     assert pull_digest(c2, image) == image.digest
 
