@@ -229,10 +229,10 @@ def wait_for_registry(conn: fabric.Connection, seconds: int = 90) -> None:
     sh(
         conn,
         f"read -r pw; for i in $(seq {seconds}); do "
-        f"printf 'user = \"%s:%s\"\\n' {USER} \"$pw\" "
+        f'printf \'user = "%s:%s"\\n\' {USER} "$pw" '
         f"| curl -sf -o /dev/null --max-time 2 -K - --cacert {CA_FILE} '{token}' "
         f"&& [ \"$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --cacert {CA_FILE} "
-        f"https://{DOMAIN}/v2/)\" = 401 ] && exit 0; sleep 1; done; "
+        f'https://{DOMAIN}/v2/)" = 401 ] && exit 0; sleep 1; done; '
         f"echo 'the registry did not answer within {seconds} s'; exit 1",
         PASSWORD + "\n",
     )
