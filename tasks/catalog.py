@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from invoke import Collection, Context
+from invoke.exceptions import ThreadException
 
 from tasks import inventory, pki, users
 from tasks.cli import task
@@ -252,22 +253,49 @@ def api_session(inv: Inventory, target: Target) -> Iterator[RegistryApi]:
     tunnel = target.conn.forward_local(
         local_port=port, remote_port=reg.port, remote_host="127.0.0.1"
     )
-    with tunnel:
-        try:
-            wait_listening(port)
-        except OSError as exc:
-            raise RemoteError(f"{alias}: the SSH tunnel did not open: {exc}") from None
-        api = RegistryApi(port, reg, str(pki.paths(inv).ca_cert), users.PROBE_USER, password)
-        try:
-            yield api
-        except ApiError as exc:
-            raise RemoteError(f"{alias}: {exc}") from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RemoteError(
-                f"{alias}: the registry answered something unexpected: {exc!r}"
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise RemoteError(f"{alias}: cannot read the registry through SSH: {exc}") from None
+    try:
+        with tunnel:
+            yield from _session(alias, port, inv, password)
+    except ThreadException as exc:
+        raise RemoteError(
+            tunnel_failure(alias, reg.port, [w.value for w in exc.exceptions])
+        ) from None
+
+
+def tunnel_failure(alias: str, port: int, errors: list[BaseException]) -> str:
+    """Why the SSH tunnel to ``port`` on the host failed, and what to do (pure; unit-tested).
+
+    sshd answers a refused forward with an SSH channel error: code 1 when its
+    configuration forbids forwarding, code 2 when nothing listens on the port.
+    """
+    codes = {getattr(e, "code", None) for e in errors}
+    if 1 in codes:
+        return (
+            f"{alias}: the host's sshd refuses port forwarding, which catalog and prune "
+            "need; set 'AllowTcpForwarding local' (or yes) for this user in sshd_config"
+        )
+    if 2 in codes:
+        return (
+            f"{alias}: nothing answers on port {port} on the host; "
+            "is regkit-nginx running? see 'fab status'"
+        )
+    return f"{alias}: the SSH tunnel to port {port} failed: {'; '.join(map(str, errors))}"
+
+
+def _session(alias: str, port: int, inv: Inventory, password: str) -> Iterator[RegistryApi]:
+    try:
+        wait_listening(port)
+    except OSError as exc:
+        raise RemoteError(f"{alias}: the SSH tunnel did not open: {exc}") from None
+    api = RegistryApi(port, inv.registry, str(pki.paths(inv).ca_cert), users.PROBE_USER, password)
+    try:
+        yield api
+    except ApiError as exc:
+        raise RemoteError(f"{alias}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RemoteError(f"{alias}: the registry answered something unexpected: {exc!r}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise RemoteError(f"{alias}: cannot read the registry through SSH: {exc}") from None
 
 
 def fetch(inv: Inventory, target: Target) -> list[Tag]:

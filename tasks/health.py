@@ -14,11 +14,20 @@ from cryptography import x509
 from invoke import Collection, Context
 
 from tasks import certificates, inventory, pki, scripts, users
+from tasks.catalog import human_size
 from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.facts import parse_values
 from tasks.inventory import Inventory
-from tasks.layout import AUTH_FILE, CA_FILE, NGINX, PROBE_PASSWORD_FILE, REGISTRY, TOKEND
+from tasks.layout import (
+    AUTH_FILE,
+    CA_FILE,
+    NGINX,
+    PROBE_PASSWORD_FILE,
+    PRUNED,
+    REGISTRY,
+    TOKEND,
+)
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.target import Target
 from tasks.remote.upload import sha256
@@ -39,6 +48,7 @@ def status_script(inv: Inventory) -> str:
         containers=[REGISTRY, NGINX, TOKEND],
         container_format="{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}",
         auth_file=AUTH_FILE,
+        pruned=PRUNED,
         data_dir=reg.data_dir,
         port=reg.port,
         domain=reg.domain,
@@ -105,7 +115,22 @@ def status_lines(values: dict[str, str]) -> list[str]:
     space = free_space(values)
     if space:
         lines.append(f"disk: {mib(space[0])} free of {mib(space[1])}")
+    lines.append(f"prune: {last_prune(values.get('pruned', ''))}")
     return lines
+
+
+def last_prune(value: str) -> str:
+    """When prune last ran and what it freed, from the host's record (pure; unit-tested)."""
+    if not value:
+        return "never ran on this host"
+    try:
+        run = json.loads(value)
+        when = run["finished"].replace("T", " ")
+        deleted, moved, freed = run["manifests_deleted"], run["kept_moved"], run["freed_kib"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"unreadable record in {PRUNED}"
+    kept = f", {moved} kept (a push landed)" if moved else ""
+    return f"last ran {when}: {deleted} manifests deleted{kept}, {human_size(freed * 1024)} freed"
 
 
 def mib(kib: int) -> str:

@@ -19,6 +19,7 @@ On the host (all root-owned):
   the token service), mounted read-only into it; read again when it changes
 - ``/etc/regkit/ca.crt``, ``/etc/regkit/probe-password`` (0600)
 - ``/etc/regkit/deployed.json``  what runs now and what ran before (for rollback)
+- ``/etc/regkit/pruned.json``  when ``fab prune`` last deleted on this host, and what it freed
 - ``/etc/docker/certs.d/<domain>[:port]/ca.crt`` so the host's Docker trusts the registry
 - the registry's data in the inventory's ``data_dir``
 """
@@ -42,6 +43,7 @@ RIGHTS_FILE = f"{RIGHTS_DIR}/rights.json"
 CA_FILE = f"{REMOTE_DIR}/ca.crt"
 PROBE_PASSWORD_FILE = f"{REMOTE_DIR}/probe-password"
 DEPLOYED = f"{REMOTE_DIR}/deployed.json"
+PRUNED = f"{REMOTE_DIR}/pruned.json"
 
 # Where the registry image reads its configuration (registry:2).
 REGISTRY_CONFIG_MOUNT = "/etc/docker/registry"

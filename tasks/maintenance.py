@@ -97,8 +97,8 @@ def gc(
 
 def collect_garbage(
     inv: Inventory, target: Target, report: Report, dry_run: bool, delete_untagged: bool
-) -> None:
-    """Dry run, then (unless ``dry_run``) collect with the registry read-only."""
+) -> int:
+    """Dry run, then (unless ``dry_run``) collect with the registry read-only; KiB freed."""
     alias = target.alias
     state = read_state(target)
     planner.gc_configs(alias, state)
@@ -109,7 +109,7 @@ def collect_garbage(
     )
     if dry_run or not planned:
         report.unchanged(alias, "gc", "dry run only" if dry_run else "nothing to delete")
-        return
+        return 0
     report.info(f"[{alias}] registry read-only while collecting: pushes are refused, pulls work")
     try:
         set_readonly(inv, target, state, True)
@@ -123,6 +123,7 @@ def collect_garbage(
         f"{deleted} blobs deleted, {(before - after) // 1024} MiB freed "
         f"({before // 1024} -> {after // 1024} MiB); registry writable again",
     )
+    return before - after
 
 
 def rollback_host(inv: Inventory, target: Target, report: Report, dry_run: bool) -> None:

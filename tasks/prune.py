@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from dataclasses import asdict
 from urllib.parse import quote
 
 from invoke import Collection, Context
@@ -22,13 +21,15 @@ from tasks.catalog import MANIFEST_TYPES, RegistryApi
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
+from tasks.layout import PRUNED
 from tasks.maintenance import collect_garbage
 from tasks.plans import prune as planner
 from tasks.plans.prune import Deletion, Image, PrunePlan
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
-from tasks.report import Report, aligned
+from tasks.remote.upload import Upload
+from tasks.report import Report, aligned, plural
 
 
 def images(api: RegistryApi) -> list[Image]:
@@ -57,11 +58,31 @@ def table(plan: PrunePlan, now: dt.datetime) -> str:
         )
     tags = sum(len(d.tags) for d in plan.deletions)
     summary = (
-        f"{tags} tags ({len(plan.deletions)} manifests, {catalog.human_size(plan.freed)}) to "
-        f"delete, {sum(d.keep for d in plan.decisions)} kept; "
-        f"{len(plan.untouched)} repositories no rule matches left alone"
+        f"{plural(tags, 'tag')} ({plural(len(plan.deletions), 'manifest')}, "
+        f"{catalog.human_size(plan.freed)}) to delete, {sum(d.keep for d in plan.decisions)} kept; "
+        f"{plural(len(plan.untouched), 'repository', 'repositories')} no rule matches left alone"
     )
     return f"{aligned(rows)}\n{summary}"
+
+
+def json_lines(plan: PrunePlan, host: str) -> str:
+    """The plan for scripts: one JSON object per tag (JSON Lines), as the table (pure)."""
+    return "\n".join(
+        json.dumps(
+            {
+                "host": host,
+                "repository": d.image.repository,
+                "tag": d.image.tag,
+                "digest": d.image.digest,
+                "created": d.image.created or None,
+                "size": d.image.size,
+                "rule": d.rule + 1,
+                "decision": "keep" if d.keep else "delete",
+                "reason": d.reason,
+            }
+        )
+        for d in plan.decisions
+    )
 
 
 def still_there(api: RegistryApi, deletion: Deletion) -> bool:
@@ -106,23 +127,39 @@ def apply(api: RegistryApi, alias: str, plan: PrunePlan, report: Report) -> tupl
     return deleted, skipped
 
 
+def record(now: dt.datetime, deleted: int, skipped: int, freed_kib: int) -> bytes:
+    """What the host keeps of its last prune, for ``fab status`` (pure)."""
+    run = {
+        "finished": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "manifests_deleted": deleted,
+        "kept_moved": skipped,
+        "freed_kib": freed_kib,
+    }
+    return (json.dumps(run, sort_keys=True) + "\n").encode()
+
+
 def prune_host(inv: Inventory, target: Target, report: Report, options: dict[str, bool]) -> None:
     alias = target.alias
     now = dt.datetime.now(dt.UTC)
     with catalog.api_session(inv, target) as api:
         plan = planner.plan(inv.retention, images(api), now, options["allow_empty"])
         if options["json"]:
-            print(json.dumps([{**asdict(d), "host": alias} for d in plan.decisions], indent=2))
+            print(json_lines(plan, alias))
         else:
             print(table(plan, now))
-        if options["dry_run"] or not plan.deletions:
-            why = "dry run" if options["dry_run"] else "nothing to delete"
-            report.unchanged(alias, "prune", why)
+        if options["dry_run"]:
+            report.unchanged(alias, "prune", "dry run")
             return
         confirm(len(plan.deletions), options["yes"])
         deleted, skipped = apply(api, alias, plan, report)
-    report.changed(alias, "prune", f"{deleted} manifests deleted, {skipped} kept (moved)")
-    collect_garbage(inv, target, report, dry_run=False, delete_untagged=False)
+    if deleted:
+        report.changed(alias, "prune", f"{deleted} manifests deleted, {skipped} kept (moved)")
+        freed = collect_garbage(inv, target, report, dry_run=False, delete_untagged=False)
+    else:
+        report.unchanged(alias, "prune", f"nothing to delete, {skipped} kept (moved)")
+        freed = 0
+    finished = dt.datetime.now(dt.UTC)
+    target.upload([Upload(PRUNED, record(finished, deleted, skipped, freed))])
 
 
 @task(
@@ -130,7 +167,7 @@ def prune_host(inv: Inventory, target: Target, report: Report, options: dict[str
     help={
         "yes": "Delete without asking (for cron or CI).",
         "dry-run": "Print the plan and stop.",
-        "json": "Print the plan as JSON (each tag with its decision, rule and reason).",
+        "json": "Print the plan as JSON Lines: one object per tag, with its decision and why.",
         "allow-empty": "Allow a rule to delete every tag of a repository, this run only.",
         "force": "Act on -H hosts whose inventory role is not registry.",
     },

@@ -86,6 +86,11 @@ class Report:
         return line
 
 
+def plural(count: int, noun: str, nouns: str = "") -> str:
+    """``1 tag``, ``2 tags``; ``nouns`` when the plural is not ``noun + "s"`` (pure)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def aligned(rows: list[tuple[str, ...]]) -> str:
     """Rows as text columns, two spaces apart, the first row being the header (pure)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

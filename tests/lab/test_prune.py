@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import yaml
 
 from tasks import catalog, prune, users
 from tasks.inventory import ENV_VAR, RetentionRule
+from tasks.layout import PRUNED
 from tasks.plans import prune as prune_plan
 from tasks.report import Report
 from tests.lab.conftest import (
@@ -26,6 +28,7 @@ from tests.lab.conftest import (
     sh,
     target,
     trust_by_certs_d,
+    wait_for_registry,
 )
 
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -141,6 +144,32 @@ def test_a_dry_run_changes_nothing(registry: Lab, pruned: dict) -> None:
     assert data_state(registry) == before
 
 
+def test_the_json_plan_has_one_line_per_tag(registry: Lab, pruned: dict) -> None:
+    before = data_state(registry)
+    done = fab(registry, "-H", "regbox", "prune", "--dry-run", "--json", env=pruned["env"])
+    lines = [json.loads(line) for line in must(done).splitlines()]
+    app = {line["tag"]: line for line in lines if line["repository"] == "prune/app"}
+    assert sorted(t for t, line in app.items() if line["decision"] == "delete") == [
+        f"b{n:02}" for n in range(3, 12)
+    ]
+    assert app["release-1"] == {
+        "host": "regbox",
+        "repository": "prune/app",
+        "tag": "release-1",
+        "digest": pruned["app"]["release-1"],
+        "created": app["release-1"]["created"],
+        "size": app["release-1"]["size"],
+        "rule": 1,
+        "decision": "keep",
+        "reason": "keep_tags",
+    }
+    assert prune_plan.parse_time(app["release-1"]["created"]).date() == (
+        (NOW - dt.timedelta(days=40)).date()
+    )
+    assert "[regbox] prune: unchanged (dry run)" in done.stderr
+    assert data_state(registry) == before
+
+
 def test_prune_keeps_the_newest_and_the_releases_and_frees_the_rest(
     registry: Lab, pruned: dict
 ) -> None:
@@ -165,6 +194,25 @@ def test_prune_keeps_the_newest_and_the_releases_and_frees_the_rest(
     assert pulls(registry, f"{DOMAIN}/prune/multi:multi") != "refused"
     # Nine deleted builds, each with its own 64 KiB of random layer.
     assert before - data_kib(registry) >= 9 * 64
+    # The host keeps a root-owned record of the run, and status shows it.
+    regbox = registry.connect("regbox")
+    assert sh(regbox, f"stat -c '%u %g %a' {PRUNED}") == "0 0 644"
+    status = must(fab(registry, "-H", "regbox", "status"))
+    line = next(x for x in status.splitlines() if x.startswith("[regbox] prune: "))
+    assert re.fullmatch(
+        r"\[regbox\] prune: last ran \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ: "
+        r"10 manifests deleted, [\d.]+ (KiB|MiB) freed",
+        line,
+    ), line
+    # Run again with nothing changed: nothing is deleted, and the run says so.
+    kept = data_state(registry)
+    again = fab(registry, "-H", "regbox", "prune", "--yes", env=pruned["env"])
+    must(again)
+    assert "[regbox] prune: unchanged (nothing to delete, 0 kept (moved))" in again.stderr
+    assert again.stderr.strip().splitlines()[-1] == "0 changed, 1 unchanged: no changes"
+    assert data_state(registry) == kept
+    status = must(fab(registry, "-H", "regbox", "status"))
+    assert ": 0 manifests deleted, 0 B freed" in status
 
 
 def test_a_tag_pushed_again_while_prune_runs_keeps_its_new_digest(
@@ -183,3 +231,22 @@ def test_a_tag_pushed_again_while_prune_runs_keeps_its_new_digest(
         again = push(registry, "prune/race", "old", days_old=0)
         assert prune.apply(api, "regbox", plan, report) == (0, 1)
     assert pulls(registry, f"{DOMAIN}/prune/race:old").endswith(again)
+
+
+def test_an_unattended_prune_that_fails_exits_non_zero_and_says_why(
+    registry: Lab, pruned: dict
+) -> None:
+    """As from cron: the proxy is down, so prune cannot read the registry."""
+    regbox = registry.connect("regbox")
+    sh(regbox, "docker stop regkit-nginx >/dev/null")
+    try:
+        done = fab(registry, "-H", "regbox", "prune", "--yes", env=pruned["env"])
+    finally:
+        sh(regbox, "docker start regkit-nginx >/dev/null")
+        wait_for_registry(registry.connect("client1"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    tail = done.stderr.strip().splitlines()[-3:]
+    assert tail[0].startswith("[regbox] prune: failed ("), tail
+    assert tail[1] == "0 changed, 0 unchanged, 1 failed"
+    assert tail[2] == "error: prune failed on regbox"

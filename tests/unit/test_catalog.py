@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from paramiko.ssh_exception import ChannelException
 
 from tasks import catalog
 
@@ -49,3 +50,23 @@ def test_catalog_table() -> None:
 )
 def test_human_size(size: int, text: str) -> None:
     assert catalog.human_size(size) == text
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (
+            ChannelException(2, "Connect failed"),
+            "regbox: nothing answers on port 443 on the host; "
+            "is regkit-nginx running? see 'fab status'",
+        ),
+        (
+            ChannelException(1, "Administratively prohibited"),
+            "regbox: the host's sshd refuses port forwarding, which catalog and prune need; "
+            "set 'AllowTcpForwarding local' (or yes) for this user in sshd_config",
+        ),
+        (EOFError("eof"), "regbox: the SSH tunnel to port 443 failed: eof"),
+    ],
+)
+def test_a_failed_tunnel_says_why(error: BaseException, message: str) -> None:
+    assert catalog.tunnel_failure("regbox", 443, [error]) == message

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tasks import certificates, health
+from tasks import certificates, health, prune
 
 NOT_AFTER = "notAfter=Dec 30 03:15:00 2027 GMT;serial=18C15D46;"
 
@@ -61,6 +61,42 @@ def test_status_lines() -> None:
     assert lines[4] == "served certificate: serial 01, 20 days left"
     assert lines[5] == "registry data: 25M; catalog: 2 repositories"
     assert lines[6] == "disk: 1024 MiB free of 20 GiB"
+    assert lines[7] == "prune: never ran on this host"
+
+
+@pytest.mark.parametrize(
+    ("record", "line"),
+    [
+        (
+            '{"finished": "2026-11-29T03:00:02Z", "freed_kib": 3584, "kept_moved": 0, '
+            '"manifests_deleted": 10}',
+            "last ran 2026-11-29 03:00:02Z: 10 manifests deleted, 3.5 MiB freed",
+        ),
+        (
+            '{"finished": "2026-11-29T03:00:02Z", "freed_kib": 0, "kept_moved": 1, '
+            '"manifests_deleted": 0}',
+            "last ran 2026-11-29 03:00:02Z: 0 manifests deleted, 1 kept (a push landed), 0 B freed",
+        ),
+        ("", "never ran on this host"),
+        ("{not json", "unreadable record in /etc/regkit/pruned.json"),
+        ('{"finished": "2026-11-29T03:00:02Z"}', "unreadable record in /etc/regkit/pruned.json"),
+        ("[1]", "unreadable record in /etc/regkit/pruned.json"),
+    ],
+)
+def test_last_prune(record: str, line: str) -> None:
+    assert health.last_prune(record) == line
+
+
+def test_the_prune_record_reads_back() -> None:
+    at = dt.datetime(2026, 11, 29, 3, 0, 2, 999, tzinfo=dt.UTC)
+    written = prune.record(at, deleted=10, skipped=0, freed_kib=3584).decode()
+    assert written == (
+        '{"finished": "2026-11-29T03:00:02Z", "freed_kib": 3584, "kept_moved": 0, '
+        '"manifests_deleted": 10}\n'
+    )
+    assert health.last_prune(written.strip()) == (
+        "last ran 2026-11-29 03:00:02Z: 10 manifests deleted, 3.5 MiB freed"
+    )
 
 
 @pytest.mark.parametrize(

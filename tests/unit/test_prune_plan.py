@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
+from tasks import prune as prune_task
 from tasks.errors import RegkitError
 from tasks.inventory import RetentionRule
 from tasks.plans import prune
@@ -130,3 +132,30 @@ def test_emptying_a_repository_needs_allow_empty() -> None:
 def test_rules_are_checked(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RetentionRule.model_validate({"repositories": ["ci/*"], field: value})
+
+
+def test_the_json_plan_has_one_object_per_tag_as_the_table() -> None:
+    images = [image("b0", age=0), image("b1", age=1, digest="sha256:" + "a" * 64)]
+    plan = prune.plan([rule(keep_last=1)], images, NOW)
+    lines = [json.loads(line) for line in prune_task.json_lines(plan, "regbox").splitlines()]
+    assert lines[1] == {
+        "host": "regbox",
+        "repository": "ci/app",
+        "tag": "b1",
+        "digest": "sha256:" + "a" * 64,
+        "created": "2026-11-28T12:00:00Z",
+        "size": 100,
+        "rule": 1,
+        "decision": "delete",
+        "reason": "older than what the rule keeps",
+    }
+    assert [(line["tag"], line["decision"]) for line in lines] == [("b0", "keep"), ("b1", "delete")]
+    table = prune_task.table(plan, NOW).splitlines()
+    assert table[0].split() == ["REPOSITORY", "TAG", "DIGEST", "AGE", "SIZE", "RULE", "DECISION"]
+    assert table[2].split() == [
+        "ci/app", "b1", "sha256:aaaaaaaaaaaa", "1d", "100", "B", "1", "delete:", "older",
+        "than", "what", "the", "rule", "keeps",
+    ]  # fmt: skip
+    assert table[-1] == (
+        "1 tag (1 manifest, 100 B) to delete, 1 kept; 0 repositories no rule matches left alone"
+    )
