@@ -257,9 +257,13 @@ def api_session(inv: Inventory, target: Target) -> Iterator[RegistryApi]:
         with tunnel:
             yield from _session(alias, port, inv, password)
     except ThreadException as exc:
-        raise RemoteError(
-            tunnel_failure(alias, reg.port, [w.value for w in exc.exceptions])
-        ) from None
+        errors = [w.value for w in exc.exceptions]
+        if not all(isinstance(e, ConnectionResetError | BrokenPipeError) for e in errors):
+            raise RemoteError(tunnel_failure(alias, reg.port, errors)) from None
+        # A connection reset as the client closed it, after it had read its answers
+        # (nginx ends a connection after 1000 requests): the session's own outcome counts.
+        if isinstance(exc.__context__, Exception):
+            raise exc.__context__ from None
 
 
 def tunnel_failure(alias: str, port: int, errors: list[BaseException]) -> str:

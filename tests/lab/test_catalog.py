@@ -7,6 +7,8 @@ machine, reaching regbox on the lab network, logged in with basic auth.
 from __future__ import annotations
 
 import json
+import socket
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,7 +17,7 @@ from playwright.sync_api import Browser, Dialog, Locator, Page, Route, sync_play
 from lab.engine import Engine
 from lab.hosts import host_spec
 from lab.settings import NETWORK, Settings
-from tasks import users
+from tasks import catalog, users
 from tests.lab.conftest import (
     DOMAIN,
     PASSWORD,
@@ -28,6 +30,7 @@ from tests.lab.conftest import (
     must,
     push_image,
     sh,
+    target,
     trust_by_certs_d,
 )
 
@@ -379,3 +382,17 @@ def test_a_repository_with_blobs_only_lists_no_tags(
     listed = json.loads(must(fab(registry, "-H", "regbox", "catalog", "--json")))
     assert not [t for t in listed if t["repository"] == "team/blobsonly"]
     assert [t for t in listed if t["repository"] == split_ref(pushed["app"])[0]]
+
+
+def test_a_long_api_session_ends_cleanly_on_a_quick_ssh_socket(registry: Lab) -> None:
+    """More calls than nginx serves on one connection (keepalive_requests, 1000): the
+    connection it closes is replaced and the session ends without error. The SSH
+    socket has TCP_NODELAY: without it a call carrying a token (over 1 KiB, two SSH
+    packets) waits for the host's delayed ACK, 40 ms (prune read 10 tags a second)."""
+    t = target(registry, "regbox")
+    assert t.conn.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    with catalog.api_session(registry.inventory, t) as api:
+        token = api.bearer("registry:catalog:*")
+        assert len(token) > 1024
+        statuses = Counter(api.call("GET", "/v2/", token)[0] for _ in range(1100))
+    assert statuses == {200: 1100}
