@@ -29,7 +29,7 @@ test: deps
 unit: deps
 	PATH=$(BIN):$$PATH $(PY) -m pytest tests/unit
 
-## bench: speed on the lab (no-op redeploy, fan-out, data path, local material); see docs/benchmarks.md
+## bench: speed on the lab (redeploy, fan-out, data path, local material, auth, prune); see docs/benchmarks.md
 bench: deps
 	PATH=$(BIN):$$PATH $(PY) -m bench.run
 

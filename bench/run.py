@@ -1,5 +1,5 @@
 """Benchmarks on the lab (issue #10): the no-op redeploy, the fan-out, the data
-path through the proxy, local material.
+path through the proxy, local material; token auth (#15) and prune (#16).
 
 Run with ``make bench`` (``python -m bench.run`` from the repository root). It
 brings the lab up with six Debian clients (plus b2d), runs each measurement a
@@ -27,6 +27,7 @@ import yaml
 
 from bench.auth import auth
 from bench.datapath import data_path
+from bench.prune import prune_bench
 from lab.engine import Engine
 from lab.hosts import host_spec
 from lab.settings import INVENTORY, Settings
@@ -190,6 +191,13 @@ def auth_accounts() -> dict[str, Any]:
     return auth(inventory.load(INVENTORY), DEV, ("bench-robot", token))
 
 
+def retention() -> dict[str, Any]:
+    """fab prune over 500 tags in 20 repositories, on the deployed registry."""
+    fab("-H", "regbox", "deploy")
+    fab("-H", "client1", "trust-ca")
+    return prune_bench(INVENTORY, ENV)
+
+
 def verdicts(results: dict[str, dict[str, object]]) -> list[str]:
     lines = []
     for section, key, label, op, bar in BARS:
@@ -221,6 +229,7 @@ def main() -> None:
         "data_path": lambda: data_path(inventory.load(INVENTORY)),
         "local": local_material,
         "auth": auth_accounts,
+        "prune": retention,
     }
     # `python -m bench.run auth data_path` runs those only, and keeps the other results.
     chosen = sys.argv[1:] or list(measures)

@@ -20,6 +20,8 @@ IMAGES_DIR = LAB_DIR / "images"
 INVENTORY = LAB_DIR / "inventory.yaml"
 STATE_DIR = LAB_DIR / "state"
 SSH_KEY = STATE_DIR / "ssh" / "id_ed25519"
+# Pushes one image with a chosen creation date through the registry's API (see its header).
+PUSH_IMAGE = LAB_DIR / "push-image.sh"
 
 DOCKER_CLI = "/usr/bin/docker"
 DOCKERD = "/usr/sbin/dockerd"

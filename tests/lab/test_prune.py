@@ -7,11 +7,11 @@ import datetime as dt
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
 
+from lab.settings import PUSH_IMAGE
 from tasks import catalog, prune, users
 from tasks.inventory import ENV_VAR, RetentionRule
 from tasks.layout import PRUNED
@@ -34,8 +34,7 @@ from tests.lab.conftest import (
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 NOW = dt.datetime.now(dt.UTC)
 
-# Pushes one image with the registry's API (a shell script; see its header).
-PUSH = (Path(__file__).parent / "push-image.sh").read_text()
+PUSH = PUSH_IMAGE.read_text()
 
 
 def push(lab: Lab, repo: str, tags: str, days_old: int) -> str:
