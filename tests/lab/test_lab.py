@@ -93,8 +93,16 @@ def test_b2d_is_boot2docker_without_apt(lab: Lab) -> None:
         assert conn.run("command -v dpkg", hide=True, warn=True).failed
         assert "docker" in conn.run("id -Gn", hide=True).stdout.split()
         assert conn.run("docker info --format '{{.ServerVersion}}'", hide=True).ok
+        before = conn.run("pidof dockerd", hide=True).stdout.strip()
         conn.sudo("/etc/init.d/docker restart", hide=True)
-        assert conn.run("docker info --format '{{.ServerVersion}}'", hide=True).ok
+        # The init script returns once dockerd is started, not once it answers (trust-ca's
+        # restart waits the same way, up to 60 s).
+        conn.run(
+            "i=0; until docker info >/dev/null 2>&1; do "
+            "i=$((i+1)); [ $i -lt 300 ] || exit 1; sleep 0.2; done",
+            hide=True,
+        )
+        assert conn.run("pidof dockerd", hide=True).stdout.strip() not in ("", before)
 
 
 def test_service_docker_restart_really_restarts_dockerd(lab: Lab) -> None:
