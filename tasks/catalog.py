@@ -33,7 +33,7 @@ from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory, Registry
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.target import Target
-from tasks.report import Report, aligned
+from tasks.report import Report, aligned, human_size
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -194,15 +194,6 @@ def read_catalog(api: RegistryApi) -> list[Tag]:
         for repo in api.paged("/v2/_catalog", "repositories", "registry:catalog:*")
         for tag in tags_of(api, repo)
     ]
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def table(tags: list[Tag], address: str) -> str:

@@ -14,7 +14,6 @@ from cryptography import x509
 from invoke import Collection, Context
 
 from tasks import certificates, inventory, pki, scripts, users
-from tasks.catalog import human_size
 from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.facts import parse_values
@@ -31,7 +30,7 @@ from tasks.layout import (
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.target import Target
 from tasks.remote.upload import sha256
-from tasks.report import Report
+from tasks.report import Report, human_size
 
 
 def served_script(inv: Inventory) -> str:

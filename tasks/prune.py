@@ -29,7 +29,7 @@ from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
 from tasks.remote.upload import Upload
-from tasks.report import Report, aligned, plural
+from tasks.report import Report, aligned, human_size, plural
 
 
 def images(api: RegistryApi) -> list[Image]:
@@ -51,7 +51,7 @@ def table(plan: PrunePlan, now: dt.datetime) -> str:
                 d.image.tag,
                 d.image.digest[:19],
                 age,
-                catalog.human_size(d.image.size),
+                human_size(d.image.size),
                 str(d.rule + 1),
                 f"{'keep' if d.keep else 'delete'}: {d.reason}",
             )
@@ -59,7 +59,7 @@ def table(plan: PrunePlan, now: dt.datetime) -> str:
     tags = sum(len(d.tags) for d in plan.deletions)
     summary = (
         f"{plural(tags, 'tag')} ({plural(len(plan.deletions), 'manifest')}, "
-        f"{catalog.human_size(plan.freed)}) to delete, {sum(d.keep for d in plan.decisions)} kept; "
+        f"{human_size(plan.freed)}) to delete, {sum(d.keep for d in plan.decisions)} kept; "
         f"{plural(len(plan.untouched), 'repository', 'repositories')} no rule matches left alone"
     )
     return f"{aligned(rows)}\n{summary}"

@@ -86,6 +86,16 @@ class Report:
         return line
 
 
+def human_size(size: int) -> str:
+    """``512 B``, ``64.4 KiB``, ``3.5 MiB``, ``2.0 GiB`` (pure)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
 def plural(count: int, noun: str, nouns: str = "") -> str:
     """``1 tag``, ``2 tags``; ``nouns`` when the plural is not ``noun + "s"`` (pure)."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from paramiko.ssh_exception import ChannelException
 
-from tasks import catalog
+from tasks import catalog, report
 
 
 def test_catalog_table() -> None:
@@ -49,7 +49,7 @@ def test_catalog_table() -> None:
     ("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 * 1024**3, "3.0 GiB")]
 )
 def test_human_size(size: int, text: str) -> None:
-    assert catalog.human_size(size) == text
+    assert report.human_size(size) == text
 
 
 @pytest.mark.parametrize(
