@@ -12,6 +12,7 @@ from invoke import Collection
 
 from tasks import (
     accounts,
+    backup,
     catalog,
     deploy,
     health,
@@ -20,10 +21,12 @@ from tasks import (
     pki,
     prune,
     render,
+    restore,
+    state_backup,
     trust,
 )
 
-ns = Collection(inventory, pki, render)
-for module in (deploy, health, trust, accounts, catalog, maintenance, prune):
+ns = Collection(inventory, pki, render, state_backup)
+for module in (deploy, health, trust, accounts, catalog, maintenance, prune, backup, restore):
     for name, remote_task in module.ns.tasks.items():
         ns.add_task(remote_task, name=name)

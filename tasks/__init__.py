@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from tasks import inventory, pki, render, users
+from tasks import inventory, pki, render, state_backup, users
 
 
 def __getattr__(name: str) -> Collection:
@@ -28,4 +28,4 @@ def __getattr__(name: str) -> Collection:
         sys.path.insert(0, root)
     from lab.commands import ns as lab
 
-    return Collection(inventory, pki, users, render, lab)
+    return Collection(inventory, pki, users, render, state_backup, lab)

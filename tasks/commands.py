@@ -78,3 +78,22 @@ def stage_config(path: str, folder: str) -> str:
 
 def read_file(path: str) -> str:
     return join("cat", path)
+
+
+def blob_list(blobs: str) -> str:
+    """``<size> sha256/<2>/<hex>/data`` for every blob under ``blobs`` (none if absent)."""
+    return (
+        f"cd {shlex.quote(blobs)} 2>/dev/null || exit 0; "
+        "find sha256 -path '*/data' -type f -printf '%s %p\\n'"
+    )
+
+
+def tar_out(folder: str, *names: str) -> str:
+    """A tar stream on stdout of ``names`` under ``folder``, or of the paths on stdin."""
+    listed = join(*names) if names else "-T -"
+    return f"cd {shlex.quote(folder)} && tar -cf - {listed}"
+
+
+def tar_in(folder: str) -> str:
+    """Unpack the tar stream on stdin into ``folder`` (made if missing), owners kept."""
+    return f"mkdir -p {shlex.quote(folder)} && tar -x --same-owner -p -f - -C {shlex.quote(folder)}"

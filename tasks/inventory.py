@@ -251,6 +251,13 @@ class RetentionRule(_Strict):
         return v
 
 
+class Backup(_Strict):
+    """Where ``fab backup`` writes (relative to this file) and how many snapshots it keeps."""
+
+    dir: str = ""
+    keep: Annotated[int, Field(ge=0)] = 0
+
+
 class Host(_Strict):
     """One SSH host. Unset fields fall back to ~/.ssh/config, then SSH defaults."""
 
@@ -281,6 +288,7 @@ class Inventory(_Strict):
     pki: Pki = Pki()
     users: Users = Users()
     retention: list[RetentionRule] = []
+    backup: Backup = Backup()
     state_dir: str = ".regkit"
     known_hosts: str | None = None
     hosts: dict[str, Host] = {}

@@ -12,9 +12,11 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from shlex import quote
+from typing import BinaryIO
 
 import fabric
 import paramiko
@@ -182,17 +184,48 @@ class Target:
     def feed(self, script: str, data: bytes, what: str) -> str:
         """Run ``script`` as root with ``data`` on its stdin and return its output;
         raise naming ``what`` on failure."""
+        with self.writing(script, what) as stream:
+            stream.write(data)
+        return stream.output
+
+    @contextmanager
+    def writing(self, script: str, what: str) -> Iterator[Sink]:
+        """Run ``script`` as root and write its stdin as a stream (a tar of a snapshot,
+        sent as it is made); when the block ends, the script's output is in
+        ``.output``. Raises naming ``what`` if the script fails."""
         channel, head = self.open_channel(script, what)
         try:
-            channel.sendall(data)
+            sink = Sink(ChannelWriter(channel), buffer_size=1 << 20)
+            yield sink
+            sink.flush()
             channel.shutdown_write()
-            out = (head + channel.makefile("rb").read()).decode(errors="replace")
-            err = channel.makefile_stderr("rb").read().decode(errors="replace")
-            status = channel.recv_exit_status()
+            sink.output = self._finish(channel, head, what)
         except (paramiko.SSHException, EOFError, OSError):
             raise self.lost(what) from None
         finally:
             channel.close()
+
+    @contextmanager
+    def reading(self, script: str, what: str, stdin: bytes = b"") -> Iterator[BinaryIO]:
+        """Run ``script`` as root and read its output as a byte stream while it runs
+        (a tar of the registry's data, with no copy on the host); ``stdin`` is sent
+        first. Raises naming ``what`` if the script fails or the connection drops."""
+        channel, head = self.open_channel(script, what)
+        try:
+            channel.sendall(stdin)
+            channel.shutdown_write()
+            yield io.BufferedReader(ChannelReader(channel, head), buffer_size=1 << 20)
+            self._finish(channel, b"", what)
+        except (paramiko.SSHException, EOFError, OSError):
+            raise self.lost(what) from None
+        finally:
+            channel.close()
+
+    def _finish(self, channel: paramiko.Channel, head: bytes, what: str) -> str:
+        """The rest of a root script's output once its stdin is closed; raise if it failed."""
+        out = (head + channel.makefile("rb").read()).decode(errors="replace")
+        err = channel.makefile_stderr("rb").read().decode(errors="replace")
+        status = channel.recv_exit_status()
         if status == -1:
             raise self.lost(what)
         self.check_sudo(err)
@@ -209,6 +242,47 @@ class Target:
             return
         count = f"{len(files)} file{'s' if len(files) != 1 else ''}"
         self.feed(upload_script(files), archive(files), f"uploading {count}")
+
+
+class ChannelReader(io.RawIOBase):
+    """A channel's stdout as a readable raw stream, starting with ``head``."""
+
+    def __init__(self, channel: paramiko.Channel, head: bytes) -> None:
+        super().__init__()
+        self._channel, self._head = channel, head
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._channel.recv(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class Sink(io.BufferedWriter):
+    """A root script's stdin; after the ``writing`` block, ``output`` is what it printed."""
+
+    output = ""
+
+
+class ChannelWriter(io.RawIOBase):
+    """A channel's stdin as a writable raw stream."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        super().__init__()
+        self._channel = channel
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._channel.sendall(data)
+        return len(data)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -263,12 +263,12 @@ class Pushed:
     digest: str
 
 
-def push_image(conn: fabric.Connection) -> Pushed:
-    """Build a unique 1 MiB image on ``conn`` and push it; return its ref and digest."""
-    ref = f"{DOMAIN}/team/app:{uuid.uuid4().hex[:8]}"
+def push_image(conn: fabric.Connection, mib: int = 1, repo: str = "team/app") -> Pushed:
+    """Build a unique image of ``mib`` MiB on ``conn`` and push it; return its ref and digest."""
+    ref = f"{DOMAIN}/{repo}:{uuid.uuid4().hex[:8]}"
     out = sh(
         conn,
-        "d=$(mktemp -d) && head -c 1048576 /dev/urandom > $d/blob && "
+        f"d=$(mktemp -d) && head -c {mib}M /dev/urandom > $d/blob && "
         "printf 'FROM scratch\\nCOPY blob /blob\\n' > $d/Dockerfile && "
         f"docker build -q -t {ref} $d >/dev/null && docker push {ref} && rm -rf $d",
     )

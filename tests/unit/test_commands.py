@@ -92,3 +92,18 @@ def test_read_file() -> None:
     assert commands.read_file("/etc/regkit/nginx/nginx.conf") == (
         "cat /etc/regkit/nginx/nginx.conf"
     )
+
+
+def test_backup_and_restore_commands() -> None:
+    blobs = "/srv/my registry/docker/registry/v2/blobs"
+    assert commands.blob_list(blobs) == (
+        "cd '/srv/my registry/docker/registry/v2/blobs' 2>/dev/null || exit 0; "
+        "find sha256 -path '*/data' -type f -printf '%s %p\\n'"
+    )
+    assert commands.tar_out(blobs) == (
+        "cd '/srv/my registry/docker/registry/v2/blobs' && tar -cf - -T -"
+    )
+    assert commands.tar_out("/", "etc/regkit") == "cd / && tar -cf - etc/regkit"
+    assert commands.tar_in("/srv/my registry") == (
+        "mkdir -p '/srv/my registry' && tar -x --same-owner -p -f - -C '/srv/my registry'"
+    )

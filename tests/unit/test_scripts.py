@@ -15,11 +15,13 @@ import pytest
 
 from tasks import (
     accounts,
+    backup,
     certificates,
     commands,
     health,
     pki,
     render,
+    restore,
     scripts,
     trust,
     users,
@@ -95,6 +97,8 @@ def host_scripts(inv: Inventory) -> dict[str, str]:
         "lock-held": scripts.script(
             "lock-held", owner="me", owner_file="/run/o", then="", end_marker="end"
         ),
+        "backup-links": backup.links_script(inv),
+        "restore-facts": restore.facts_script(inv),
     }
 
 

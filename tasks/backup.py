@@ -1,0 +1,236 @@
+"""``fab backup``: the registry's data and /etc/regkit, copied to this machine.
+
+While pushes and pulls go on, under the host lock (so no gc or prune runs): the
+link files first, in the reverse of the order the registry writes them, then the
+blobs they name that the local store lacks, streamed through the SSH connection
+and checked against their names as they arrive (see :mod:`tasks.plans.backup` for
+why that order gives a state the registry could have been in). Each run makes a
+complete snapshot; blobs are kept once and hard-linked into each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from invoke import Collection, Context
+
+from tasks import commands, inventory, scripts, state_backup
+from tasks.cli import task
+from tasks.errors import RegkitError, RemoteError
+from tasks.inventory import Inventory
+from tasks.layout import REMOTE_DIR
+from tasks.plans import backup as planner
+from tasks.plans.backup import V2, Metadata, Summary
+from tasks.remote.fanout import each_host, hosts_for
+from tasks.remote.lock import host_lock
+from tasks.remote.target import Target
+from tasks.report import Report, human_size
+from tasks.state import ensure_private_dir
+
+CHUNK = 1 << 20
+PROGRESS_EVERY = 2.0  # seconds between progress lines
+
+
+class Progress:
+    """A line at most every few seconds: bytes so far, of how many, and the rate."""
+
+    def __init__(self, report: Report, alias: str, total: int) -> None:
+        self.report, self.alias, self.total = report, alias, total
+        self.done, self.start = 0, time.monotonic()
+        self.last = self.start
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            rate = self.done / (now - self.start) / 1e6
+            self.report.info(
+                f"[{self.alias}] blobs: {human_size(self.done)} of {human_size(self.total)}, "
+                f"{rate:.1f} MB/s"
+            )
+
+
+def store_path(root: Path, hex_: str) -> Path:
+    return root / "blobs" / "sha256" / hex_[:2] / hex_
+
+
+def blobs_dir(inv: Inventory) -> str:
+    return f"{inv.registry.data_dir}/{V2}/blobs"
+
+
+def links_script(inv: Inventory) -> str:
+    return scripts.script(
+        "backup-links",
+        repositories=f"{inv.registry.data_dir}/{V2}/repositories",
+        order=planner.LINK_ORDER,
+    )
+
+
+def read_links(target: Target, inv: Inventory) -> Metadata:
+    """Every link file, in the order the script reads them (tags first)."""
+    meta = Metadata()
+    with (
+        target.reading(links_script(inv), "reading the registry's links") as stream,
+        tarfile.open(fileobj=stream, mode="r|", ignore_zeros=True) as tar,
+    ):
+        for member in tar:
+            f = tar.extractfile(member) if member.isfile() else None
+            if f is not None:
+                meta.links[member.name.removeprefix("./")] = f.read()
+    return meta
+
+
+def receive(stream: BinaryIO, root: Path, wanted: set[str], progress: Progress, alias: str) -> None:
+    """Write each blob of the tar ``stream`` into the store, checked against its name."""
+    received: set[str] = set()
+    tmp_dir = ensure_private_dir(root / "blobs" / "tmp")
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
+        for member in tar:
+            hex_ = member.name.split("/")[2] if member.name.count("/") == 3 else ""
+            f = tar.extractfile(member)
+            if hex_ not in wanted or f is None:
+                raise RemoteError(f"{alias}: the blob stream held {member.name!r}, not asked for")
+            digest, tmp = hashlib.sha256(), tmp_dir / hex_
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    progress.add(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != hex_:
+                tmp.unlink()
+                raise RemoteError(
+                    f"{alias}: blob sha256:{hex_} is corrupt: its content hashes to "
+                    f"sha256:{digest.hexdigest()} (blobs/{member.name} on the host); "
+                    "this backup was not written, earlier snapshots are as they were"
+                )
+            os.replace(tmp, ensure_private_dir(store_path(root, hex_).parent) / hex_)
+            received.add(hex_)
+    if received != wanted:
+        raise RemoteError(
+            f"{alias}: {len(wanted - received)} blobs did not arrive "
+            f"(first sha256:{min(wanted - received)}); earlier snapshots are as they were"
+        )
+
+
+def write_snapshot(root: Path, name: str, meta: Metadata, etc: bytes, summary: Summary) -> Path:
+    """The snapshot folder, written under a temporary name, then renamed."""
+    snapshots = ensure_private_dir(root / "snapshots")
+    partial = snapshots / f".partial-{name}"
+    shutil.rmtree(partial, ignore_errors=True)
+    data = partial / "registry" / V2
+    for path, content in meta.links.items():
+        ensure_private_dir((data / "repositories" / path).parent)
+        (data / "repositories" / path).write_bytes(content)
+    for hex_ in sorted(meta.referenced()):
+        folder = ensure_private_dir(data / "blobs" / "sha256" / hex_[:2] / hex_)
+        os.link(store_path(root, hex_), folder / "data")
+    fd = os.open(partial / "etc-regkit.tar", os.O_WRONLY | os.O_CREAT, 0o600)
+    with open(fd, "wb") as f:
+        f.write(etc)
+    record = {**summary.__dict__, "dropped_tags": list(summary.dropped_tags)}
+    (partial / "snapshot.json").write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, snapshots / name)
+    return snapshots / name
+
+
+def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep: int) -> None:
+    alias, start = target.alias, time.monotonic()
+    name = planner.snapshot_name(dt.datetime.now(dt.UTC), alias)
+    meta = read_links(target, inv)
+    remote = planner.parse_blob_list(
+        target.check(commands.blob_list(blobs_dir(inv)), "listing blobs").stdout
+    )
+    dropped = meta.dangling_tags()
+    meta.drop(dropped)
+    for tag in dropped:
+        report.info(f"[{alias}] {tag}: deleted while the backup read it; left out")
+    stored = {p.name for p in (root / "blobs" / "sha256").glob("*/*")}
+    try:
+        fetch = planner.blobs_to_fetch(meta.referenced(), remote, stored)
+    except ValueError as exc:
+        raise RemoteError(f"{alias}: {exc}; the registry's data is not consistent") from None
+    size = sum(remote[h] for h in fetch)
+    report.info(
+        f"[{alias}] blobs: {len(fetch)} new ({human_size(size)}), {len(stored)} already here"
+    )
+    progress = Progress(report, alias, size)
+    if fetch:
+        wanted = "".join(f"sha256/{h[:2]}/{h}/data\n" for h in fetch).encode()
+        with target.reading(commands.tar_out(blobs_dir(inv)), "copying blobs", wanted) as stream:
+            receive(stream, root, set(fetch), progress, alias)
+    with target.reading(commands.tar_out("/", REMOTE_DIR[1:]), "copying /etc/regkit") as f:
+        etc = f.read()
+    referenced = meta.referenced()
+    summary = Summary(
+        name=name,
+        host=alias,
+        repositories=len(meta.repositories()),
+        tags=len(meta.tags()),
+        blobs=len(referenced),
+        bytes_total=sum(remote[h] for h in referenced),
+        bytes_transferred=size + len(etc) + sum(map(len, meta.links.values())),
+        dropped_tags=tuple(dropped),
+    )
+    write_snapshot(root, name, meta, etc, summary)
+    took = time.monotonic() - start
+    report.changed(alias, "backup", f"{summary.line()}, in {took:.1f} s")
+    if keep:
+        remove_old(root, keep, report, alias)
+
+
+def remove_old(root: Path, keep: int, report: Report, alias: str) -> None:
+    """Keep the ``keep`` newest snapshots, then drop blobs no snapshot links to."""
+    snapshots = root / "snapshots"
+    for name in planner.to_remove((p.name for p in snapshots.iterdir()), keep):
+        shutil.rmtree(snapshots / name)
+        report.changed(alias, f"snapshot {name}", f"removed (keeping the {keep} newest)")
+    freed = 0
+    for blob in (root / "blobs" / "sha256").glob("*/*"):
+        if blob.stat().st_nlink == 1:
+            freed += blob.stat().st_size
+            blob.unlink()
+    if freed:
+        report.info(f"[{alias}] {human_size(freed)} of blobs no snapshot needs removed")
+
+
+@task(
+    role="registry",
+    help={
+        "to": "The folder on this machine to back up into (else the inventory's backup.dir).",
+        "prune-keep": "After the backup, keep only the N newest snapshots.",
+        "force": "Act on -H hosts whose inventory role is not registry.",
+    },
+)
+def backup(c: Context, to: str = "", prune_keep: int = 0, force: bool = False) -> None:
+    """Copy the registry's data and /etc/regkit here: a verified, incremental snapshot."""
+    inv = inventory.load()
+    aliases = hosts_for(c, inv, "registry", "backup", force)
+    folder = to or inv.backup.dir
+    if not folder:
+        raise RegkitError(f"{inv.source}: no backup folder; give --to DIR or set backup.dir")
+    root = ensure_private_dir(inv.resolve(folder))
+    keep = prune_keep or inv.backup.keep
+    report = Report()
+
+    def work(target: Target) -> None:
+        with host_lock(target, "backup"):
+            backup_host(inv, target, root, report, keep)
+
+    each_host(c, inv, aliases, report, "backup", work)
+    reminder = state_backup.reminder(inv)
+    if reminder:
+        report.info(reminder)
+
+
+ns = Collection("backup", backup)

@@ -1,0 +1,163 @@
+"""Backups of a registry host: what to copy, in which order, and what a snapshot holds.
+
+Distribution's storage layout (``docker/registry/v2`` under the data directory):
+``blobs/sha256/<2>/<hex>/data`` holds content, named by its sha256 and never
+changed; ``repositories/<name>/`` holds small link files naming blobs:
+``_layers/sha256/<hex>/link`` once a layer is uploaded, ``_manifests/revisions/
+sha256/<hex>/link`` once a manifest is put, ``_manifests/tags/<tag>/current/link``
+once a tag points to it. The registry writes in that order, content first: a blob
+before the layer link to it, the manifest blob before its revision link, the
+revision link before the tag.
+
+So a backup reads in the opposite order, while pushes go on: first the tag links,
+then the revision links, then the layer links (one ordered tar stream), and only
+then lists the blobs. Whatever a link read names was written before the link, so
+it is there when the blobs are listed: every manifest in the backup has its blobs
+in the backup. Blobs only go away by garbage collection, which takes the host
+lock that the backup holds. The one thing a backup can catch half-done is an
+admin's DELETE (it removes a revision link after its tags); a tag whose revision
+is not in the snapshot is therefore dropped, as the registry itself would have
+it a moment later.
+
+Locally, ``<dir>/blobs/sha256/<2>/<hex>`` keeps each blob once, verified against
+its name as it arrived; each snapshot ``<dir>/snapshots/<name>/`` is a complete
+data directory whose blobs are hard links to that store, plus ``etc-regkit.tar``
+(the host's ``/etc/regkit``) and ``snapshot.json``. A snapshot is written under a
+temporary name and renamed when complete, so a failed backup leaves the earlier
+ones as they were.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tasks.report import human_size
+
+V2 = "docker/registry/v2"
+HEX = re.compile(r"^[0-9a-f]{64}$")
+# A snapshot's name: when it was taken (UTC) and from which host.
+SNAPSHOT = re.compile(r"^(\d{8}T\d{6}Z)-([a-z0-9][a-z0-9._-]*)$")
+# Which metadata comes first in the stream: tags, then revisions, then layers.
+LINK_ORDER = ("*/_manifests/tags/*", "*/_manifests/revisions/*", "*/_layers/*")
+
+
+def snapshot_name(now: dt.datetime, alias: str) -> str:
+    """``20261129T170302Z-regbox`` (pure)."""
+    return f"{now.astimezone(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{alias}"
+
+
+def newest_first(names: Iterable[str]) -> list[str]:
+    """Snapshot names, newest first; anything else in the folder is ignored."""
+    return sorted((n for n in names if SNAPSHOT.match(n)), reverse=True)
+
+
+def to_remove(names: Iterable[str], keep: int) -> list[str]:
+    """The snapshots beyond the ``keep`` newest (oldest last)."""
+    return newest_first(names)[keep:]
+
+
+def parse_blob_list(text: str) -> dict[str, int]:
+    """``<size> sha256/<2>/<hex>/data`` lines (find's output) to {hex: size}.
+
+    A path that is not a blob's (an interrupted write leaves none: the registry
+    moves a finished upload into place) is ignored.
+    """
+    blobs = {}
+    for line in text.splitlines():
+        size, _, path = line.partition(" ")
+        parts = path.split("/")
+        if len(parts) == 4 and parts[0] == "sha256" and parts[3] == "data":
+            hex_ = parts[2]
+            if HEX.match(hex_) and parts[1] == hex_[:2] and size.isdigit():
+                blobs[hex_] = int(size)
+    return blobs
+
+
+def link_target(content: bytes) -> str | None:
+    """The hex digest a link file names (``sha256:<hex>``), or None."""
+    algorithm, _, hex_ = content.decode(errors="replace").strip().partition(":")
+    return hex_ if algorithm == "sha256" and HEX.match(hex_) else None
+
+
+@dataclass
+class Metadata:
+    """The link files of a snapshot, by path under ``repositories/``."""
+
+    links: dict[str, bytes] = field(default_factory=dict)
+
+    def tags(self) -> dict[tuple[str, str], str]:
+        """(repository, tag) -> manifest hex, from each ``tags/<tag>/current/link``."""
+        found = {}
+        for path, content in self.links.items():
+            repo, sep, rest = path.partition("/_manifests/tags/")
+            tag, _, tail = rest.partition("/")
+            if sep and tail == "current/link" and (hex_ := link_target(content)):
+                found[(repo, tag)] = hex_
+        return found
+
+    def revisions(self) -> set[tuple[str, str]]:
+        """(repository, manifest hex) for each revision link."""
+        found = set()
+        for path, content in self.links.items():
+            repo, sep, _ = path.partition("/_manifests/revisions/")
+            if sep and path.endswith("/link") and (hex_ := link_target(content)):
+                found.add((repo, hex_))
+        return found
+
+    def repositories(self) -> set[str]:
+        return {repo for repo, _ in self.revisions()}
+
+    def referenced(self) -> set[str]:
+        """Every blob a link names (layers, configs and manifests)."""
+        return {h for content in self.links.values() if (h := link_target(content))}
+
+    def dangling_tags(self) -> list[str]:
+        """Link paths of tags whose revision is not in the snapshot (a DELETE caught
+        half-done): the registry would not serve them."""
+        revisions = self.revisions()
+        return sorted(
+            f"{repo}/_manifests/tags/{tag}"
+            for (repo, tag), hex_ in self.tags().items()
+            if (repo, hex_) not in revisions
+        )
+
+    def drop(self, tag_dirs: Iterable[str]) -> None:
+        for tag_dir in tag_dirs:
+            for path in [p for p in self.links if p.startswith(tag_dir + "/")]:
+                del self.links[path]
+
+
+def blobs_to_fetch(referenced: set[str], remote: dict[str, int], stored: set[str]) -> list[str]:
+    """The referenced blobs not yet in the local store, in a stable order.
+
+    Raises ValueError naming a referenced blob the host does not have: the
+    snapshot would not be a state the registry could have been in.
+    """
+    absent = sorted(referenced - remote.keys())
+    if absent:
+        raise ValueError(f"sha256:{absent[0]} is linked but not on the host ({len(absent)} such)")
+    return sorted(referenced - stored)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What ``snapshot.json`` says and the closing line reports."""
+
+    name: str
+    host: str
+    repositories: int
+    tags: int
+    blobs: int
+    bytes_total: int
+    bytes_transferred: int
+    dropped_tags: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        return (
+            f"snapshot {self.name}: {self.repositories} repositories, {self.tags} tags, "
+            f"{self.blobs} blobs, {human_size(self.bytes_transferred)} transferred of "
+            f"{human_size(self.bytes_total)}"
+        )

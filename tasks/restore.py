@@ -1,0 +1,135 @@
+"""``fab -H host restore --from DIR``: a snapshot of ``fab backup`` onto a host, then
+``deploy`` and its proof.
+
+Onto a host that never ran the registry, or over one that did after a
+confirmation: its data folder is then moved aside (never deleted), so a restore
+that goes wrong loses no pushed image. The data goes as one tar stream made while
+it is sent; /etc/regkit comes back as it was, then deploy makes the host match
+the local state (restore that first with ``invoke state.restore``) and proves the
+registry with a push and a pull. Clients need nothing: same CA, same names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+from invoke import Collection, Context
+
+from tasks import commands, deploy, inventory, scripts
+from tasks.backup import Progress
+from tasks.cli import task
+from tasks.errors import RegkitError
+from tasks.facts import parse_values
+from tasks.inventory import Inventory
+from tasks.layout import REGISTRY
+from tasks.plans import backup as planner
+from tasks.remote.fanout import each_host, hosts_for
+from tasks.remote.lock import host_lock
+from tasks.remote.target import Target
+from tasks.report import Report
+
+
+def choose(root: Path, name: str) -> Path:
+    """The snapshot called ``name``, or the newest; a clear error if there is none."""
+    snapshots = root / "snapshots"
+    names = planner.newest_first(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
+    if not names:
+        raise RegkitError(f"{snapshots}: no snapshot here; make one with 'fab backup --to {root}'")
+    if name and name not in names:
+        raise RegkitError(f"{snapshots}: no snapshot {name!r}; there are: {', '.join(names)}")
+    return snapshots / (name or names[0])
+
+
+def add_tree(tar: tarfile.TarFile, folder: Path, progress: Progress) -> None:
+    """``folder`` into ``tar`` as the registry writes its files: root's, 0755 and 0644."""
+    for path in sorted(folder.rglob("*")):
+        info = tar.gettarinfo(str(path), arcname=str(path.relative_to(folder)))
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = 0o755 if path.is_dir() else 0o644
+        if path.is_file():
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+            progress.add(info.size)
+        else:
+            tar.addfile(info)
+
+
+def facts_script(inv: Inventory) -> str:
+    return scripts.script("restore-facts", data=f"{inv.registry.data_dir}/docker")
+
+
+def confirm(alias: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise RegkitError(f"{alias} has registry data: add --yes to move it aside and restore")
+    answer = input(f"{alias} has registry data; move it aside and restore? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise RegkitError("not confirmed; nothing was changed")
+
+
+def restore_host(inv: Inventory, target: Target, snapshot: Path, report: Report, yes: bool) -> None:
+    alias = target.alias
+    data_dir = inv.registry.data_dir
+    facts = parse_values(target.check(facts_script(inv), "reading facts").stdout)
+    if facts.get("data"):
+        confirm(alias, yes)
+        aside = f"{data_dir}/docker.before-restore-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+        target.check(
+            f"docker rm -f {REGISTRY} >/dev/null 2>&1; "
+            + commands.join("mv", f"{data_dir}/docker", aside),
+            "moving the registry's data aside",
+        )
+        report.changed(alias, "registry data", f"moved aside to {aside} (kept)")
+    record = json.loads((snapshot / "snapshot.json").read_text())
+    progress = Progress(report, alias, record["bytes_total"])
+    with (
+        target.writing(commands.tar_in(data_dir), "sending the snapshot's data") as sink,
+        tarfile.open(fileobj=sink, mode="w|", bufsize=1 << 20) as tar,
+    ):
+        add_tree(tar, snapshot / "registry", progress)
+    report.changed(alias, "registry data", f"restored from {snapshot.name}: {record['tags']} tags, "
+                   f"{record['blobs']} blobs")  # fmt: skip
+    with target.writing(commands.tar_in("/"), "restoring /etc/regkit") as sink:
+        sink.write((snapshot / "etc-regkit.tar").read_bytes())
+    report.changed(alias, "/etc/regkit", f"restored from {snapshot.name}")
+    deploy.deploy_host(inv, target, report, dry_run=False)
+
+
+@task(
+    role="registry",
+    name="restore",
+    help={
+        "from": "The backup folder ('fab backup --to'), else the inventory's backup.dir.",
+        "snapshot": "Which snapshot (a name under snapshots/); the newest by default.",
+        "yes": "Move existing registry data aside without asking.",
+        "force": "Act on -H hosts whose inventory role is not registry.",
+    },
+)
+def restore(
+    c: Context, from_: str = "", snapshot: str = "", yes: bool = False, force: bool = False
+) -> None:
+    """Put a backup snapshot on the registry host(s), then deploy and prove it."""
+    inv = inventory.load()
+    aliases = hosts_for(c, inv, "registry", "restore", force)
+    folder = from_ or inv.backup.dir
+    if not folder:
+        raise RegkitError(f"{inv.source}: no backup folder; give --from DIR or set backup.dir")
+    chosen = choose(inv.resolve(folder), snapshot)
+    report = Report()
+    deploy.ensure_local(inv, report)
+    report.info(f"restoring snapshot {chosen.name} from {chosen.parent.parent}")
+
+    def work(target: Target) -> None:
+        with host_lock(target, "restore"):
+            restore_host(inv, target, chosen, report, yes)
+
+    each_host(c, inv, aliases, report, "restore", work)
+
+
+ns = Collection("restore", restore)

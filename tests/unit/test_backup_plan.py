@@ -1,0 +1,101 @@
+"""Backups: which blobs to copy, what a snapshot holds, which snapshots go (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tasks.plans import backup
+from tasks.plans.backup import Metadata
+
+A, B, C, M = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
+
+
+def link(hex_: str) -> bytes:
+    return f"sha256:{hex_}".encode()
+
+
+def metadata() -> Metadata:
+    """team/app:v1 -> manifest M (config C, layer A); layer B uploaded, not yet used."""
+    return Metadata(
+        {
+            "team/app/_manifests/tags/v1/current/link": link(M),
+            f"team/app/_manifests/tags/v1/index/sha256/{M}/link": link(M),
+            f"team/app/_manifests/revisions/sha256/{M}/link": link(M),
+            f"team/app/_layers/sha256/{A}/link": link(A),
+            f"team/app/_layers/sha256/{B}/link": link(B),
+            f"team/app/_layers/sha256/{C}/link": link(C),
+        }
+    )
+
+
+def test_snapshot_names_sort_by_time() -> None:
+    at = dt.datetime(2026, 11, 29, 17, 3, 2, 999, tzinfo=dt.UTC)
+    assert backup.snapshot_name(at, "regbox") == "20261129T170302Z-regbox"
+    names = ["20261129T170302Z-regbox", "notes.txt", "20261128T010000Z-regbox",
+             ".partial-20261130T000000Z-regbox", "20261130T000000Z-old"]  # fmt: skip
+    assert backup.newest_first(names) == [
+        "20261130T000000Z-old",
+        "20261129T170302Z-regbox",
+        "20261128T010000Z-regbox",
+    ]
+    assert backup.to_remove(names, keep=2) == ["20261128T010000Z-regbox"]
+    assert backup.to_remove(names, keep=5) == []
+
+
+def test_the_blob_list_keeps_only_blobs() -> None:
+    text = "\n".join(
+        [
+            f"1234 sha256/aa/{A}/data",
+            f"5 sha256/bb/{B}/data",
+            f"9 sha256/cc/{C}/startedat",  # not a blob
+            f"9 sha256/zz/{C}/data",  # wrong fan-out folder
+            "9 sha256/cc/short/data",
+            "",
+        ]
+    )
+    assert backup.parse_blob_list(text) == {A: 1234, B: 5}
+
+
+def test_link_targets() -> None:
+    assert backup.link_target(link(A) + b"\n") == A
+    assert backup.link_target(b"sha512:" + b"a" * 128) is None
+    assert backup.link_target(b"garbage") is None
+
+
+def test_metadata_reads_tags_revisions_and_references() -> None:
+    meta = metadata()
+    assert meta.tags() == {("team/app", "v1"): M}
+    assert meta.revisions() == {("team/app", M)}
+    assert meta.repositories() == {"team/app"}
+    assert meta.referenced() == {A, B, C, M}
+    assert meta.dangling_tags() == []
+
+
+def test_a_tag_whose_revision_was_deleted_meanwhile_is_dropped() -> None:
+    meta = metadata()
+    del meta.links[f"team/app/_manifests/revisions/sha256/{M}/link"]
+    assert meta.dangling_tags() == ["team/app/_manifests/tags/v1"]
+    meta.drop(meta.dangling_tags())
+    assert meta.tags() == {}
+    assert not [p for p in meta.links if "/tags/" in p]
+
+
+def test_only_missing_blobs_are_fetched() -> None:
+    remote = {A: 10, B: 20, C: 30, M: 40, "e" * 64: 50}
+    assert backup.blobs_to_fetch({A, B, C, M}, remote, stored={A, C}) == [B, M]
+    assert backup.blobs_to_fetch({A}, remote, stored={A}) == []
+
+
+def test_a_link_to_a_blob_the_host_lacks_fails_the_backup() -> None:
+    with pytest.raises(ValueError, match=f"sha256:{B} is linked but not on the host"):
+        backup.blobs_to_fetch({A, B}, {A: 1}, stored=set())
+
+
+def test_the_summary_line() -> None:
+    summary = backup.Summary("20261129T170302Z-regbox", "regbox", 3, 7, 20, 5 << 20, 1 << 20)
+    assert summary.line() == (
+        "snapshot 20261129T170302Z-regbox: 3 repositories, 7 tags, 20 blobs, "
+        "1.0 MiB transferred of 5.0 MiB"
+    )
