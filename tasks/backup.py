@@ -126,8 +126,9 @@ def receive(stream: BinaryIO, root: Path, wanted: set[str], progress: Progress, 
 def write_snapshot(root: Path, name: str, meta: Metadata, etc: bytes, summary: Summary) -> Path:
     """The snapshot folder, written under a temporary name, then renamed."""
     snapshots = ensure_private_dir(root / "snapshots")
+    for stale in snapshots.glob(".partial-*"):  # a run cut short left it
+        shutil.rmtree(stale)
     partial = snapshots / f".partial-{name}"
-    shutil.rmtree(partial, ignore_errors=True)
     data = partial / "registry" / V2
     for path, content in meta.links.items():
         ensure_private_dir((data / "repositories" / path).parent)
@@ -146,7 +147,8 @@ def write_snapshot(root: Path, name: str, meta: Metadata, etc: bytes, summary: S
 
 def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep: int) -> None:
     alias, start = target.alias, time.monotonic()
-    name = planner.snapshot_name(dt.datetime.now(dt.UTC), alias)
+    existing = (p.name for p in (root / "snapshots").glob("*"))
+    name = planner.snapshot_name(dt.datetime.now(dt.UTC), alias, existing)
     meta = read_links(target, inv)
     remote = planner.parse_blob_list(
         target.check(commands.blob_list(blobs_dir(inv)), "listing blobs").stdout

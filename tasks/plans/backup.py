@@ -44,9 +44,12 @@ SNAPSHOT = re.compile(r"^(\d{8}T\d{6}Z)-([a-z0-9][a-z0-9._-]*)$")
 LINK_ORDER = ("*/_manifests/tags/*", "*/_manifests/revisions/*", "*/_layers/*")
 
 
-def snapshot_name(now: dt.datetime, alias: str) -> str:
-    """``20261129T170302Z-regbox`` (pure)."""
-    return f"{now.astimezone(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{alias}"
+def snapshot_name(now: dt.datetime, alias: str, taken: Iterable[str] = ()) -> str:
+    """``20261129T170302Z-regbox``, a second later if a snapshot has that name (pure)."""
+    taken = set(taken)
+    while (name := f"{now.astimezone(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{alias}") in taken:
+        now += dt.timedelta(seconds=1)
+    return name
 
 
 def newest_first(names: Iterable[str]) -> list[str]:

@@ -50,7 +50,9 @@ def record(folder: Path, name: str) -> dict:
 
 
 def complete(snapshot: Path) -> list[str]:
-    """Problems of a snapshot: a link naming a blob it lacks, a blob not matching its name."""
+    """Problems of a snapshot, as the registry would meet them: a link naming a blob
+    it lacks, a blob not matching its name, a manifest whose config, layers or
+    platform manifests are not linked in its repository."""
     data = snapshot / "registry" / V2
     meta = Metadata(
         {
@@ -58,13 +60,27 @@ def complete(snapshot: Path) -> list[str]:
             for p in (data / "repositories").rglob("link")
         }
     )
+
+    def blob(hex_: str) -> Path:
+        return data / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
+
     problems = []
     for hex_ in meta.referenced():
-        blob = data / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
-        if not blob.exists():
+        if not blob(hex_).exists():
             problems.append(f"missing {hex_}")
-        elif hashlib.sha256(blob.read_bytes()).hexdigest() != hex_:
+        elif hashlib.sha256(blob(hex_).read_bytes()).hexdigest() != hex_:
             problems.append(f"corrupt {hex_}")
+    for repo, hex_ in meta.revisions():
+        if not blob(hex_).exists():
+            continue
+        manifest = json.loads(blob(hex_).read_bytes())
+        layers = [manifest.get("config", {}), *manifest.get("layers", [])]
+        for ref in (d["digest"] for d in layers if d):
+            if f"{repo}/_layers/sha256/{ref[7:]}/link" not in meta.links:
+                problems.append(f"{repo}@{hex_[:12]}: {ref[:19]} not linked")
+        for child in (d["digest"] for d in manifest.get("manifests", [])):
+            if (repo, child[7:]) not in meta.revisions():
+                problems.append(f"{repo}@{hex_[:12]}: platform {child[:19]} missing")
     return problems
 
 

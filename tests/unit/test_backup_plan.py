@@ -33,6 +33,8 @@ def metadata() -> Metadata:
 def test_snapshot_names_sort_by_time() -> None:
     at = dt.datetime(2026, 11, 29, 17, 3, 2, 999, tzinfo=dt.UTC)
     assert backup.snapshot_name(at, "regbox") == "20261129T170302Z-regbox"
+    taken = ["20261129T170302Z-regbox", "20261129T170303Z-regbox"]
+    assert backup.snapshot_name(at, "regbox", taken) == "20261129T170304Z-regbox"
     names = ["20261129T170302Z-regbox", "notes.txt", "20261128T010000Z-regbox",
              ".partial-20261130T000000Z-regbox", "20261130T000000Z-old"]  # fmt: skip
     assert backup.newest_first(names) == [
