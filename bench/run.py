@@ -1,5 +1,5 @@
 """Benchmarks on the lab (issue #10): the no-op redeploy, the fan-out, the data
-path through the proxy, local material; token auth (#15) and prune (#16).
+path through the proxy, local material; token auth (#15), prune (#16) and backups (#17).
 
 Run with ``make bench`` (``python -m bench.run`` from the repository root). It
 brings the lab up with six Debian clients (plus b2d), runs each measurement a
@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from bench.auth import auth
+from bench.backup import backup_bench
 from bench.datapath import data_path
 from bench.prune import prune_bench
 from lab.engine import Engine
@@ -198,6 +199,13 @@ def retention() -> dict[str, Any]:
     return prune_bench(INVENTORY, ENV)
 
 
+def backups() -> dict[str, Any]:
+    """fab backup of a 1 GiB image against tar | ssh, on the deployed registry."""
+    fab("-H", "regbox", "deploy")
+    fab("-H", "client1", "trust-ca")
+    return backup_bench(ENV)
+
+
 def verdicts(results: dict[str, dict[str, object]]) -> list[str]:
     lines = []
     for section, key, label, op, bar in BARS:
@@ -230,6 +238,7 @@ def main() -> None:
         "local": local_material,
         "auth": auth_accounts,
         "prune": retention,
+        "backup": backups,
     }
     # `python -m bench.run auth data_path` runs those only, and keeps the other results.
     chosen = sys.argv[1:] or list(measures)

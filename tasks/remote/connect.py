@@ -43,6 +43,19 @@ def parse_host_key(line: str) -> paramiko.PKey:
     return _KEY_CLASSES[kind](data=base64.b64decode(blob))
 
 
+class Transport(paramiko.Transport):
+    """Paramiko's transport with AES-GCM first: encryption and integrity in one pass.
+    On the lab it moved bulk data (a backup's tar stream) at 331 MB/s against 187 MB/s
+    with paramiko's first choice, AES-CTR with HMAC-SHA256 (docs/benchmarks.md). A
+    host without it gets the rest of paramiko's list, in paramiko's order."""
+
+    _preferred_ciphers = (
+        "aes128-gcm@openssh.com",
+        "aes256-gcm@openssh.com",
+        *(c for c in paramiko.Transport._preferred_ciphers if "-gcm@" not in c),
+    )
+
+
 def connect(inv: Inventory, alias: str, ctx: Context | None = None) -> fabric.Connection:
     """A Connection to ``alias`` from the inventory, with its host key pinned.
 
@@ -51,7 +64,7 @@ def connect(inv: Inventory, alias: str, ctx: Context | None = None) -> fabric.Co
     """
     h = inv.host(alias)
     config = ctx.config if ctx is not None and isinstance(ctx.config, fabric.Config) else None
-    connect_kwargs: dict[str, object] = {}
+    connect_kwargs: dict[str, object] = {"transport_factory": Transport}
     if h.key_file:
         connect_kwargs["key_filename"] = [str(inv.resolve(h.key_file))]
     conn = fabric.Connection(

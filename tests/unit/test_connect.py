@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from tasks import inventory
 from tasks.errors import InventoryError
-from tasks.remote.connect import connect
+from tasks.remote.connect import Transport, connect
 from tests.unit.conftest import base_inventory
 
 
@@ -20,3 +21,13 @@ def test_damaged_known_hosts_line_is_a_clear_error(
     inv = inventory.load(write_inventory({**base_inventory(), "known_hosts": "known_hosts"}))
     with pytest.raises(InventoryError, match=r"known_hosts: .*known_hosts has a damaged line; fix"):
         connect(inv, "regbox")
+
+
+def test_connections_ask_for_aes_gcm_first_and_keep_the_rest(
+    write_inventory: Callable[..., Path],
+) -> None:
+    conn = connect(inventory.load(write_inventory(base_inventory())), "regbox")
+    assert conn.connect_kwargs["transport_factory"] is Transport
+    preferred = Transport._preferred_ciphers
+    assert preferred[:2] == ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+    assert sorted(preferred) == sorted(paramiko.Transport._preferred_ciphers)
