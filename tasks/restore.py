@@ -73,31 +73,35 @@ def confirm(alias: str, yes: bool) -> None:
         raise RegkitError("not confirmed; nothing was changed")
 
 
-def restore_host(inv: Inventory, target: Target, snapshot: Path, report: Report, yes: bool) -> None:
-    alias = target.alias
-    data_dir = inv.registry.data_dir
+def restore_host(
+    inv: Inventory, target: Target, snapshot: Path, report: Report, yes: bool, dry_run: bool
+) -> None:
+    alias, data_dir = target.alias, inv.registry.data_dir
     facts = parse_values(target.check(facts_script(inv), "reading facts").stdout)
-    if facts.get("data"):
+    record = json.loads((snapshot / "snapshot.json").read_text())
+    plan = planner.restore_plan(snapshot.name, record, facts, data_dir, dt.datetime.now(dt.UTC))
+    if dry_run:
+        for step, what in plan.steps():
+            report.changed(alias, step, f"{what} (dry run)")
+        report.info(f"[{alias}] then deploy, as 'fab deploy' does, and prove it with a push/pull")
+        return
+    if plan.aside:
         confirm(alias, yes)
-        aside = f"{data_dir}/docker.before-restore-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
         target.check(
             f"docker rm -f {REGISTRY} >/dev/null 2>&1; "
-            + commands.join("mv", f"{data_dir}/docker", aside),
+            + commands.join("mv", f"{data_dir}/docker", plan.aside),
             "moving the registry's data aside",
         )
-        report.changed(alias, "registry data", f"moved aside to {aside} (kept)")
-    record = json.loads((snapshot / "snapshot.json").read_text())
-    progress = Progress(report, alias, record["bytes_total"])
+    progress = Progress(report, alias, plan.bytes_total)
     with (
         target.writing(commands.tar_in(data_dir), "sending the snapshot's data") as sink,
         tarfile.open(fileobj=sink, mode="w|", bufsize=1 << 20) as tar,
     ):
         add_tree(tar, snapshot / "registry", progress)
-    report.changed(alias, "registry data", f"restored from {snapshot.name}: {record['tags']} tags, "
-                   f"{record['blobs']} blobs")  # fmt: skip
     with target.writing(commands.tar_in("/"), "restoring /etc/regkit") as sink:
         sink.write((snapshot / "etc-regkit.tar").read_bytes())
-    report.changed(alias, "/etc/regkit", f"restored from {snapshot.name}")
+    for step, what in plan.steps():
+        report.changed(alias, step, what)
     deploy.deploy_host(inv, target, report, dry_run=False)
 
 
@@ -108,11 +112,17 @@ def restore_host(inv: Inventory, target: Target, snapshot: Path, report: Report,
         "from": "The backup folder ('fab backup --to'), else the inventory's backup.dir.",
         "snapshot": "Which snapshot (a name under snapshots/); the newest by default.",
         "yes": "Move existing registry data aside without asking.",
+        "dry-run": "Read the host and say what restore would do; change nothing.",
         "force": "Act on -H hosts whose inventory role is not registry.",
     },
 )
 def restore(
-    c: Context, from_: str = "", snapshot: str = "", yes: bool = False, force: bool = False
+    c: Context,
+    from_: str = "",
+    snapshot: str = "",
+    yes: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
 ) -> None:
     """Put a backup snapshot on the registry host(s), then deploy and prove it."""
     inv = inventory.load()
@@ -122,12 +132,15 @@ def restore(
         raise RegkitError(f"{inv.source}: no backup folder; give --from DIR or set backup.dir")
     chosen = choose(inv.resolve(folder), snapshot)
     report = Report()
-    deploy.ensure_local(inv, report)
+    deploy.ensure_local(inv, report, dry_run)
     report.info(f"restoring snapshot {chosen.name} from {chosen.parent.parent}")
 
     def work(target: Target) -> None:
+        if dry_run:
+            restore_host(inv, target, chosen, report, yes, dry_run=True)
+            return
         with host_lock(target, "restore"):
-            restore_host(inv, target, chosen, report, yes)
+            restore_host(inv, target, chosen, report, yes, dry_run=False)
 
     each_host(c, inv, aliases, report, "restore", work)
 

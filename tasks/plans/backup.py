@@ -164,3 +164,34 @@ class Summary:
             f"{self.blobs} blobs, {human_size(self.bytes_transferred)} transferred of "
             f"{human_size(self.bytes_total)}"
         )
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What ``fab restore`` does on one host, in order (``--dry-run`` prints it)."""
+
+    snapshot: str
+    tags: int
+    blobs: int
+    bytes_total: int
+    aside: str  # where the host's registry data goes first; "" when it has none
+
+    def steps(self) -> list[tuple[str, str]]:
+        out = [("registry data", f"moved aside to {self.aside} (kept)")] if self.aside else []
+        out += [
+            (
+                "registry data",
+                f"restored from {self.snapshot}: {self.tags} tags, {self.blobs} "
+                f"blobs, {human_size(self.bytes_total)}",
+            ),
+            ("/etc/regkit", f"restored from {self.snapshot}"),
+        ]
+        return out
+
+
+def restore_plan(
+    snapshot: str, record: dict[str, int], facts: dict[str, str], data_dir: str, now: dt.datetime
+) -> RestorePlan:
+    """The plan from the snapshot's record and the host's facts (pure)."""
+    aside = f"{data_dir}/docker.before-restore-{now:%Y%m%dT%H%M%SZ}" if facts.get("data") else ""
+    return RestorePlan(snapshot, record["tags"], record["blobs"], record["bytes_total"], aside)

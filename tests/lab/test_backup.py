@@ -217,6 +217,12 @@ def test_restore_over_a_registry_asks_then_moves_its_data_aside(registry: Lab, f
         refused.stdout + refused.stderr
     )
     assert sh(regbox, f"ls -d {data}.before-restore-* 2>/dev/null | wc -l") == "0"
+    dry = must(fab(registry, "-H", "regbox", "restore", "--from", str(folder), "--dry-run"))
+    assert re.search(
+        r"\[regbox\] registry data: changed \(moved aside to \S+ \(kept\) \(dry run\)\)", dry
+    )
+    assert sh(regbox, f"ls -d {data}.before-restore-* 2>/dev/null | wc -l") == "0"
+    assert sh(regbox, f"find {data} -type f | wc -l") == before
     out = must(fab(registry, "-H", "regbox", "restore", "--from", str(folder), "--yes"))
     assert "[regbox] registry data: changed (moved aside to " in out
     aside = sh(regbox, f"ls -d {data}.before-restore-*")

@@ -101,3 +101,17 @@ def test_the_summary_line() -> None:
         "snapshot 20261129T170302Z-regbox: 3 repositories, 7 tags, 20 blobs, "
         "1.0 MiB transferred of 5.0 MiB"
     )
+
+
+def test_the_restore_plan_moves_existing_data_aside_first() -> None:
+    record = {"tags": 7, "blobs": 20, "bytes_total": 5 << 20}
+    at = dt.datetime(2026, 11, 29, 17, 3, 2, tzinfo=dt.UTC)
+    over = backup.restore_plan("S", record, {"data": "/srv/r/docker/registry"}, "/srv/r", at)
+    assert over.steps() == [
+        ("registry data", "moved aside to /srv/r/docker.before-restore-20261129T170302Z (kept)"),
+        ("registry data", "restored from S: 7 tags, 20 blobs, 5.0 MiB"),
+        ("/etc/regkit", "restored from S"),
+    ]
+    fresh = backup.restore_plan("S", record, {"data": ""}, "/srv/r", at)
+    assert fresh.aside == ""
+    assert [step for step, _ in fresh.steps()] == ["registry data", "/etc/regkit"]
