@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import re
+import shlex
 
+import fabric
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -86,6 +88,17 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def wait_for_dockerd(conn: fabric.Connection, sudo: bool = False) -> None:
+    """Until ``docker info`` answers, up to 60 s; fails the test after. An init script
+    returns once dockerd is started, not once it answers (trust-ca's restart waits the
+    same way)."""
+    wait = (
+        "i=0; until docker info >/dev/null 2>&1; do "
+        "i=$((i+1)); [ $i -lt 300 ] || exit 1; sleep 0.2; done"
+    )
+    (conn.sudo if sudo else conn.run)(f"sh -c {shlex.quote(wait)}", hide=True)
+
+
 def test_b2d_is_boot2docker_without_apt(lab: Lab) -> None:
     with lab.connect("b2d") as conn:
         assert "ID=boot2docker" in conn.run("cat /etc/os-release", hide=True).stdout.split()
@@ -95,13 +108,7 @@ def test_b2d_is_boot2docker_without_apt(lab: Lab) -> None:
         assert conn.run("docker info --format '{{.ServerVersion}}'", hide=True).ok
         before = conn.run("pidof dockerd", hide=True).stdout.strip()
         conn.sudo("/etc/init.d/docker restart", hide=True)
-        # The init script returns once dockerd is started, not once it answers (trust-ca's
-        # restart waits the same way, up to 60 s).
-        conn.run(
-            "i=0; until docker info >/dev/null 2>&1; do "
-            "i=$((i+1)); [ $i -lt 300 ] || exit 1; sleep 0.2; done",
-            hide=True,
-        )
+        wait_for_dockerd(conn)
         assert conn.run("pidof dockerd", hide=True).stdout.strip() not in ("", before)
 
 
@@ -111,7 +118,7 @@ def test_service_docker_restart_really_restarts_dockerd(lab: Lab) -> None:
         conn.sudo("service docker restart", hide=True)
         after = conn.run("pidof dockerd", hide=True).stdout.strip()
         assert after and after != before
-        assert conn.sudo("docker info --format '{{.ServerVersion}}'", hide=True).ok
+        wait_for_dockerd(conn, sudo=True)
 
 
 def test_registry_domain_resolves_to_regbox_on_every_host(lab: Lab) -> None:
@@ -184,7 +191,7 @@ def test_reboot_b2d_keeps_only_its_persistent_disk(lab: Lab) -> None:
         assert conn.run("test -e /etc/lab-marker", hide=True, warn=True).failed
         bundle = conn.run("cat /etc/ssl/certs/ca-certificates.crt", hide=True).stdout
         assert body[:64] in bundle.replace("\n", "")
-        assert conn.run("docker info --format '{{.ServerVersion}}'", hide=True).ok
+        wait_for_dockerd(conn)
         conn.sudo("rm -rf /var/lib/boot2docker/certs /var/lib/boot2docker/lab-marker", hide=True)
 
 
