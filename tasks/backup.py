@@ -11,14 +11,17 @@ complete snapshot; blobs are kept once and hard-linked into each.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from invoke import Collection, Context
 
@@ -57,6 +60,17 @@ class Progress:
                 f"[{self.alias}] blobs: {human_size(self.done)} of {human_size(self.total)}, "
                 f"{rate:.1f} MB/s"
             )
+
+
+@contextmanager
+def folder_lock(root: Path) -> Iterator[None]:
+    """One backup at a time into ``root`` (each removes what others left half-done)."""
+    with open(root / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RegkitError(f"{root}: another backup is writing here; wait for it") from None
+        yield
 
 
 def store_path(root: Path, hex_: str) -> Path:
@@ -100,20 +114,23 @@ def receive(stream: BinaryIO, root: Path, wanted: set[str], progress: Progress, 
             if hex_ not in wanted or f is None:
                 raise RemoteError(f"{alias}: the blob stream held {member.name!r}, not asked for")
             digest, tmp = hashlib.sha256(), tmp_dir / hex_
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-                while chunk := f.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    progress.add(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != hex_:
-                tmp.unlink()
-                raise RemoteError(
-                    f"{alias}: blob sha256:{hex_} is corrupt: its content hashes to "
-                    f"sha256:{digest.hexdigest()} (blobs/{member.name} on the host); "
-                    "this backup was not written, earlier snapshots are as they were"
-                )
+            try:
+                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                    while chunk := f.read(CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        progress.add(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+                if digest.hexdigest() != hex_:
+                    raise RemoteError(
+                        f"{alias}: blob sha256:{hex_} is corrupt: its content hashes to "
+                        f"sha256:{digest.hexdigest()} (blobs/{member.name} on the host); "
+                        "this backup was not written, earlier snapshots are as they were"
+                    )
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             os.replace(tmp, ensure_private_dir(store_path(root, hex_).parent) / hex_)
             received.add(hex_)
     if received != wanted:
@@ -139,10 +156,21 @@ def write_snapshot(root: Path, name: str, meta: Metadata, etc: bytes, summary: S
     fd = os.open(partial / "etc-regkit.tar", os.O_WRONLY | os.O_CREAT, 0o600)
     with open(fd, "wb") as f:
         f.write(etc)
-    record = {**summary.__dict__, "dropped_tags": list(summary.dropped_tags)}
+    record = {**summary.__dict__, "left_out": list(summary.left_out)}
     (partial / "snapshot.json").write_text(json.dumps(record, indent=2) + "\n")
+    os.sync()  # every file of the snapshot on disk before it takes its name
     os.replace(partial, snapshots / name)
+    os.sync()
     return snapshots / name
+
+
+def stored_manifest(root: Path, hex_: str) -> dict[str, Any] | None:
+    """The manifest kept as blob ``hex_``, or None if it is not one."""
+    try:
+        doc = json.loads(store_path(root, hex_).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep: int) -> None:
@@ -153,15 +181,14 @@ def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep
     remote = planner.parse_blob_list(
         target.check(commands.blob_list(blobs_dir(inv)), "listing blobs").stdout
     )
-    dropped = meta.dangling_tags()
-    meta.drop(dropped)
-    for tag in dropped:
-        report.info(f"[{alias}] {tag}: deleted while the backup read it; left out")
+    stale = meta.drop_links(lambda _, hex_: hex_ is not None and hex_ in remote)
+    if stale:
+        report.info(
+            f"[{alias}] {len(stale)} links name no blob on the host (gc leaves them, "
+            "distribution#3851; or one was being rewritten): left out"
+        )
     stored = {p.name for p in (root / "blobs" / "sha256").glob("*/*")}
-    try:
-        fetch = planner.blobs_to_fetch(meta.referenced(), remote, stored)
-    except ValueError as exc:
-        raise RemoteError(f"{alias}: {exc}; the registry's data is not consistent") from None
+    fetch = planner.blobs_to_fetch(meta.referenced(), stored)
     size = sum(remote[h] for h in fetch)
     report.info(
         f"[{alias}] blobs: {len(fetch)} new ({human_size(size)}), {len(stored)} already here"
@@ -171,6 +198,10 @@ def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep
         wanted = "".join(f"sha256/{h[:2]}/{h}/data\n" for h in fetch).encode()
         with target.reading(commands.tar_out(blobs_dir(inv)), "copying blobs", wanted) as stream:
             receive(stream, root, set(fetch), progress, alias)
+    left_out = meta.drop_unservable(lambda hex_: stored_manifest(root, hex_))
+    for folder in left_out:
+        report.info(f"[{alias}] {folder.rstrip('/')}: incomplete on the host (a delete "
+                    "caught half-done?): left out")  # fmt: skip
     with target.reading(commands.tar_out("/", REMOTE_DIR[1:]), "copying /etc/regkit") as f:
         etc = f.read()
     referenced = meta.referenced()
@@ -182,7 +213,7 @@ def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep
         blobs=len(referenced),
         bytes_total=sum(remote[h] for h in referenced),
         bytes_transferred=size + len(etc) + sum(map(len, meta.links.values())),
-        dropped_tags=tuple(dropped),
+        left_out=tuple(left_out),
     )
     write_snapshot(root, name, meta, etc, summary)
     took = time.monotonic() - start
@@ -194,7 +225,7 @@ def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep
 def remove_old(root: Path, keep: int, report: Report, alias: str) -> None:
     """Keep the ``keep`` newest snapshots, then drop blobs no snapshot links to."""
     snapshots = root / "snapshots"
-    for name in planner.to_remove((p.name for p in snapshots.iterdir()), keep):
+    for name in planner.to_remove((p.name for p in snapshots.iterdir()), keep, alias):
         shutil.rmtree(snapshots / name)
         report.changed(alias, f"snapshot {name}", f"removed (keeping the {keep} newest)")
     freed = 0
@@ -221,13 +252,25 @@ def backup(c: Context, to: str = "", prune_keep: int = 0, force: bool = False) -
     folder = to or inv.backup.dir
     if not folder:
         raise RegkitError(f"{inv.source}: no backup folder; give --to DIR or set backup.dir")
-    root = ensure_private_dir(inv.resolve(folder))
+    if prune_keep < 0:
+        raise RegkitError("--prune-keep: give how many snapshots to keep (1 or more)")
+    try:
+        root = ensure_private_dir(inv.resolve(folder))
+    except OSError as exc:
+        raise RegkitError(f"{folder}: cannot make a backup folder there: {exc}") from None
     keep = prune_keep or inv.backup.keep
     report = Report()
 
     def work(target: Target) -> None:
-        with host_lock(target, "backup"):
-            backup_host(inv, target, root, report, keep)
+        with host_lock(target, "backup"), folder_lock(root):
+            try:
+                backup_host(inv, target, root, report, keep)
+            except tarfile.TarError as exc:
+                raise RemoteError(
+                    f"{target.alias}: the stream from the host broke off: {exc}"
+                ) from None
+            except OSError as exc:
+                raise RegkitError(f"{root}: cannot write the backup here: {exc}") from None
 
     each_host(c, inv, aliases, report, "backup", work)
     reminder = state_backup.reminder(inv)

@@ -27,21 +27,40 @@ from tasks.facts import parse_values
 from tasks.inventory import Inventory
 from tasks.layout import REGISTRY
 from tasks.plans import backup as planner
+from tasks.plans.backup import V2, Metadata
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
 from tasks.report import Report
 
 
-def choose(root: Path, name: str) -> Path:
-    """The snapshot called ``name``, or the newest; a clear error if there is none."""
+def choose(root: Path, alias: str, name: str) -> tuple[Path, dict[str, int]]:
+    """The snapshot to restore onto ``alias`` and its record, checked whole (every blob
+    it links is there) before anything on the host is touched."""
     snapshots = root / "snapshots"
-    names = planner.newest_first(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
-    if not names:
-        raise RegkitError(f"{snapshots}: no snapshot here; make one with 'fab backup --to {root}'")
-    if name and name not in names:
-        raise RegkitError(f"{snapshots}: no snapshot {name!r}; there are: {', '.join(names)}")
-    return snapshots / (name or names[0])
+    try:
+        chosen = snapshots / planner.pick((p.name for p in snapshots.iterdir()), alias, name)
+        record = json.loads((chosen / "snapshot.json").read_text())
+        data = chosen / "registry" / V2
+        links = Metadata({
+            str(p.relative_to(data / "repositories")): p.read_bytes()
+            for p in (data / "repositories").rglob("link")
+        })  # fmt: skip
+        missing = [h for h in links.referenced()
+                   if not (data / "blobs" / "sha256" / h[:2] / h / "data").is_file()]  # fmt: skip
+        counts = {k: int(record[k]) for k in ("tags", "blobs", "bytes_total")}
+    except FileNotFoundError as exc:
+        raise RegkitError(f"{exc.filename}: missing; is {root} a 'fab backup' folder?") from None
+    except ValueError as exc:
+        raise RegkitError(f"{snapshots}: {exc}") from None
+    except (OSError, KeyError, TypeError) as exc:
+        raise RegkitError(f"{snapshots}: cannot read the snapshot: {exc}") from None
+    if missing:
+        raise RegkitError(
+            f"{chosen}: {len(missing)} linked blobs are missing (first sha256:{missing[0]}); "
+            "pick another with --snapshot"
+        )
+    return chosen, counts
 
 
 def add_tree(tar: tarfile.TarFile, folder: Path, progress: Progress) -> None:
@@ -74,12 +93,19 @@ def confirm(alias: str, yes: bool) -> None:
 
 
 def restore_host(
-    inv: Inventory, target: Target, snapshot: Path, report: Report, yes: bool, dry_run: bool
+    inv: Inventory,
+    target: Target,
+    where: tuple[Path, str],
+    report: Report,
+    yes: bool,
+    dry_run: bool,
 ) -> None:
     alias, data_dir = target.alias, inv.registry.data_dir
+    root, wanted = where
+    chosen, record = choose(root, alias, wanted)
+    report.info(f"[{alias}] restoring snapshot {chosen.name} from {root}")
     facts = parse_values(target.check(facts_script(inv), "reading facts").stdout)
-    record = json.loads((snapshot / "snapshot.json").read_text())
-    plan = planner.restore_plan(snapshot.name, record, facts, data_dir, dt.datetime.now(dt.UTC))
+    plan = planner.restore_plan(chosen.name, record, facts, data_dir, dt.datetime.now(dt.UTC))
     if dry_run:
         for step, what in plan.steps():
             report.changed(alias, step, f"{what} (dry run)")
@@ -97,9 +123,9 @@ def restore_host(
         target.writing(commands.tar_in(data_dir), "sending the snapshot's data") as sink,
         tarfile.open(fileobj=sink, mode="w|", bufsize=1 << 20) as tar,
     ):
-        add_tree(tar, snapshot / "registry", progress)
+        add_tree(tar, chosen / "registry", progress)
     with target.writing(commands.tar_in("/"), "restoring /etc/regkit") as sink:
-        sink.write((snapshot / "etc-regkit.tar").read_bytes())
+        sink.write((chosen / "etc-regkit.tar").read_bytes())
     for step, what in plan.steps():
         report.changed(alias, step, what)
     deploy.deploy_host(inv, target, report, dry_run=False)
@@ -130,17 +156,16 @@ def restore(
     folder = from_ or inv.backup.dir
     if not folder:
         raise RegkitError(f"{inv.source}: no backup folder; give --from DIR or set backup.dir")
-    chosen = choose(inv.resolve(folder), snapshot)
+    where = (inv.resolve(folder), snapshot)
     report = Report()
     deploy.ensure_local(inv, report, dry_run)
-    report.info(f"restoring snapshot {chosen.name} from {chosen.parent.parent}")
 
     def work(target: Target) -> None:
         if dry_run:
-            restore_host(inv, target, chosen, report, yes, dry_run=True)
+            restore_host(inv, target, where, report, yes, dry_run=True)
             return
         with host_lock(target, "restore"):
-            restore_host(inv, target, chosen, report, yes, dry_run=False)
+            restore_host(inv, target, where, report, yes, dry_run=False)
 
     each_host(c, inv, aliases, report, "restore", work)
 

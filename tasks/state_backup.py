@@ -33,29 +33,36 @@ from tasks.state import atomic_write
 
 MAGIC = b"regkit-state-v1\n"
 SALT, NONCE = 16, 12
+# scrypt's cost is log2(N), stored in the header so that a later release may raise it.
+COST = 17
+HEADER = len(MAGIC) + 1 + SALT + NONCE
 # Where the state keeps when it was last backed up (not itself part of the backup).
 RECORD = "state-backup.json"
 
 
-def derive(passphrase: str, salt: bytes) -> bytes:
-    return Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(passphrase.encode())
+def derive(passphrase: str, salt: bytes, cost: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=2**cost, r=8, p=1).derive(passphrase.encode())
 
 
 def seal(plain: bytes, passphrase: str) -> bytes:
-    """MAGIC, salt, nonce, then the AES-GCM ciphertext (the header is authenticated)."""
+    """MAGIC, scrypt's cost, salt, nonce, then the AES-GCM ciphertext; the header is
+    authenticated with it."""
     salt, nonce = secrets.token_bytes(SALT), secrets.token_bytes(NONCE)
-    header = MAGIC + salt + nonce
-    return header + AESGCM(derive(passphrase, salt)).encrypt(nonce, plain, header)
+    header = MAGIC + bytes([COST]) + salt + nonce
+    return header + AESGCM(derive(passphrase, salt, COST)).encrypt(nonce, plain, header)
 
 
 def unseal(sealed: bytes, passphrase: str, source: Path) -> bytes:
     if not sealed.startswith(MAGIC):
         raise StateError(f"{source}: not a regkit state backup (made by 'invoke state.backup')")
-    header_end = len(MAGIC) + SALT + NONCE
-    salt, nonce = sealed[len(MAGIC) : len(MAGIC) + SALT], sealed[len(MAGIC) + SALT : header_end]
+    cost = sealed[len(MAGIC)] if len(sealed) > len(MAGIC) else 0
+    if len(sealed) < HEADER + 16 or not 14 <= cost <= 22:
+        raise StateError(f"{source}: truncated or damaged; use another copy")
+    salt = sealed[len(MAGIC) + 1 : len(MAGIC) + 1 + SALT]
+    header = sealed[:HEADER]
     try:
-        return AESGCM(derive(passphrase, salt)).decrypt(
-            nonce, sealed[header_end:], sealed[:header_end]
+        return AESGCM(derive(passphrase, salt, cost)).decrypt(
+            header[-NONCE:], sealed[HEADER:], header
         )
     except InvalidTag:
         raise StateError(
@@ -140,8 +147,16 @@ def restore_state(c: Context, file: str, force: bool = False) -> None:
     except OSError as exc:
         raise StateError(f"{source}: cannot read it: {exc.strerror}") from None
     plain = unseal(sealed, pki.ask_passphrase(confirm=False), source)
+    staging = folder.with_name(f".{folder.name}.restoring")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700, parents=True)
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        members = checked_members(tar, source)
+        extra = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(staging, members=members, **extra)  # noqa: S202 - members checked above
     if folder.exists() and any(folder.iterdir()):
         if not force:
+            shutil.rmtree(staging)
             raise StateError(
                 f"{folder}: local state exists; add --force to move it aside and restore"
             )
@@ -150,13 +165,6 @@ def restore_state(c: Context, file: str, force: bool = False) -> None:
         )
         os.rename(folder, aside)
         print(f"[local] existing state: moved to {aside}")
-    staging = folder.with_name(f".{folder.name}.restoring")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(mode=0o700, parents=True)
-    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
-        members = checked_members(tar, source)
-        extra = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(staging, members=members, **extra)  # noqa: S202 - members checked above
     if folder.exists():
         folder.rmdir()
     os.rename(staging, folder)

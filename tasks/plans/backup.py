@@ -10,14 +10,23 @@ before the layer link to it, the manifest blob before its revision link, the
 revision link before the tag.
 
 So a backup reads in the opposite order, while pushes go on: first the tag links,
-then the revision links, then the layer links (one ordered tar stream), and only
-then lists the blobs. Whatever a link read names was written before the link, so
-it is there when the blobs are listed: every manifest in the backup has its blobs
-in the backup. Blobs only go away by garbage collection, which takes the host
-lock that the backup holds. The one thing a backup can catch half-done is an
-admin's DELETE (it removes a revision link after its tags); a tag whose revision
-is not in the snapshot is therefore dropped, as the registry itself would have
-it a moment later.
+then the revision links, then the layer links (each pass read whole before the
+next is listed), and only then lists the blobs. Whatever a link read names was
+written before the link, so it is there when the blobs are listed. Blobs only go
+away by garbage collection, which takes the host lock that the backup holds.
+
+Then the snapshot is checked as the registry would serve it, and what it could
+not serve is left out, each named in the output:
+
+- links to blobs the host no longer has: distribution's gc deletes blobs but
+  leaves their layer links and old tag index links behind (distribution#3851);
+- link files caught empty: the registry rewrites a link in place;
+- manifests whose config, layers or platform manifests are not all linked in
+  their repository, and tags whose manifest is not in the snapshot: an admin's
+  DELETE caught half-done (the registry removes the revision link, then the tags).
+
+Every manifest in a snapshot then has all its blobs: a state the registry could
+have been in.
 
 Locally, ``<dir>/blobs/sha256/<2>/<hex>`` keeps each blob once, verified against
 its name as it arrived; each snapshot ``<dir>/snapshots/<name>/`` is a complete
@@ -31,15 +40,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tasks.report import human_size
 
 V2 = "docker/registry/v2"
 HEX = re.compile(r"^[0-9a-f]{64}$")
 # A snapshot's name: when it was taken (UTC) and from which host.
-SNAPSHOT = re.compile(r"^(\d{8}T\d{6}Z)-([a-z0-9][a-z0-9._-]*)$")
+SNAPSHOT = re.compile(r"^(\d{8}T\d{6}Z)-([A-Za-z0-9][A-Za-z0-9._-]*)$")
 # Which metadata comes first in the stream: tags, then revisions, then layers.
 LINK_ORDER = ("*/_manifests/tags/*", "*/_manifests/revisions/*", "*/_layers/*")
 
@@ -52,14 +62,37 @@ def snapshot_name(now: dt.datetime, alias: str, taken: Iterable[str] = ()) -> st
     return name
 
 
-def newest_first(names: Iterable[str]) -> list[str]:
-    """Snapshot names, newest first; anything else in the folder is ignored."""
-    return sorted((n for n in names if SNAPSHOT.match(n)), reverse=True)
+def newest_first(names: Iterable[str], alias: str = "") -> list[str]:
+    """Snapshot names (of host ``alias`` only, if given), newest first; anything else
+    in the folder is ignored."""
+    found = (n for n in names if (m := SNAPSHOT.match(n)) and (not alias or m.group(2) == alias))
+    return sorted(found, reverse=True)
 
 
-def to_remove(names: Iterable[str], keep: int) -> list[str]:
-    """The snapshots beyond the ``keep`` newest (oldest last)."""
-    return newest_first(names)[keep:]
+def to_remove(names: Iterable[str], keep: int, alias: str) -> list[str]:
+    """The snapshots of ``alias`` beyond the ``keep`` newest (``keep`` >= 1)."""
+    if keep < 1:
+        raise ValueError("keep at least one snapshot")
+    return newest_first(names, alias)[keep:]
+
+
+def pick(names: Iterable[str], alias: str, wanted: str) -> str:
+    """The snapshot to restore onto ``alias``: ``wanted``, else the newest of that host,
+    else the newest when all come from one host. ValueError says why none fits."""
+    every = newest_first(names)
+    if not every:
+        raise ValueError("no snapshot here")
+    if wanted:
+        if wanted not in every:
+            raise ValueError(f"no snapshot {wanted!r}; there are: {', '.join(every)}")
+        return wanted
+    own = newest_first(every, alias)
+    hosts = {SNAPSHOT.match(n).group(2) for n in every}  # type: ignore[union-attr]
+    if own:
+        return own[0]
+    if len(hosts) == 1:
+        return every[0]
+    raise ValueError(f"snapshots of {', '.join(sorted(hosts))}, none of {alias}: give --snapshot")
 
 
 def parse_blob_list(text: str) -> dict[str, int]:
@@ -117,31 +150,64 @@ class Metadata:
         """Every blob a link names (layers, configs and manifests)."""
         return {h for content in self.links.values() if (h := link_target(content))}
 
-    def dangling_tags(self) -> list[str]:
-        """Link paths of tags whose revision is not in the snapshot (a DELETE caught
-        half-done): the registry would not serve them."""
-        revisions = self.revisions()
-        return sorted(
-            f"{repo}/_manifests/tags/{tag}"
-            for (repo, tag), hex_ in self.tags().items()
-            if (repo, hex_) not in revisions
-        )
+    def drop_links(self, keep: Callable[[str, str | None], bool]) -> list[str]:
+        """Leave out each link for which ``keep(path, target)`` is false; their paths."""
+        gone = sorted(p for p, c in self.links.items() if not keep(p, link_target(c)))
+        for path in gone:
+            del self.links[path]
+        return gone
 
-    def drop(self, tag_dirs: Iterable[str]) -> None:
-        for tag_dir in tag_dirs:
-            for path in [p for p in self.links if p.startswith(tag_dir + "/")]:
-                del self.links[path]
+    def drop_unservable(self, manifest: Callable[[str], dict[str, Any] | None]) -> list[str]:
+        """Leave out what the registry could not serve from this snapshot: manifests
+        missing a linked config, layer or platform manifest, then tags whose manifest is
+        not here (until nothing changes). ``manifest(hex)`` reads one, or None."""
+        gone: list[str] = []
+        while True:
+            revisions = self.revisions()
+            layers = {
+                (p.partition("/_layers/")[0], link_target(c))
+                for p, c in self.links.items()
+                if "/_layers/" in p
+            }
+            bad = set()
+            for repo, hex_ in revisions:
+                doc = manifest(hex_)
+                needs = [] if doc is None else references(doc)
+                linked = all(
+                    (repo, h) in layers if kind == "blob" else (repo, h) in revisions
+                    for kind, h in needs
+                )
+                if doc is None or not linked:
+                    bad.add(f"{repo}/_manifests/revisions/sha256/{hex_}/")
+            tags = {
+                f"{repo}/_manifests/tags/{tag}/"
+                for (repo, tag), hex_ in self.tags().items()
+                if (repo, hex_) not in revisions
+            }
+            if not bad and not tags:
+                return gone
+            folders = tuple(sorted(bad | tags))
+            gone += folders
+            self.drop_links(lambda p, _, f=folders: not p.startswith(f))
 
 
-def blobs_to_fetch(referenced: set[str], remote: dict[str, int], stored: set[str]) -> list[str]:
-    """The referenced blobs not yet in the local store, in a stable order.
+def references(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a manifest needs in its repository: ("blob", hex) for its config and layers,
+    ("manifest", hex) for an index's platforms (pure)."""
+    out = []
+    for kind, entries in (
+        ("blob", [manifest.get("config") or {}, *(manifest.get("layers") or [])]),
+        ("manifest", manifest.get("manifests") or []),
+    ):
+        for entry in entries:
+            algorithm, _, hex_ = str(entry.get("digest", "")).partition(":")
+            if algorithm == "sha256" and HEX.match(hex_):
+                out.append((kind, hex_))
+    return out
 
-    Raises ValueError naming a referenced blob the host does not have: the
-    snapshot would not be a state the registry could have been in.
-    """
-    absent = sorted(referenced - remote.keys())
-    if absent:
-        raise ValueError(f"sha256:{absent[0]} is linked but not on the host ({len(absent)} such)")
+
+def blobs_to_fetch(referenced: set[str], stored: set[str]) -> list[str]:
+    """The referenced blobs not yet in the local store, in a stable order."""
     return sorted(referenced - stored)
 
 
@@ -156,7 +222,7 @@ class Summary:
     blobs: int
     bytes_total: int
     bytes_transferred: int
-    dropped_tags: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
 
     def line(self) -> str:
         return (

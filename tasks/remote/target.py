@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from shlex import quote
 from typing import BinaryIO
@@ -192,40 +193,45 @@ class Target:
     def writing(self, script: str, what: str) -> Iterator[Sink]:
         """Run ``script`` as root and write its stdin as a stream (a tar of a snapshot,
         sent as it is made); when the block ends, the script's output is in
-        ``.output``. Raises naming ``what`` if the script fails."""
+        ``.output``. Raises naming ``what`` if the script fails; an error of the
+        caller's own (a local file it reads) passes through as it is."""
         channel, head = self.open_channel(script, what)
         try:
             sink = Sink(ChannelWriter(channel), buffer_size=1 << 20)
             yield sink
             sink.flush()
-            channel.shutdown_write()
+            with channel_errors():
+                channel.shutdown_write()
             sink.output = self._finish(channel, head, what)
-        except (paramiko.SSHException, EOFError, OSError):
-            raise self.lost(what) from None
+        except ChannelLost:
+            raise self._stopped(channel, head, what) from None
         finally:
             channel.close()
 
     @contextmanager
     def reading(self, script: str, what: str, stdin: bytes = b"") -> Iterator[BinaryIO]:
         """Run ``script`` as root and read its output as a byte stream while it runs
-        (a tar of the registry's data, with no copy on the host); ``stdin`` is sent
-        first. Raises naming ``what`` if the script fails or the connection drops."""
+        (a tar of the registry's data, with no copy on the host). ``stdin`` goes in
+        from a thread meanwhile, so a long input never waits on unread output. Raises
+        naming ``what`` if the script fails or the connection drops."""
         channel, head = self.open_channel(script, what)
+        feeder = threading.Thread(target=_send_all, args=(channel, stdin), daemon=True)
+        feeder.start()
         try:
-            channel.sendall(stdin)
-            channel.shutdown_write()
             yield io.BufferedReader(ChannelReader(channel, head), buffer_size=1 << 20)
+            feeder.join()
             self._finish(channel, b"", what)
-        except (paramiko.SSHException, EOFError, OSError):
-            raise self.lost(what) from None
+        except ChannelLost:
+            raise self._stopped(channel, b"", what) from None
         finally:
             channel.close()
 
     def _finish(self, channel: paramiko.Channel, head: bytes, what: str) -> str:
         """The rest of a root script's output once its stdin is closed; raise if it failed."""
-        out = (head + channel.makefile("rb").read()).decode(errors="replace")
-        err = channel.makefile_stderr("rb").read().decode(errors="replace")
-        status = channel.recv_exit_status()
+        with channel_errors():
+            out = (head + channel.makefile("rb").read()).decode(errors="replace")
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            status = channel.recv_exit_status()
         if status == -1:
             raise self.lost(what)
         self.check_sudo(err)
@@ -233,6 +239,17 @@ class Target:
             detail = (err.strip() or out.strip()).splitlines()[-3:]
             raise RemoteError(f"{self.alias}: {what} failed: {' / '.join(detail) or 'no output'}")
         return out
+
+    def _stopped(self, channel: paramiko.Channel, head: bytes, what: str) -> RemoteError:
+        """Why a stream broke: the script's own failure if it ended, else a lost connection."""
+        if channel.exit_status_ready():
+            try:
+                self._finish(channel, head, what)
+            except RemoteError as exc:
+                return exc
+            except ChannelLost:
+                pass
+        return self.lost(what)
 
     def upload(self, files: Iterable[Upload]) -> None:
         """Place ``files`` as root, each atomically, in one SSH command (see
@@ -259,9 +276,30 @@ class ChannelReader(io.RawIOBase):
             n = min(len(buffer), len(self._head))
             buffer[:n], self._head = self._head[:n], self._head[n:]
             return n
-        data = self._channel.recv(len(buffer))
+        with channel_errors():
+            data = self._channel.recv(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+class ChannelLost(Exception):
+    """The SSH channel broke (not an error of a local file)."""
+
+
+@contextmanager
+def channel_errors() -> Iterator[None]:
+    """Turn what a broken channel raises into ChannelLost."""
+    try:
+        yield
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise ChannelLost(str(exc)) from exc
+
+
+def _send_all(channel: paramiko.Channel, data: bytes) -> None:
+    """A script's whole stdin, then its end (the reading side sees any failure)."""
+    with suppress(ChannelLost), channel_errors():
+        channel.sendall(data)
+        channel.shutdown_write()
 
 
 class Sink(io.BufferedWriter):
@@ -281,7 +319,8 @@ class ChannelWriter(io.RawIOBase):
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        self._channel.sendall(data)
+        with channel_errors():
+            self._channel.sendall(data)
         return len(data)
 
 

@@ -16,6 +16,7 @@ import pytest
 from lab.engine import Engine
 from lab.hosts import host_spec
 from lab.settings import Settings
+from tasks import users
 from tasks.plans.backup import V2, Metadata
 from tests.lab.conftest import (
     CA_FILE,
@@ -176,6 +177,32 @@ def test_a_corrupt_blob_fails_the_backup_and_keeps_the_earlier_snapshots(
     assert "Traceback" not in output
     assert {n: complete(folder / "snapshots" / n) for n in snapshots(folder)} == before
     assert not list((folder / "blobs" / "tmp").iterdir())
+
+
+def test_a_backup_after_a_delete_and_gc_leaves_out_what_gc_left_behind(
+    registry: Lab, first: dict
+) -> None:
+    """distribution's gc deletes blobs but keeps their layer links (distribution#3851)."""
+    folder, c1 = first["folder"], registry.connect("client1")
+    image = push_image(c1, repo="backup/deleted")
+    name = image.ref.removeprefix(f"{DOMAIN}/").split(":")[0]
+    admin = users.probe_credential(registry.inventory)[0]
+    auth = bearer(c1, users.PROBE_USER, admin, f"repository:{name}:pull,delete")
+    status = sh(
+        c1,
+        f"curl -s -o /dev/null -w '%{{http_code}}' -K - --cacert {CA_FILE} -X DELETE "
+        f"https://{DOMAIN}/v2/{name}/manifests/{image.digest}",
+        auth,
+    )
+    assert status == "202"
+    must(fab(registry, "-H", "regbox", "gc"))
+    out = must(fab(registry, "-H", "regbox", "backup", "--to", str(folder)))
+    assert re.search(r"\[regbox\] \d+ links name no blob on the host \(gc leaves them", out), out
+    done = DONE.search(out)
+    assert done, out
+    snapshot = folder / "snapshots" / done.group(1)
+    assert complete(snapshot) == []
+    assert tags_in(snapshot, name) == set()
 
 
 def test_prune_keep_keeps_the_newest_snapshots_and_the_blobs_they_need(

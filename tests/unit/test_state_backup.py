@@ -71,3 +71,10 @@ def test_newest_change_ignores_the_record(tmp_path: Path) -> None:
     (tmp_path / state_backup.RECORD).write_text(json.dumps({"at": 2000}))
     os.utime(tmp_path / state_backup.RECORD, (3000, 3000))
     assert state_backup.newest_change(tmp_path) == 1000
+
+
+def test_a_truncated_file_is_one_clear_error() -> None:
+    sealed = state_backup.seal(b"the state", "right passphrase")
+    for cut in (len(state_backup.MAGIC) + 3, state_backup.HEADER + 5):
+        with pytest.raises(StateError, match="truncated or damaged"):
+            state_backup.unseal(sealed[:cut], "right passphrase", SOURCE)
