@@ -205,14 +205,15 @@ def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep
     with target.reading(commands.tar_out("/", REMOTE_DIR[1:]), "copying /etc/regkit") as f:
         etc = f.read()
     referenced = meta.referenced()
+    small = len(etc) + sum(map(len, meta.links.values()))  # /etc/regkit and the links
     summary = Summary(
         name=name,
         host=alias,
         repositories=len(meta.repositories()),
         tags=len(meta.tags()),
         blobs=len(referenced),
-        bytes_total=sum(remote[h] for h in referenced),
-        bytes_transferred=size + len(etc) + sum(map(len, meta.links.values())),
+        bytes_total=sum(remote[h] for h in referenced) + small,
+        bytes_transferred=size + small,
         left_out=tuple(left_out),
     )
     write_snapshot(root, name, meta, etc, summary)

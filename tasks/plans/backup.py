@@ -217,6 +217,8 @@ class Summary:
 
     name: str
     host: str
+    # bytes_total: the snapshot's blobs, links and /etc/regkit; bytes_transferred: what
+    # this run copied of them (new blobs, and every link and /etc/regkit again).
     repositories: int
     tags: int
     blobs: int
