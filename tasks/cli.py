@@ -52,3 +52,17 @@ def read_secret_stdin(what: str) -> str:
     if not data:
         raise RegkitError(f"--{what}-stdin given but standard input was empty")
     return data.rstrip("\r\n")
+
+
+NEEDS_YES = "confirmation needed: add --yes when not at a terminal"
+
+
+def confirm(
+    question: str, not_at_terminal: str = NEEDS_YES, refused: str = "nothing was changed"
+) -> None:
+    """Ask ``question`` (y/N) at a terminal; raise ``not_at_terminal`` elsewhere (where
+    the task's --yes is the way), and "not confirmed; ``refused``" on any other answer."""
+    if not sys.stdin.isatty():
+        raise RegkitError(not_at_terminal)
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise RegkitError(f"not confirmed; {refused}")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from invoke import Collection, Context
 
-from tasks import catalog, inventory, users
+from tasks import catalog, cli, inventory, users
 from tasks.catalog import MANIFEST_TYPES, RegistryApi
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
@@ -104,15 +104,6 @@ def delete(api: RegistryApi, deletion: Deletion) -> None:
         raise RemoteError(f"DELETE {path}: {status} {body[:200].decode(errors='replace')}")
 
 
-def confirm(count: int, yes: bool) -> None:
-    if yes or not count:
-        return
-    if not sys.stdin.isatty():
-        raise RegkitError("confirmation needed: add --yes when not at a terminal")
-    if input(f"Delete these {count} manifests? [y/N] ").strip().lower() not in ("y", "yes"):
-        raise RegkitError("not confirmed; nothing was deleted")
-
-
 def apply(api: RegistryApi, alias: str, plan: PrunePlan, report: Report) -> tuple[int, int]:
     """Delete the plan's manifests whose tags have not moved; (deleted, kept as moved)."""
     deleted = skipped = 0
@@ -150,7 +141,9 @@ def prune_host(inv: Inventory, target: Target, report: Report, options: dict[str
         if options["dry_run"]:
             report.unchanged(alias, "prune", "dry run")
             return
-        confirm(len(plan.deletions), options["yes"])
+        if plan.deletions and not options["yes"]:
+            count = len(plan.deletions)
+            cli.confirm(f"Delete these {count} manifests?", refused="nothing was deleted")
         deleted, skipped = apply(api, alias, plan, report)
     if deleted:
         report.changed(alias, "prune", f"{deleted} manifests deleted, {skipped} kept (moved)")

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 from invoke import Collection, Context
 
-from tasks import commands, deploy, inventory, scripts
+from tasks import cli, commands, deploy, inventory, scripts
 from tasks.backup import Progress
 from tasks.cli import task
 from tasks.errors import RegkitError
@@ -82,16 +81,6 @@ def facts_script(inv: Inventory) -> str:
     return scripts.script("restore-facts", data=f"{inv.registry.data_dir}/docker")
 
 
-def confirm(alias: str, yes: bool) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise RegkitError(f"{alias} has registry data: add --yes to move it aside and restore")
-    answer = input(f"{alias} has registry data; move it aside and restore? [y/N] ")
-    if answer.strip().lower() not in ("y", "yes"):
-        raise RegkitError("not confirmed; nothing was changed")
-
-
 def restore_host(
     inv: Inventory,
     target: Target,
@@ -112,7 +101,11 @@ def restore_host(
         report.info(f"[{alias}] then deploy, as 'fab deploy' does, and prove it with a push/pull")
         return
     if plan.aside:
-        confirm(alias, yes)
+        if not yes:
+            cli.confirm(
+                f"{alias} has registry data; move it aside and restore?",
+                f"{alias} has registry data: add --yes to move it aside and restore",
+            )
         target.check(
             f"docker rm -f {REGISTRY} >/dev/null 2>&1; "
             + commands.join("mv", f"{data_dir}/docker", plan.aside),

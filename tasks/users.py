@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from invoke import Collection, Context
 
 from tasks import inventory
-from tasks.cli import read_secret_stdin, task
+from tasks.cli import confirm, read_secret_stdin, task
 from tasks.errors import StateError, UsersError
 from tasks.inventory import Inventory
 from tasks.report import Report
@@ -243,12 +243,10 @@ def ask_username(username: str, password_stdin: bool) -> str:
 
 def confirm_removal(username: str, yes: bool) -> None:
     """Ask before removing a user, unless ``yes``."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise UsersError("confirmation needed: add --yes when not at a terminal")
-    if input(f"Remove user {username!r}? [y/N] ").strip().lower() not in ("y", "yes"):
-        raise UsersError("not confirmed; nothing was changed")
+    if not yes:
+        confirm(
+            f"Remove user {username!r}?", "confirmation needed: add --yes when not at a terminal"
+        )
 
 
 def ask_password(min_length: int, from_stdin: bool) -> str:
