@@ -15,9 +15,9 @@ import shlex
 import statistics
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from bench import seconds
 from tasks.inventory import Inventory
 from tasks.remote.target import Target, open_target
 
@@ -53,12 +53,6 @@ def password_checks(registry: Target) -> int:
         "counting password checks",
     ).stdout
     return int(out.strip() or 0)
-
-
-def seconds(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def push_once(t: Target, inv: Inventory, user: str) -> float:

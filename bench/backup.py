@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZE_MIB = 1024
 
 
-def seconds(argv: list[str], env: dict[str, str], out: Path | None = None) -> float:
+def timed_run(argv: list[str], env: dict[str, str], out: Path | None = None) -> float:
     start = time.perf_counter()
     with open(out or "/dev/null", "wb") as sink:
         proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.PIPE)
@@ -56,11 +56,11 @@ def backup_bench(env: dict[str, str], runs: int = 3) -> dict[str, float]:
     ours, theirs, again, total = [], [], [], 0
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
-            ours.append(seconds([*fab, tmp], env))
-            again.append(seconds([*fab, tmp], env))
+            ours.append(timed_run([*fab, tmp], env))
+            again.append(timed_run([*fab, tmp], env))
             record = next(Path(tmp, "snapshots").glob("*/snapshot.json"))
             total = json.loads(record.read_text())["bytes_total"]
-            theirs.append(seconds(plain, env, Path(tmp) / "plain.tar"))
+            theirs.append(timed_run(plain, env, Path(tmp) / "plain.tar"))
     mb = total / 1e6
     first, tar = statistics.median(ours), statistics.median(theirs)
     return {

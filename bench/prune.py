@@ -20,12 +20,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from shlex import quote
 
 import yaml
 
+from bench import seconds
 from lab.settings import PUSH_IMAGE
 from tasks import catalog, inventory, prune, users
 from tasks.inventory import ENV_VAR, Inventory
@@ -64,12 +64,6 @@ rm -f /tmp/bench-bearer
 """
         c1.feed(script, login, f"pushing {TAGS} images to {repo}")
         print(f"bench: prune: pushed {(r + 1) * TAGS} of {REPOSITORIES * TAGS} tags", flush=True)
-
-
-def seconds(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def fab(env: dict[str, str], *args: str) -> str:

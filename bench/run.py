@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from bench import seconds
 from bench.auth import auth
 from bench.backup import backup_bench
 from bench.datapath import data_path
@@ -59,12 +60,6 @@ def fab(*args: str, stdin: str = "") -> str:
 
 def invoke(*args: str, stdin: str = "") -> str:
     return run(sys.executable, "-m", "invoke", *args, stdin=stdin)
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def deploy_once() -> tuple[float, int]:
@@ -108,19 +103,19 @@ def fan_out() -> dict[str, float]:
         target = ",".join(hosts)
         fab("-H", target, "trust-ca")
         out[f"noop_{name}_s"] = statistics.median(
-            timed(lambda t=target: fab("-H", t, "trust-ca")) for _ in range(RUNS)
+            seconds(lambda t=target: fab("-H", t, "trust-ca")) for _ in range(RUNS)
         )
         samples = []
         for _ in range(3):
             fab("-H", target, "untrust-ca")
-            samples.append(timed(lambda t=target: fab("-H", t, "trust-ca")))
+            samples.append(seconds(lambda t=target: fab("-H", t, "trust-ca")))
         out[f"change_{name}_s"] = statistics.median(samples)
     out["noop_all_over_one"] = out["noop_all_s"] / out["noop_one_s"]
     out["change_all_over_one"] = out["change_all_s"] / out["change_one_s"]
     # The floor without regkit or SSH: Docker restarted on the same hosts at once.
     for name, hosts in (("one", clients[:1]), ("all", clients)):
         out[f"bare_restart_{name}_s"] = statistics.median(
-            timed(lambda h=hosts: restart_docker(h)) for _ in range(3)
+            seconds(lambda h=hosts: restart_docker(h)) for _ in range(3)
         )
     out["bare_restart_all_over_one"] = out["bare_restart_all_s"] / out["bare_restart_one_s"]
     return out
@@ -148,8 +143,8 @@ def local_material() -> dict[str, float]:
                 path = Path(tmp) / "inventory.yaml"
                 path.write_text(yaml.safe_dump(data))
                 inv = inventory.load(path)
-                samples.append(timed(lambda inv=inv: pki.init_pki(inv, PASSPHRASE)))
-                renders.append(timed(lambda inv=inv: render.render_all(inv)))
+                samples.append(seconds(lambda inv=inv: pki.init_pki(inv, PASSPHRASE)))
+                renders.append(seconds(lambda inv=inv: render.render_all(inv)))
         out[f"pki_init_{key_type}_s"] = statistics.median(samples)
         out[f"render_{key_type}_s"] = statistics.median(renders)
     for rounds in (10, 12):
@@ -159,7 +154,7 @@ def local_material() -> dict[str, float]:
             path.write_text(yaml.safe_dump(data))
             inv = inventory.load(path)
             samples = [
-                timed(lambda inv=inv: users.set_password(inv, "bench", "bench-password-1"))
+                seconds(lambda inv=inv: users.set_password(inv, "bench", "bench-password-1"))
                 for _ in range(RUNS)
             ]
         out[f"adduser_local_bcrypt_{rounds}_s"] = statistics.median(samples)
