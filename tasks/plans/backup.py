@@ -213,12 +213,12 @@ def blobs_to_fetch(referenced: set[str], stored: set[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Summary:
-    """What ``snapshot.json`` says and the closing line reports."""
+    """What ``snapshot.json`` says and the closing line reports. ``bytes_total``: the
+    snapshot's blobs, links and /etc/regkit; ``bytes_transferred``: what this run
+    copied of them (new blobs, and every link and /etc/regkit again)."""
 
     name: str
     host: str
-    # bytes_total: the snapshot's blobs, links and /etc/regkit; bytes_transferred: what
-    # this run copied of them (new blobs, and every link and /etc/regkit again).
     repositories: int
     tags: int
     blobs: int

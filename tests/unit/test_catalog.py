@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from paramiko.ssh_exception import ChannelException
 
-from tasks import catalog, report
+from tasks import catalog
 
 
 def test_catalog_table() -> None:
@@ -43,13 +43,6 @@ def test_catalog_table() -> None:
     assert catalog.table([], "registry.unit.test") == (
         "no repositories yet; push one: docker push registry.unit.test/<name>:<tag>"
     )
-
-
-@pytest.mark.parametrize(
-    ("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 * 1024**3, "3.0 GiB")]
-)
-def test_human_size(size: int, text: str) -> None:
-    assert report.human_size(size) == text
 
 
 @pytest.mark.parametrize(
