@@ -20,6 +20,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -156,8 +157,7 @@ def write_snapshot(root: Path, name: str, meta: Metadata, etc: bytes, summary: S
     fd = os.open(partial / "etc-regkit.tar", os.O_WRONLY | os.O_CREAT, 0o600)
     with open(fd, "wb") as f:
         f.write(etc)
-    record = {**summary.__dict__, "left_out": list(summary.left_out)}
-    (partial / "snapshot.json").write_text(json.dumps(record, indent=2) + "\n")
+    (partial / "snapshot.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     os.sync()  # every file of the snapshot on disk before it takes its name
     os.replace(partial, snapshots / name)
     os.sync()
