@@ -64,9 +64,15 @@ def apt_install(package: str) -> str:
     )
 
 
-def remove_files(paths: Iterable[str], folder: str) -> str:
-    """Remove ``paths``, then ``folder`` if that left it empty."""
-    return f"{join('rm', '-f', *paths)}\nrmdir {shlex.quote(folder)} 2>/dev/null\ntrue"
+def remove_files(paths: Iterable[str], folders: Iterable[str]) -> str:
+    """Remove ``paths``, then each of ``folders`` that this left empty."""
+    return f"{join('rm', '-f', *paths)}\n{join('rmdir', *folders)} 2>/dev/null\ntrue"
+
+
+def keep_previous(path: str, previous: str) -> str:
+    """Copy ``path`` to ``previous`` before it is replaced (or clear ``previous``: none)."""
+    copy, clear = join("cp", "-p", path, previous), join("rm", "-f", previous)
+    return f"if [ -e {shlex.quote(path)} ]; then {copy}; else {clear}; fi"
 
 
 def stage_config(path: str, folder: str) -> str:

@@ -1,22 +1,22 @@
-"""``fab trust-ca``: every Docker host trusts the registry's CA, boot2docker included.
+"""``fab trust-ca``: every host trusts the registry's CA, in each runtime it has.
 
-Per host, in parallel: read the facts, build the plan (:mod:`tasks.plans.trust`),
-apply it (``--dry-run`` says what it would change), then check that
-``https://<domain>/_ping`` verifies with the system store alone.
+Docker (boot2docker included), containerd and podman/buildah/skopeo, and the
+system store. Per host, in parallel: read the facts, build the plan
+(:mod:`tasks.plans.trust`), apply it (``--dry-run`` says what it would change),
+then check that ``https://<domain>/_ping`` verifies with the system store alone.
 """
 
 from __future__ import annotations
 
-import base64
 import getpass
-import hashlib
 import time
 
 from invoke import Collection, Context
 
-from tasks import certificates, commands, inventory, pki, scripts
+from tasks import certificates, commands, inventory, logins, pki
 from tasks.cli import read_secret_stdin, task
 from tasks.inventory import Inventory
+from tasks.plans import runtimes
 from tasks.plans import trust as planner
 from tasks.plans.trust import BUNDLES, TrustFacts, TrustPlan
 from tasks.remote.fanout import each_host, hosts_for
@@ -25,9 +25,14 @@ from tasks.report import Report
 
 
 def read_facts(inv: Inventory, target: Target, pems: list[bytes]) -> tuple[str, TrustFacts]:
-    """The host's flavor and trust facts, in one command."""
+    """The host's flavor and trust facts: one command, two when containerd's CRI reads
+    hosts.toml files from a folder of its own choosing."""
     output = target.check(planner.facts_script(inv, pems), "reading facts").stdout
     facts = planner.parse_facts(output)
+    hosts_dir = runtimes.hosts_dir(facts.containerd_config)
+    if facts.containerd and hosts_dir != runtimes.CONTAINERD_HOSTS:
+        script = planner.facts_script(inv, pems, hosts_dir)
+        facts = planner.parse_facts(target.check(script, "reading facts").stdout)
     return planner.detect_flavor(target.spec.flavor, facts), facts
 
 
@@ -43,15 +48,21 @@ def apply(
     """Carry out ``plan`` (unless ``dry_run``) and report each step."""
     alias, flavor = target.alias, plan.flavor
     suffix = " (dry run)" if dry_run else ""
+    if plan.restart_containerd and not dry_run:
+        keep = commands.keep_previous(runtimes.CONTAINERD_CONFIG, planner.PREVIOUS_CONFIG)
+        target.check(keep, "keeping containerd's config.toml")
     if plan.uploads and not dry_run:
         target.upload(plan.uploads)
     for upload in plan.uploads:
         why = "new" if upload.path not in facts.files else "replaced"
         report.changed(alias, f"file {upload.path}", why + suffix)
     if plan.remove:
-        folder = inv.registry.certs_d.rsplit("/", 1)[0]
+        registry_folders = [p.rsplit("/", 1)[0] for p in planner.runtime_paths(inv)]
+        folders = dict.fromkeys(
+            f for p in plan.remove if (f := p.rsplit("/", 1)[0]) in registry_folders
+        )
         if not dry_run:
-            target.check(commands.remove_files(plan.remove, folder), "removing CA files")
+            target.check(commands.remove_files(plan.remove, folders), "removing CA files")
         why = "removed (a CA no longer trusted)" if bundle else "removed"
         for path in plan.remove:
             report.changed(alias, f"file {path}", why + suffix)
@@ -64,8 +75,42 @@ def apply(
         if count > 1:
             what = f"{count} CAs trusted (rotation under way)"
         report.changed(alias, f"system CA store ({flavor})", what + suffix)
+    if plan.restart_containerd:
+        restart_containerd(target, report, plan, facts, dry_run)
     if plan.restart_docker:
         restart_docker(target, report, plan, facts, dry_run)
+
+
+def restart_containerd(
+    target: Target, report: Report, plan: TrustPlan, facts: TrustFacts, dry_run: bool
+) -> None:
+    """Restart containerd so its CRI reads the new config_path; say so, and what else, first."""
+    assert plan.containerd is not None
+    why = plan.containerd.why
+    also = "; Docker runs on it and reconnects" if facts.docker_on_containerd else ""
+    note = f"{why}; running containers keep running (their shims outlive it){also}"
+    if dry_run:
+        report.changed(target.alias, "containerd", f"would restart: {note} (dry run)")
+        return
+    report.info(f"[{target.alias}] restarting containerd: {note}")
+    start = time.monotonic()
+    target.check(planner.restart_containerd_script(facts), "restarting containerd")
+    took = time.monotonic() - start
+    report.changed(target.alias, "containerd", f"restarted in {took:.1f} s: {why}")
+
+
+def report_runtimes(target: Target, report: Report, plan: TrustPlan, dry_run: bool) -> None:
+    """One line per runtime on the host: where it reads the CA, and whether that changed."""
+    suffix = " (dry run)" if dry_run else ""
+    for runtime in plan.runtimes:
+        step = f"{runtime.name} trust"
+        where = f"{runtime.path}, {runtime.read}"
+        if runtime.name == "containerd" and plan.containerd:
+            where += f"; {plan.containerd.why}"
+        if plan.runtime_changed(runtime):
+            report.changed(target.alias, step, f"configured: {where}{suffix}")
+        else:
+            report.unchanged(target.alias, step, where)
 
 
 def restart_docker(
@@ -96,45 +141,16 @@ def trust_host(
     apply(inv, target, report, plan, facts, bundle, dry_run)
     if not plan.system_changed:
         report.unchanged(target.alias, f"system CA store ({flavor})", "CA present once")
-    if not plan.uploads:
-        report.unchanged(target.alias, "Docker trust", inv.registry.certs_d)
+    report_runtimes(target, report, plan, dry_run)
     if dry_run:
         return plan
     system_bundle = facts.bundle or BUNDLES[0]
-    proof = target.check(planner.verify_script(inv, bundle, system_bundle), "verifying trust")
+    verify = planner.verify_script(inv, bundle, system_bundle, planner.ca_files(plan))
+    proof = target.check(verify, "verifying trust")
     report.ok(target.alias, "verify", proof.stdout.strip())
     if login:
-        ensure_login(inv, target, report, *login)
+        logins.ensure(inv, target, report, plan, facts, *login)
     return plan
-
-
-def login_script(inv: Inventory, user: str, password: str) -> tuple[str, str]:
-    """A script that logs in only if root's Docker config lacks exactly these credentials.
-
-    Its stdin carries the SHA-256 of the wanted credential, then the password: the
-    stored credential is compared by hash (nothing secret is sent back), the
-    password reaches ``docker login`` on stdin, and neither is ever in argv.
-    """
-    addr = inv.registry.address
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    wanted = hashlib.sha256(auth.encode()).hexdigest()
-    script = scripts.script(
-        "docker-login",
-        auth_pattern=f'"{addr}":{{"auth":"[^"]*"',
-        user=user,
-        address=addr,
-    )
-    return script, f"{wanted}\n{password}\n"
-
-
-def ensure_login(inv: Inventory, target: Target, report: Report, user: str, password: str) -> None:
-    script, stdin = login_script(inv, user, password)
-    out = target.feed(script, stdin.encode(), f"docker login as {user}").strip()
-    where = f"{user} at {inv.registry.address} (root's Docker config)"
-    if out.endswith("unchanged"):
-        report.unchanged(target.alias, "docker login", where)
-    else:
-        report.changed(target.alias, "docker login", where)
 
 
 def untrust_host(inv: Inventory, target: Target, report: Report, dry_run: bool = False) -> None:
@@ -150,7 +166,7 @@ def untrust_host(inv: Inventory, target: Target, report: Report, dry_run: bool =
     name="trust-ca",
     role="client",
     help={
-        "login": "Also run 'docker login' on each host as this registry user.",
+        "login": "Also log each runtime on each host in as this registry user.",
         "password-stdin": "With --login: read the password from standard input.",
         "dry-run": "Read each host and say what would change; change nothing.",
         "force": "Act on -H hosts whose inventory role is not client.",
@@ -163,7 +179,7 @@ def trust_ca(
     dry_run: bool = False,
     force: bool = False,
 ) -> None:
-    """Make Docker hosts trust the registry's CA (default: every client in the inventory)."""
+    """Make hosts trust the registry's CA: Docker, containerd, podman (default: every client)."""
     inv = inventory.load()
     aliases = hosts_for(c, inv, "client", "trust-ca", force)
     pki.read_cert(pki.paths(inv).ca_cert)

@@ -1,18 +1,24 @@
-"""The trust plan: what a Docker host needs to trust the registry's CA(s), or to stop.
+"""The trust plan: what a host needs to trust the registry's CA(s), or to stop.
 
-Per host: Docker's own per-registry trust (``certs.d``, read without a restart);
+Per host: each container runtime's own per-registry trust (Docker, containerd,
+podman/buildah/skopeo: see :mod:`tasks.plans.runtimes`), read without a restart;
 the system store, the host's own way (Debian/Ubuntu/Alpine, RHEL/Fedora,
-boot2docker, or a marker block in the bundle as a last resort); and a restart of
-the Docker daemon only when the system store changed. Pure; unit-tested.
+boot2docker, or a marker block in the bundle as a last resort); a restart of the
+Docker daemon only when the system store changed, and of containerd only when its
+CRI must be pointed at its hosts dir. Pure; unit-tested.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 
 from tasks import scripts
 from tasks.facts import parse_values
 from tasks.inventory import Inventory
+from tasks.plans import runtimes
+from tasks.plans.runtimes import CONTAINERD_CONFIG, ContainerdConfig, Runtime
 from tasks.remote.upload import Upload, sha256
 
 BUNDLES = (
@@ -25,6 +31,8 @@ B2D_LINKS = "/usr/local/share/ca-certificates/boot2docker"
 # The current CA, then the next one while a rotation is under way.
 SUFFIXES = ("", "-next")
 FLAVORS = ("debian", "rhel", "boot2docker")
+# containerd's config.toml as it was, kept until containerd answers with the new one.
+PREVIOUS_CONFIG = f"{CONTAINERD_CONFIG}.regkit-previous"
 
 
 def cert_name(inv: Inventory) -> str:
@@ -48,6 +56,12 @@ class TrustFacts:
     service: bool = False
     live_restore: bool = False
     docker: bool = False
+    docker_installed: bool = False
+    containerd: bool = False
+    containerd_config: str | None = None
+    docker_on_containerd: bool = False
+    containers: bool = False
+    login_tool: str = ""
     bundle: str = ""
     files: dict[str, str] = field(default_factory=dict)
     in_bundle: dict[int, int] = field(default_factory=dict)
@@ -103,11 +117,26 @@ def generic_block(inv: Inventory, bundle: bytes) -> str:
     return f"{marker(inv, 'BEGIN')}\n{bundle.decode()}{marker(inv, 'END')}\n"
 
 
-def facts_script(inv: Inventory, pems: list[bytes]) -> str:
-    paths = [inv.registry.certs_d, *{store_path(inv, f, x) for f in FLAVORS for x in SUFFIXES}]
+def runtime_paths(inv: Inventory, hosts_dir: str = runtimes.CONTAINERD_HOSTS) -> list[str]:
+    """Every file trust-ca may place for a runtime (containerd's under ``hosts_dir``)."""
+    return [
+        inv.registry.certs_d,
+        runtimes.containerd_ca(inv, hosts_dir),
+        runtimes.containerd_runtime(inv, hosts_dir).path,
+        runtimes.containers_runtime(inv).path,
+    ]
+
+
+def facts_script(inv: Inventory, pems: list[bytes], hosts_dir: str | None = None) -> str:
+    """The facts script; ``hosts_dir`` is containerd's when its config names another one."""
+    paths = runtime_paths(inv)
+    if hosts_dir:
+        paths += runtime_paths(inv, hosts_dir)
+    paths += sorted({store_path(inv, f, x) for f in FLAVORS for x in SUFFIXES})
     return scripts.script(
         "trust-facts",
         live_restore_format="{{.LiveRestoreEnabled}}",
+        containerd_config=CONTAINERD_CONFIG,
         bundles=BUNDLES,
         begin=marker(inv, "BEGIN"),
         end=marker(inv, "END"),
@@ -122,6 +151,10 @@ _FLAGS = {
     "systemd": "systemd",
     "service": "service",
     "docker": "docker",
+    "docker_installed": "docker_installed",
+    "containerd": "containerd",
+    "docker_on_containerd": "docker_on_containerd",
+    "containers": "containers",
 }
 
 
@@ -130,8 +163,10 @@ def parse_facts(output: str) -> TrustFacts:
     for key, value in parse_values(output).items():
         if key in _FLAGS:
             setattr(facts, _FLAGS[key], value == "yes")
-        elif key in ("os", "id_like", "bundle", "block"):
+        elif key in ("os", "id_like", "bundle", "block", "login_tool"):
             setattr(facts, key, value)
+        elif key == "containerd_config":
+            facts.containerd_config = _decode(value)
         elif key == "live_restore":
             facts.live_restore = value == "true"
         elif key.startswith("in_bundle:"):
@@ -139,6 +174,13 @@ def parse_facts(output: str) -> TrustFacts:
         elif key.startswith("file:"):
             facts.files[key[5:]] = value
     return facts
+
+
+def _decode(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return "\x00 not base64 text"
 
 
 @dataclass(frozen=True)
@@ -151,16 +193,60 @@ class TrustPlan:
     system_changed: bool
     restart_docker: bool
     live_restore: bool
+    runtimes: tuple[Runtime, ...] = ()
+    containerd: ContainerdConfig | None = None
+
+    @property
+    def restart_containerd(self) -> bool:
+        return self.containerd is not None and self.containerd.text is not None
 
     @property
     def changes(self) -> bool:
-        return bool(self.uploads or self.remove or self.system_changed)
+        return bool(self.uploads or self.remove or self.system_changed or self.restart_containerd)
+
+    def runtime_changed(self, runtime: Runtime) -> bool:
+        """Whether a file of ``runtime``'s folder is placed or removed by this plan."""
+        folder = runtime.path.rsplit("/", 1)[0] + "/"
+        touched = [u.path for u in self.uploads] + list(self.remove)
+        return any(path.startswith(folder) for path in touched)
+
+
+def containerd_of(facts: TrustFacts) -> ContainerdConfig | None:
+    """containerd's hosts dir and config change, when a containerd runs on the host."""
+    return runtimes.containerd_config(facts.containerd_config) if facts.containerd else None
+
+
+def runtime_files(
+    inv: Inventory, facts: TrustFacts, bundle: bytes
+) -> tuple[tuple[Runtime, ...], list[Upload]]:
+    """The runtimes found on the host, and the file(s) each reads the CA(s) from.
+
+    Docker's certs.d is written where Docker is installed, and on a host with no
+    runtime found at all (one may come later; curl reads the system store anyway).
+    """
+    found: list[Runtime] = []
+    files: list[Upload] = []
+    containerd = containerd_of(facts)
+    if containerd:
+        hosts = containerd.hosts_dir
+        found.append(runtimes.containerd_runtime(inv, hosts))
+        files += [
+            Upload(runtimes.containerd_ca(inv, hosts), bundle),
+            Upload(found[-1].path, runtimes.hosts_toml(inv, hosts)),
+        ]
+    if facts.containers:
+        found.append(runtimes.containers_runtime(inv))
+        files.append(Upload(found[-1].path, bundle))
+    if facts.docker_installed or not found:
+        found.insert(0, runtimes.docker_runtime(inv))
+        files.insert(0, Upload(inv.registry.certs_d, bundle))
+    return tuple(found), files
 
 
 def plan(inv: Inventory, flavor: str, facts: TrustFacts, pems: list[bytes]) -> TrustPlan:
     """Trust exactly ``pems`` (the current CA, and the next one during a rotation)."""
     bundle = b"".join(pems)
-    files = [Upload(inv.registry.certs_d, bundle)]
+    found, files = runtime_files(inv, facts, bundle)
     wanted_store = {store_path(inv, flavor, x): pem for x, pem in zip(SUFFIXES, pems, strict=False)}
     files += [Upload(path, pem) for path, pem in wanted_store.items() if path]
     uploads = tuple(f for f in files if facts.files.get(f.path) != f.fact)
@@ -176,15 +262,21 @@ def plan(inv: Inventory, flavor: str, facts: TrustFacts, pems: list[bytes]) -> T
         system_changed = bool(stale) or any(f.path in store_paths for f in uploads)
         # Persisted but not loaded (boot2docker's store after a manual change).
         system_changed |= any(facts.in_bundle.get(i, 0) != 1 for i in range(len(pems)))
+    containerd = containerd_of(facts)
+    if containerd and containerd.text is not None:
+        uploads += (Upload(CONTAINERD_CONFIG, containerd.text.encode()),)
+    restart = system_changed and facts.docker
     return TrustPlan(
-        flavor, uploads, stale, system_changed, system_changed and facts.docker, facts.live_restore
+        flavor, uploads, stale, system_changed, restart, facts.live_restore, found, containerd
     )
 
 
 def untrust_plan(inv: Inventory, flavor: str, facts: TrustFacts) -> TrustPlan:
     """Remove every file trust-ca placed, and this registry's CAs from the system store."""
     stores = [p for x in SUFFIXES if (p := store_path(inv, flavor, x))]
-    gone = tuple(p for p in (inv.registry.certs_d, *stores) if p in facts.files)
+    hosts_dir = runtimes.hosts_dir(facts.containerd_config)
+    placed = dict.fromkeys([*runtime_paths(inv), *runtime_paths(inv, hosts_dir), *stores])
+    gone = tuple(p for p in placed if p in facts.files)
     if stores:
         system_changed = any(p in gone for p in stores)
     else:
@@ -192,6 +284,22 @@ def untrust_plan(inv: Inventory, flavor: str, facts: TrustFacts) -> TrustPlan:
         system_changed = facts.block not in ("", empty, sha256(b""))
     return TrustPlan(
         flavor, (), gone, system_changed, system_changed and facts.docker, facts.live_restore
+    )
+
+
+def restart_containerd_script(facts: TrustFacts) -> str:
+    """Restart containerd the host's own way; put the previous config.toml back if it fails."""
+    if facts.systemd:
+        restart = "systemctl restart containerd"
+    elif facts.service:
+        restart = "service containerd restart"
+    else:
+        restart = "/etc/init.d/containerd restart"
+    return scripts.script(
+        "restart-containerd",
+        restart=restart,
+        config=CONTAINERD_CONFIG,
+        previous=PREVIOUS_CONFIG,
     )
 
 
@@ -229,11 +337,22 @@ def store_script(inv: Inventory, flavor: str, facts: TrustFacts, bundle: bytes) 
     )
 
 
-def verify_script(inv: Inventory, bundle: bytes, system_bundle: str) -> str:
-    """The registry verifies with the system store alone; each CA is on disk exactly once."""
+def ca_files(plan: TrustPlan) -> list[str]:
+    """The files each runtime of ``plan`` reads the CA(s) from (containerd: beside hosts.toml)."""
+    return [
+        r.path.rsplit("/", 1)[0] + "/ca.crt" if r.name == "containerd" else r.path
+        for r in plan.runtimes
+    ]
+
+
+def verify_script(
+    inv: Inventory, bundle: bytes, system_bundle: str, ca_files: list[str] | None = None
+) -> str:
+    """The registry verifies with the system store alone; each runtime's CA file holds
+    exactly the CA(s); each CA is in the system bundle exactly once."""
     return scripts.script(
         "trust-verify",
-        certs_d=inv.registry.certs_d,
+        ca_files=ca_files or [inv.registry.certs_d],
         bundle_digest=sha256(bundle),
         pem_lines=[pem_marker_line(pem) for pem in split_pems(bundle)],
         system_bundle=system_bundle,

@@ -75,9 +75,16 @@ def test_apt_install_updates_the_lists_only_when_the_first_try_fails() -> None:
     )
 
 
-def test_remove_files_then_their_folder_if_empty() -> None:
-    assert commands.remove_files(["/a", "/b c"], "/etc/docker/certs.d/r") == (
-        "rm -f /a '/b c'\nrmdir /etc/docker/certs.d/r 2>/dev/null\ntrue"
+def test_remove_files_then_their_folders_if_empty() -> None:
+    assert commands.remove_files(["/a", "/b c"], ["/etc/docker/certs.d/r", "/x y"]) == (
+        "rm -f /a '/b c'\nrmdir /etc/docker/certs.d/r '/x y' 2>/dev/null\ntrue"
+    )
+
+
+def test_keep_previous_copies_or_clears() -> None:
+    assert commands.keep_previous("/etc/c.toml", "/etc/c.toml.prev") == (
+        "if [ -e /etc/c.toml ]; then cp -p /etc/c.toml /etc/c.toml.prev; "
+        "else rm -f /etc/c.toml.prev; fi"
     )
 
 

@@ -19,11 +19,11 @@ from tasks import (
     certificates,
     commands,
     health,
+    logins,
     pki,
     render,
     restore,
     scripts,
-    trust,
     users,
     wanted,
 )
@@ -66,9 +66,14 @@ def trust_scripts(inv: Inventory) -> dict[str, str]:
     out = {
         "trust-facts": trust_planner.facts_script(inv, pems),
         "trust-verify": trust_planner.verify_script(inv, bundle, trust_planner.BUNDLES[0]),
-        "docker-login": trust.login_script(inv, "alice", "secret-password")[0],
+        "trust-verify (runtimes)": trust_planner.verify_script(
+            inv, bundle, trust_planner.BUNDLES[0], ["/etc/containers/certs.d/r/ca.crt", "/x y"]
+        ),
+        "registry-login": logins.login_script(inv, "docker", "alice", "secret")[0],
+        "registry-login (podman)": logins.login_script(inv, "podman", "alice", "secret")[0],
+        "restart-containerd": trust_planner.restart_containerd_script(facts),
         "restart-docker": trust_planner.restart_script("debian", facts),
-        "untrust: remove": commands.remove_files(("/a b", "/c"), "/etc/docker/certs.d/x"),
+        "untrust: remove": commands.remove_files(("/a b", "/c"), ("/etc/docker/certs.d/x",)),
     }
     for flavor in ("debian", "rhel", "boot2docker", "generic"):
         out[f"restart-docker ({flavor})"] = trust_planner.restart_script(flavor, facts)
