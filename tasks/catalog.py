@@ -47,6 +47,12 @@ INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
+# Config media types of container images; any other config (or an artifactType) makes
+# the manifest an artifact (oras, helm, ...), shown by its type, its config unread.
+IMAGE_CONFIGS = (
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+)
 PAGE = 100
 TOKEN_EARLY = 30  # seconds before a token expires that a new one is asked for
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
@@ -71,6 +77,8 @@ class Tag:
     platforms: list[str] = field(default_factory=list)
     created: str = ""
     index: bool = False
+    # An artifact's type: its artifactType, else its config's media type.
+    artifact: str = ""
     # An index's per-platform manifests, by digest.
     manifests: list[str] = field(default_factory=list)
 
@@ -165,6 +173,10 @@ class RegistryApi:
         out.size = config.get("size", 0) + sum(
             layer.get("size", 0) for layer in manifest.get("layers", [])
         )
+        kind = manifest.get("artifactType") or config.get("mediaType", "")
+        if kind and kind not in IMAGE_CONFIGS:
+            out.artifact = kind
+            return out
         blob, _ = self.get(f"{base}/blobs/{config['digest']}", scope)
         arch = blob.get("architecture", "")
         out.platforms = [f"{blob.get('os', '')}/{arch}"] if arch else []
@@ -205,6 +217,8 @@ def table(tags: list[Tag], address: str) -> str:
         platform = ", ".join(t.platforms) or "-"
         if t.index:
             platform = f"index: {platform}"
+        elif t.artifact:
+            platform = f"artifact: {t.artifact}"
         rows.append(
             (
                 t.repository,

@@ -10,6 +10,12 @@ const MANIFEST_TYPES = [
   "application/vnd.oci.image.manifest.v1+json",
   "application/vnd.docker.distribution.manifest.v2+json",
 ].join(", ");
+// Config media types of container images; any other config (or an artifactType)
+// makes the manifest an artifact, shown by its type, its config unread.
+const IMAGE_CONFIGS = [
+  "application/vnd.oci.image.config.v1+json",
+  "application/vnd.docker.container.image.v1+json",
+];
 const PAGE = 100;        // items per API page
 const SHOWN = 50;        // tags shown at first, then more on request
 const PARALLEL = 4;      // manifest requests at once
@@ -89,6 +95,11 @@ async function describe(repo, tag) {
   }
   const layers = manifest.layers || [];
   out.size = (manifest.config?.size || 0) + layers.reduce((sum, l) => sum + (l.size || 0), 0);
+  const kind = manifest.artifactType || manifest.config?.mediaType || "";
+  if (kind && !IMAGE_CONFIGS.includes(kind)) {
+    out.platform = `artifact: ${kind}`;
+    return out;
+  }
   const { body: config } = await api(`${base}/blobs/${manifest.config.digest}`, scope);
   out.platform = config.architecture ? `${config.os}/${config.architecture}` : "";
   out.created = config.created || "";

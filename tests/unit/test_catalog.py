@@ -26,6 +26,7 @@ def test_catalog_table() -> None:
             ["linux/amd64", "linux/arm64"],
             index=True,
         ),
+        catalog.Tag("team/notes", "v1", "sha256:" + "c" * 64, 99, artifact="application/x.n+json"),
     ]
     lines = catalog.table(tags, "registry.unit.test").splitlines()
     assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED"]
@@ -40,6 +41,7 @@ def test_catalog_table() -> None:
         "03:00:00",
     ]
     assert "index: linux/amd64, linux/arm64" in lines[2]
+    assert lines[3].split()[-3:] == ["artifact:", "application/x.n+json", "-"]
     assert catalog.table([], "registry.unit.test") == (
         "no repositories yet; push one: docker push registry.unit.test/<name>:<tag>"
     )
