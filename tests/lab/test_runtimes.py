@@ -1,0 +1,284 @@
+"""Every runtime trusts and uses the registry, with clients nobody here wrote.
+
+node1 runs Debian's containerd alone, pod1 Debian's podman, buildah and skopeo, and
+oras (the Python SDK) runs here; client1's Docker pushes the image they pull. Each
+digest is checked against the one Docker or skopeo reports for the same content.
+These hosts start with ``invoke lab.up --all``; the module runs after the other lab
+tests (see conftest.LAST), so their default trust-ca runs see the usual clients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import oras.client
+import pytest
+import requests
+
+from tasks import pki
+from tests.lab.conftest import (
+    DOMAIN,
+    PASSWORD,
+    USER,
+    Lab,
+    Pushed,
+    fab,
+    login,
+    must,
+    push_image,
+    run_root,
+    sh,
+    trust_by_certs_d,
+)
+from tests.lab.test_catalog import regbox_ip
+
+HOSTS_DIR = "/etc/containerd/certs.d"
+CERT_ERROR = "x509: certificate signed by unknown authority"
+REPO = f"{DOMAIN}/team/runtimes"
+ARTIFACT_CONFIG = "application/vnd.regkit.test.config.v1+json"
+ARTIFACT_LAYER = "application/vnd.regkit.test.notes.v1+txt"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(scope="module")
+def hosts(registry: Lab) -> Lab:
+    """node1 and pod1 up, and trusting nothing of this registry yet."""
+    must(registry.invoke("lab.up", "--all"))
+    registry.reload()
+    must(fab(registry, "-H", "node1,pod1", "untrust-ca"))
+    return registry
+
+
+@pytest.fixture(scope="module")
+def docker_image(hosts: Lab) -> Pushed:
+    """An image Docker pushed from client1."""
+    client = hosts.connect("client1")
+    trust_by_certs_d(hosts, client)
+    login(client)
+    return push_image(client, repo="team/runtimes")
+
+
+def ctr_pull(ref: str) -> str:
+    """ctr pulls with containerd's hosts dir, never --skip-verify. The lab user's password
+    is in ctr's argv: ctr reads it from a terminal or from --user only."""
+    return f"ctr images pull --hosts-dir {HOSTS_DIR} --user {USER}:{PASSWORD} {ref}"
+
+
+def ctr_digest(node: object, ref: str) -> str:
+    return sh(node, f"ctr images ls | awk '$1 == \"{ref}\" {{print $3}}'")
+
+
+def test_containerd_pulls_after_trust_ca_with_at_most_one_restart(
+    hosts: Lab, docker_image: Pushed
+) -> None:
+    node = hosts.connect("node1")
+    status, out, err = run_root(node, ctr_pull(docker_image.ref))
+    assert status != 0 and CERT_ERROR in out + err, out + err
+    before = sh(node, "pidof containerd")
+
+    first = must(fab(hosts, "-H", "node1", "trust-ca"))
+    hosts_toml = f"{HOSTS_DIR}/{DOMAIN}/hosts.toml"
+    assert f"[node1] containerd trust: changed (configured: {hosts_toml}, read per pull" in first
+    assert "[node1] containerd: changed (restarted in" in first
+    assert "Docker trust" not in first
+    restarted = sh(node, "pidof containerd")
+    assert restarted != before
+    assert f'config_path = "{HOSTS_DIR}"' in sh(node, "containerd config dump")
+
+    sh(node, ctr_pull(docker_image.ref))
+    assert ctr_digest(node, docker_image.ref) == docker_image.digest
+
+    again = must(fab(hosts, "-H", "node1", "trust-ca"))
+    assert again.strip().endswith(": no changes"), again
+    assert "restart" not in again
+    assert sh(node, "pidof containerd") == restarted
+
+
+def test_podman_pushes_and_pulls_after_trust_ca_with_no_restart(
+    hosts: Lab, docker_image: Pushed
+) -> None:
+    pod = hosts.connect("pod1")
+    status, out, err = run_root(pod, f"podman pull -q {docker_image.ref}")
+    assert status != 0 and CERT_ERROR in out + err, out + err
+
+    login_args = ("trust-ca", "--login", USER, "--password-stdin")
+    first = must(fab(hosts, "-H", "pod1", *login_args, stdin=PASSWORD + "\n"))
+    ca = f"/etc/containers/certs.d/{DOMAIN}/ca.crt"
+    assert f"[pod1] podman/buildah/skopeo trust: changed (configured: {ca}, read per call" in first
+    auth = "/run/containers/0/auth.json"
+    assert f"[pod1] podman login: changed ({USER} at {DOMAIN} ({auth}))" in first
+    assert "restart" not in first and "Docker trust" not in first
+
+    sh(pod, f"podman rmi -f {docker_image.ref} >/dev/null 2>&1; podman pull -q {docker_image.ref}")
+    digest = sh(pod, f"podman image inspect --format '{{{{.Digest}}}}' {docker_image.ref}")
+    assert digest == docker_image.digest
+
+    pushed = sh(
+        pod,
+        "c=$(buildah from scratch) && echo podman > /tmp/podman.txt && "
+        "buildah copy -q $c /tmp/podman.txt /podman.txt >/dev/null && "
+        "buildah commit -q $c localhost/podman-made >/dev/null && buildah rm $c >/dev/null && "
+        f"podman push -q --digestfile /tmp/pd localhost/podman-made {REPO}:podman && cat /tmp/pd",
+    )
+    assert pushed == skopeo_digest(pod, f"{REPO}:podman")
+
+    again = must(fab(hosts, "-H", "pod1", *login_args, stdin=PASSWORD + "\n"))
+    assert f"[pod1] podman login: unchanged ({USER} at {DOMAIN} ({auth}))" in again
+    assert again.strip().endswith(": no changes"), again
+
+
+def skopeo_digest(pod: object, ref: str) -> str:
+    """The digest of the manifest the registry serves for ``ref``, by skopeo."""
+    return sh(pod, f"skopeo inspect --raw docker://{ref} > /tmp/m && skopeo manifest-digest /tmp/m")
+
+
+def test_skopeo_copies_in_and_out_inspects_and_lists(hosts: Lab, docker_image: Pushed) -> None:
+    pod = hosts.connect("pod1")
+    inspected = json.loads(sh(pod, f"skopeo inspect docker://{docker_image.ref}"))
+    assert inspected["Digest"] == docker_image.digest
+    tag = docker_image.ref.rsplit(":", 1)[1]
+    assert tag in json.loads(sh(pod, f"skopeo list-tags docker://{REPO}"))["Tags"]
+
+    sh(pod, f"rm -rf /tmp/layout && skopeo copy -q docker://{docker_image.ref} oci:/tmp/layout:v1")
+    layout = sh(
+        pod, "skopeo inspect --raw oci:/tmp/layout:v1 > /tmp/l && skopeo manifest-digest /tmp/l"
+    )
+    sh(pod, f"skopeo copy -q oci:/tmp/layout:v1 docker://{REPO}:skopeo")
+    assert skopeo_digest(pod, f"{REPO}:skopeo") == layout
+
+
+@pytest.fixture(scope="module")
+def index(hosts: Lab) -> str:
+    """A two-platform index podman pushed (images buildah made); its digest."""
+    pod = hosts.connect("pod1")
+    build = " && ".join(
+        f"c=$(buildah from scratch) && echo {arch} > /tmp/{arch}.txt && "
+        f"buildah copy -q $c /tmp/{arch}.txt /arch.txt >/dev/null && "
+        f"buildah config --os linux --arch {arch} $c && "
+        f"buildah commit -q $c localhost/multi-{arch} >/dev/null && buildah rm $c >/dev/null"
+        for arch in ("amd64", "arm64")
+    )
+    sh(
+        pod,
+        f"{build} && (podman manifest rm localhost/multi >/dev/null 2>&1; true) && "
+        "podman manifest create localhost/multi >/dev/null && "
+        + "".join(
+            f"podman manifest add localhost/multi containers-storage:localhost/multi-{arch} "
+            ">/dev/null && "
+            for arch in ("amd64", "arm64")
+        )
+        + f"podman manifest push -q --all --digestfile /tmp/md localhost/multi docker://{REPO}:multi",
+    )
+    return sh(pod, "cat /tmp/md")
+
+
+def test_a_two_platform_index_through_podman_and_skopeo(hosts: Lab, index: str) -> None:
+    pod = hosts.connect("pod1")
+    assert skopeo_digest(pod, f"{REPO}:multi") == index
+    served = json.loads(sh(pod, f"skopeo inspect --raw docker://{REPO}:multi"))
+    platforms = {m["platform"]["architecture"] for m in served["manifests"]}
+    assert platforms == {"amd64", "arm64"}
+
+    sh(pod, f"skopeo copy -q --all docker://{REPO}:multi docker://{REPO}:multi-copy")
+    assert skopeo_digest(pod, f"{REPO}:multi-copy") == index
+
+
+def test_buildah_builds_from_scratch_and_pushes(hosts: Lab) -> None:
+    pod = hosts.connect("pod1")
+    pushed = sh(
+        pod,
+        "c=$(buildah from scratch) && echo buildah > /tmp/b.txt && "
+        "buildah copy -q $c /tmp/b.txt /b.txt >/dev/null && "
+        "buildah config --entrypoint '[\"/b\"]' $c && "
+        "buildah commit -q $c localhost/buildah-made >/dev/null && buildah rm $c >/dev/null && "
+        f"buildah push -q --digestfile /tmp/bd localhost/buildah-made docker://{REPO}:buildah && "
+        "cat /tmp/bd",
+    )
+    assert pushed == skopeo_digest(pod, f"{REPO}:buildah")
+
+
+@contextmanager
+def resolving(name: str, address: str) -> Iterator[None]:
+    """``name`` resolves to ``address`` in this process only (as curl --resolve would)."""
+    real = socket.getaddrinfo
+
+    def lookup(host: str, *args: object, **kwargs: object) -> list:
+        return real(address if host == name else host, *args, **kwargs)
+
+    socket.getaddrinfo = lookup
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = real
+
+
+@dataclass
+class Artifact:
+    target: str
+    sent: bytes
+    served: requests.Response
+    pulled: list[str]
+
+
+@pytest.fixture(scope="module")
+def artifact(hosts: Lab, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    """oras (Python SDK) pushes an artifact of our own media types from here, and pulls it."""
+    work = tmp_path_factory.mktemp("oras")
+    (work / "notes.txt").write_text("release notes\n")
+    (work / "config.json").write_text('{"kind": "notes"}')
+    ca = str(pki.paths(hosts.inventory).ca_cert)
+    client = oras.client.OrasClient(hostname=DOMAIN, tls_verify=ca)
+    client.auth.set_basic_auth(USER, PASSWORD)
+    target = f"{DOMAIN}/team/notes:v1"
+    with resolving(DOMAIN, regbox_ip()):
+        pushed = client.push(
+            files=[f"{work}/notes.txt:{ARTIFACT_LAYER}"],
+            target=target,
+            manifest_config=f"{work}/config.json:{ARTIFACT_CONFIG}",
+            disable_path_validation=True,
+        )
+        manifest_url = f"https://{client.get_container(target).manifest_url()}"
+        served = client.do_request(manifest_url, "GET", headers={"Accept": OCI_MANIFEST})
+        pulled = client.pull(target=target, outdir=str(work / "out"))
+    return Artifact(target, pushed.request.body, served, pulled)
+
+
+def test_oras_pushes_and_pulls_an_artifact_served_back_byte_identical(
+    hosts: Lab, artifact: Artifact
+) -> None:
+    digest = "sha256:" + hashlib.sha256(artifact.sent).hexdigest()
+    assert artifact.served.content == artifact.sent
+    assert artifact.served.headers["Docker-Content-Digest"] == digest
+    assert json.loads(artifact.sent)["config"]["mediaType"] == ARTIFACT_CONFIG
+    assert [Path(p).read_text() for p in artifact.pulled] == ["release notes\n"]
+    assert skopeo_digest(hosts.connect("pod1"), artifact.target) == digest
+
+
+def test_the_catalog_shows_the_index_and_the_artifact(
+    hosts: Lab, index: str, artifact: Artifact
+) -> None:
+    out = must(fab(hosts, "catalog"))
+    multi = next(line for line in out.splitlines() if " multi " in line)
+    assert "index: linux/amd64, linux/arm64" in multi
+    notes = next(line for line in out.splitlines() if line.startswith("team/notes"))
+    assert f"artifact: {ARTIFACT_CONFIG}" in notes
+
+
+def test_untrust_ca_makes_ctr_and_podman_fail_again(hosts: Lab, docker_image: Pushed) -> None:
+    must(fab(hosts, "-H", "node1,pod1", "trust-ca"))
+    out = must(fab(hosts, "-H", "node1,pod1", "untrust-ca"))
+    assert f"[node1] file {HOSTS_DIR}/{DOMAIN}/hosts.toml: changed (removed)" in out
+    assert f"[pod1] file /etc/containers/certs.d/{DOMAIN}/ca.crt: changed (removed)" in out
+    node, pod = hosts.connect("node1"), hosts.connect("pod1")
+    sh(node, f"ctr images rm {docker_image.ref} >/dev/null 2>&1; true")
+    status, out, err = run_root(node, ctr_pull(docker_image.ref))
+    assert status != 0 and CERT_ERROR in out + err, out + err
+    sh(pod, f"podman rmi -f {docker_image.ref} >/dev/null 2>&1; true")
+    status, out, err = run_root(pod, f"podman pull -q {docker_image.ref}")
+    assert status != 0 and CERT_ERROR in out + err, out + err
