@@ -1,16 +1,20 @@
 """The lab's images: what each is made of, its content hash, and how it is built.
 
-``host``, ``registry`` and ``nginx`` start from a debootstrap root file system of
-their ``packages`` file, finished by the Dockerfile in ``lab/images/<name>``; ``b2d``
-is built FROM ``host``. Each is tagged with a hash of everything it is made from,
-so a second build makes nothing.
+Every image but ``b2d`` starts from a debootstrap root file system of its
+``packages`` file, finished by the Dockerfile in ``lab/images/<name>``; ``b2d`` is
+built FROM ``host``. A Dockerfile sees its own folder and, under ``common/``, the
+files of ``lab/images/common`` its spec names: exactly what the image's hash covers.
+Each is tagged with a hash of everything it is made from, so a second build makes
+nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.engine import Engine
-from lab.settings import IMAGES_DIR, LABEL, PREFIX, LabError, Settings
+from lab.settings import COMMON_DIR, IMAGES_DIR, LABEL, PREFIX, LabError, Settings
 from tasks.report import Report
 
 
@@ -30,17 +34,27 @@ class ImageSpec:
     With ``base`` it is built FROM another lab image; otherwise FROM a debootstrap
     root file system of its ``packages`` file. ``version_of`` names the Debian
     package whose upstream version tags the image (``regkit-lab/nginx:1.22.1``);
-    ``serves`` is the inventory's name for it (``registry.images.<serves>``).
+    ``serves`` is the inventory's name for it (``registry.images.<serves>``);
+    ``common`` the files of ``lab/images/common`` its Dockerfile copies.
     """
 
     name: str
     base: str | None = None
     version_of: str | None = None
     serves: str | None = None
+    common: tuple[str, ...] = ()
 
     @property
     def folder(self) -> Path:
         return IMAGES_DIR / self.name
+
+    @property
+    def context(self) -> list[tuple[str, Path]]:
+        """The build context: each file's name in it, and where it is here."""
+        own = sorted(p for p in self.folder.rglob("*") if p.is_file())
+        return [(str(p.relative_to(self.folder)), p) for p in own] + [
+            (f"common/{name}", COMMON_DIR / name) for name in self.common
+        ]
 
     @property
     def packages(self) -> list[str]:
@@ -48,8 +62,9 @@ class ImageSpec:
         return sorted(line for line in lines if line)
 
 
+HOST_FILES = ("boot", "login-user", "sshd_config")
 IMAGES = (
-    ImageSpec("host"),
+    ImageSpec("host", common=HOST_FILES),
     ImageSpec("b2d", base="host"),
     ImageSpec("registry", version_of="docker-registry", serves="registry"),
     ImageSpec("nginx", version_of="nginx", serves="nginx"),
@@ -77,12 +92,24 @@ def rootfs_hash(spec: ImageSpec, settings: Settings) -> str:
 
 
 def image_hash(spec: ImageSpec, settings: Settings) -> str:
-    """What an image is made of: its base's hash and every file in its folder."""
+    """What an image is made of: its base's hash and every file of its build context."""
     base = image_hash(image_spec(spec.base), settings) if spec.base else rootfs_hash(spec, settings)
     parts: list[str | bytes] = [base]
-    for path in sorted(p for p in spec.folder.rglob("*") if p.is_file()):
-        parts += [str(path.relative_to(spec.folder)), path.read_bytes()]
+    for name, path in spec.context:
+        parts += [name, path.read_bytes()]
     return _digest(*parts)
+
+
+def context_tar(spec: ImageSpec) -> bytes:
+    """The build context as a tar: the files the hash covers, 0644 and root's, dated 0."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, path in spec.context:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def rootfs_ref(spec: ImageSpec, settings: Settings) -> str:
@@ -216,7 +243,7 @@ def build_images(settings: Settings, engine: Engine, report: Report) -> None:
                 version = _upstream_version(engine, base, spec.version_of)
                 args += ["--label", f"{LABEL}.version={version}"]
             with timed(report, "lab", f"image {ref}: docker build FROM {base}") as took:
-                engine.run(*args, str(spec.folder))
+                engine.run(*args, "-", stdin=context_tar(spec))
                 report.changed(
                     "lab",
                     f"image {PREFIX}/{spec.name}",

@@ -17,6 +17,8 @@ from tasks.errors import RegkitError
 
 LAB_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = LAB_DIR / "images"
+# Files several images copy (lab/images.py: ImageSpec.common); not an image itself.
+COMMON_DIR = IMAGES_DIR / "common"
 INVENTORY = LAB_DIR / "inventory.yaml"
 STATE_DIR = LAB_DIR / "state"
 SSH_KEY = STATE_DIR / "ssh" / "id_ed25519"
