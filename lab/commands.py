@@ -18,15 +18,20 @@ from invoke import Collection, Context
 from lab.access import authorize, ensure_ssh_key, host_key, inventory_data, write_inventory
 from lab.engine import Engine, ensure_engine
 from lab.hosts import (
+    OPTIONAL,
+    RUNTIME_VERSION,
     HostSpec,
     ensure_host,
     ensure_network,
     host_spec,
+    kept_optional,
     lab_hosts,
     load_images,
     present_clients,
+    published_port,
     reboot_host,
     remove_host,
+    running_containers,
     ssh_answers,
     ssh_port,
 )
@@ -50,19 +55,26 @@ def _finish(report: Report) -> None:
     report.summary()
 
 
-@task(help={"clients": "How many Debian clients (client1..clientN) to run; 2 by default."})
-def up(c: Context, clients: int = 2) -> None:
+@task(
+    help={
+        "clients": "How many Debian clients (client1..clientN) to run; 2 by default.",
+        "all_": "Also start the optional hosts: node1 (containerd) and pod1 (podman).",
+    }
+)
+def up(c: Context, clients: int = 2, all_: bool = False) -> None:
     """Build the lab's images (cached by content) and start its hosts.
 
     Starts Debian's dockerd for the lab if none answers on the lab's socket, builds
     what is missing, starts regbox, client1..clientN (two unless --clients says
-    otherwise) and b2d, loads the registry and nginx images into regbox's engine
-    and writes lab/inventory.yaml.
+    otherwise) and b2d, and with --all the optional hosts node1 and pod1, loads
+    the registry and nginx images into regbox's engine and writes
+    lab/inventory.yaml. Without --all, optional hosts already running are left as
+    they are, and stay in the inventory.
     """
     if clients < 1:
         raise LabError(f"--clients {clients}: the lab needs at least one client")
     settings = Settings.from_context(c)
-    specs = lab_hosts(clients)
+    specs = lab_hosts(clients, optional=all_)
     report = Report()
     start = time.monotonic()
     engine = ensure_engine(settings, report)
@@ -71,6 +83,7 @@ def up(c: Context, clients: int = 2) -> None:
     ensure_network(engine, report)
     for extra in range(clients + 1, present_clients(engine) + 1):
         remove_host(engine, host_spec(f"client{extra}"), report)
+    kept = kept_optional(specs, running_containers(engine))
     ports: dict[str, int] = {}
     lock = threading.Lock()
 
@@ -82,13 +95,18 @@ def up(c: Context, clients: int = 2) -> None:
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:
         for future in [pool.submit(bring_up, spec) for spec in specs]:
             future.result()
+    for spec in kept:
+        ports[spec.alias] = published_port(engine, spec)
+        report.unchanged(
+            spec.alias, "host", "optional, running: left as it is; lab.up --all updates it"
+        )
     keys = {}
-    for spec in specs:
+    for spec in specs + kept:
         authorize(engine, spec, public_key, report)
         keys[spec.alias] = host_key(engine, spec)
         if spec.role == "registry":
             load_images(engine, spec, settings, report)
-    write_inventory(inventory_data(specs, ports, keys, _refs(engine, settings)), report)
+    write_inventory(inventory_data(specs + kept, ports, keys, _refs(engine, settings)), report)
     where = INVENTORY.relative_to(LAB_DIR.parent)
     report.info(f"[lab] up in {time.monotonic() - start:.0f} s; use REGISTRY_INVENTORY={where}")
     _finish(report)
@@ -133,36 +151,38 @@ def down(c: Context) -> None:
 
 @task
 def status(c: Context) -> None:
-    """Show each lab host: running or not, its ssh port, whether its docker answers."""
+    """Show each lab host: running or not, its ssh port, whether its container engine
+    (docker; containerd on node1, podman on pod1) answers."""
     settings = Settings.from_context(c)
     engine = Engine(settings)
     if not engine.answers():
         print(f"lab engine: not answering on {settings.socket} (run `invoke lab.up`)")
         return
     print(f"lab engine: answers on {settings.socket}")
-    for spec in lab_hosts(max(2, present_clients(engine))):
+    for spec in lab_hosts(max(2, present_clients(engine)), optional=True):
         info = engine.inspect(spec.container)
         if info is None:
-            print(f"  {spec.alias:<8} absent")
+            hint = " (optional: lab.up --all starts it)" if spec in OPTIONAL else ""
+            print(f"  {spec.alias:<8} absent{hint}")
             continue
         if not info["State"]["Running"]:
             print(f"  {spec.alias:<8} stopped")
             continue
         port = ssh_port(info)
         ssh = f"ssh 127.0.0.1:{port} {'answers' if port and ssh_answers(port) else 'silent'}"
-        version = engine.run(
-            "exec", spec.container, "docker", "version", "--format={{.Server.Version}}", check=False
-        ).stdout.strip()
-        docker = f"docker {version} answers" if version else "docker not answering"
-        print(f"  {spec.alias:<8} running, {ssh}, {docker}")
+        probe = RUNTIME_VERSION[spec.runtime]
+        version = engine.exec(spec.container, probe, check=False).strip()
+        answers = f"{version} answers" if version else "not answering"
+        print(f"  {spec.alias:<8} running, {ssh}, {spec.runtime} {answers}")
 
 
-@task(help={"host": "the lab host to reboot: regbox, client1, client2 or b2d"})
+@task(help={"host": "the lab host to reboot: regbox, client1, client2, b2d, node1 or pod1"})
 def reboot(c: Context, host: str) -> None:
     """Reboot a lab host as the real machine would.
 
     A Docker host's container restarts with its whole disk; dockerd comes back
-    through its init script, and its containers by their restart policies. b2d is
+    through its init script, and its containers by their restart policies (node1:
+    containerd through its init script; pod1 has no daemon). b2d is
     recreated from its image keeping only /var/lib/boot2docker and /var/lib/docker,
     as boot2docker's root file system lives in RAM.
     """
@@ -181,7 +201,7 @@ def reboot(c: Context, host: str) -> None:
 @task(
     name="run",
     help={
-        "host": "the lab host: regbox, client1, client2 or b2d",
+        "host": "the lab host: regbox, client1, client2, b2d, node1 or pod1",
         "command": "a shell command, run as root over SSH (pinned host key)",
     },
 )

@@ -6,7 +6,9 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from lab.engine import Engine
@@ -31,15 +33,29 @@ class HostSpec:
 
     @property
     def volumes(self) -> dict[str, str]:
-        """Named volumes and where they are mounted: the disk that survives reboots."""
-        vols = {f"{PREFIX}-{self.alias}-docker": "/var/lib/docker"}
-        if self.flavor == "boot2docker":
-            vols[f"{PREFIX}-{self.alias}-boot2docker"] = "/var/lib/boot2docker"
-        return vols
+        """Named volumes and where they are mounted: the disk that survives reboots
+        (``regkit-lab-node1-containerd`` on /var/lib/containerd), as its image says."""
+        return {
+            f"{PREFIX}-{self.alias}-{PurePosixPath(disk).name}": disk
+            for disk in image_spec(self.image).disks
+        }
+
+    @property
+    def runtime(self) -> str:
+        """The container engine the host runs: docker, containerd or podman."""
+        return image_spec(self.image).runtime
 
 
-def lab_hosts(clients: int = 2) -> tuple[HostSpec, ...]:
-    """regbox, ``clients`` Debian clients (client1, client2, ...) and b2d."""
+# Started only by `lab.up --all`: hosts that run another container engine than Docker.
+OPTIONAL = (
+    HostSpec("node1", "node", "admin", "client", "debian"),
+    HostSpec("pod1", "pod", "admin", "client", "debian"),
+)
+
+
+def lab_hosts(clients: int = 2, optional: bool = False) -> tuple[HostSpec, ...]:
+    """regbox, ``clients`` Debian clients (client1, client2, ...) and b2d; with
+    ``optional``, the optional hosts too (node1, pod1)."""
     return (
         HostSpec("regbox", "host", "admin", "registry", "debian"),
         *(
@@ -47,14 +63,30 @@ def lab_hosts(clients: int = 2) -> tuple[HostSpec, ...]:
             for i in range(1, clients + 1)
         ),
         HostSpec("b2d", "b2d", "docker", "client", "boot2docker"),
+        *(OPTIONAL if optional else ()),
     )
 
 
+def kept_optional(specs: tuple[HostSpec, ...], running: Collection[str]) -> tuple[HostSpec, ...]:
+    """The optional hosts whose containers are ``running`` but ``specs`` leaves out:
+    a plain ``lab.up`` leaves them as they are, and lists them in the inventory."""
+    named = {spec.alias for spec in specs}
+    return tuple(h for h in OPTIONAL if h.alias not in named and h.container in running)
+
+
 HOSTS = lab_hosts()
+# How lab.status asks a host's container engine for its version (as root, inside the
+# host); the answer is empty when the engine does not answer. podman has no daemon.
+RUNTIME_VERSION = {
+    "docker": "docker version --format '{{.Server.Version}}'",
+    "containerd": "ctr version | sed -n '/^Server:/,$ s/^ *Version: *//p'",
+    "podman": "podman version --format '{{.Client.Version}}'",
+}
 CLIENT = re.compile(r"client([1-9][0-9]*)")
 # Flags that let a host container run its own sshd and dockerd without --privileged
 # (which fails where CAP_SYS_RESOURCE is not granted): full capabilities but
-# CAP_SYS_RESOURCE, the cgroup tree bound in, a tmpfs /run, /var/lib/docker on a volume.
+# CAP_SYS_RESOURCE, the cgroup tree bound in, a tmpfs /run (and, from HostSpec.volumes,
+# the engine's data on a volume, off the container's overlay root).
 HOST_FLAGS = (
     "--cap-add=ALL",
     "--cap-drop=SYS_RESOURCE",
@@ -73,11 +105,15 @@ HOST_FLAGS = (
 def host_spec(alias: str) -> HostSpec:
     """The lab host called ``alias``, or an error listing the lab's hosts."""
     extra = CLIENT.fullmatch(alias)
-    for spec in lab_hosts(int(extra.group(1)) if extra else 0):
+    for spec in lab_hosts(int(extra.group(1)) if extra else 0, optional=True):
         if spec.alias == alias:
             return spec
-    known = ", ".join(h.alias for h in HOSTS) + " (and client3, client4, ... with --clients)"
-    raise LabError(f"{alias!r} is not a lab host; the lab's hosts are {known}")
+    known = ", ".join(h.alias for h in HOSTS)
+    optional = ", ".join(h.alias for h in OPTIONAL)
+    raise LabError(
+        f"{alias!r} is not a lab host; the lab's hosts are {known} "
+        f"(and client3, client4, ... with --clients; {optional} with --all)"
+    )
 
 
 def _free_port() -> int:
@@ -90,6 +126,16 @@ def ssh_port(info: dict[str, Any]) -> int | None:
     """The loopback port a host container publishes its sshd on."""
     bindings = (info.get("HostConfig", {}).get("PortBindings") or {}).get("22/tcp") or []
     return int(bindings[0]["HostPort"]) if bindings else None
+
+
+def published_port(engine: Engine, spec: HostSpec) -> int:
+    """The ssh port of the host container ``spec``, or an error saying how to start it."""
+    info = engine.inspect(spec.container)
+    port = ssh_port(info) if info else None
+    if info is None or port is None:
+        up = "invoke lab.up --all" if spec in OPTIONAL else "invoke lab.up"
+        raise LabError(f"{spec.alias} is not running; start the lab with `{up}`")
+    return port
 
 
 def ssh_answers(port: int, timeout: float = 2.0) -> bool:
@@ -205,6 +251,12 @@ def load_images(engine: Engine, spec: HostSpec, settings: Settings, report: Repo
             )
 
 
+def running_containers(engine: Engine) -> set[str]:
+    """Names of the lab's running containers."""
+    out = engine.run("ps", "--filter", f"label={LABEL}", "--format", "{{.Names}}")
+    return set(out.stdout.split())
+
+
 def present_clients(engine: Engine) -> int:
     """The highest N of the lab's clientN containers (0 if none)."""
     names = [name.removeprefix(f"{PREFIX}-") for name in engine.labelled("container")]
@@ -221,14 +273,11 @@ def remove_host(engine: Engine, spec: HostSpec, report: Report) -> None:
 
 def reboot_host(engine: Engine, spec: HostSpec, settings: Settings, report: Report) -> None:
     """Reboot ``spec`` as its real machine would (see the ``reboot`` task)."""
-    info = engine.inspect(spec.container)
-    port = ssh_port(info) if info else None
-    if info is None or port is None:
-        raise LabError(f"{spec.alias} is not running; start the lab with `invoke lab.up`")
+    port = published_port(engine, spec)
     if spec.flavor == "boot2docker":
         engine.run("rm", "--force", spec.container)
         _run_host(engine, spec, settings, port)
-        why = "recreated from its image, kept /var/lib/boot2docker and /var/lib/docker"
+        why = f"recreated from its image, kept {' and '.join(spec.volumes.values())}"
     else:
         engine.run("restart", spec.container, timeout=120)
         why = "restarted, disk kept"

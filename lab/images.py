@@ -36,6 +36,10 @@ class ImageSpec:
     package whose upstream version tags the image (``regkit-lab/nginx:1.22.1``);
     ``serves`` is the inventory's name for it (``registry.images.<serves>``);
     ``common`` the files of ``lab/images/common`` its Dockerfile copies.
+
+    For the images lab hosts boot: ``disks``, what the host keeps on named volumes
+    (what survives its reboot), and ``runtime``, the container engine it runs
+    (``docker``, ``containerd`` or ``podman``).
     """
 
     name: str
@@ -43,6 +47,8 @@ class ImageSpec:
     version_of: str | None = None
     serves: str | None = None
     common: tuple[str, ...] = ()
+    disks: tuple[str, ...] = ()
+    runtime: str = ""
 
     @property
     def folder(self) -> Path:
@@ -64,8 +70,12 @@ class ImageSpec:
 
 HOST_FILES = ("boot", "login-user", "sshd_config")
 IMAGES = (
-    ImageSpec("host", common=HOST_FILES),
-    ImageSpec("b2d", base="host"),
+    ImageSpec("host", common=HOST_FILES, disks=("/var/lib/docker",), runtime="docker"),
+    ImageSpec(
+        "b2d", base="host", disks=("/var/lib/boot2docker", "/var/lib/docker"), runtime="docker"
+    ),
+    ImageSpec("node", common=HOST_FILES, disks=("/var/lib/containerd",), runtime="containerd"),
+    ImageSpec("pod", common=HOST_FILES, disks=("/var/lib/containers",), runtime="podman"),
     ImageSpec("registry", version_of="docker-registry", serves="registry"),
     ImageSpec("nginx", version_of="nginx", serves="nginx"),
     ImageSpec("python", version_of="python3", serves="token"),
