@@ -45,7 +45,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in ours:
         item.add_marker(pytest.mark.lab)
     last = [item for item in ours if Path(item.path).name in LAST]
-    items[:] = [item for item in items if item not in last] + last
+    # Tests that start the optional hosts (node1, pod1) come just before those: once
+    # started, those hosts stay in the inventory and every default trust-ca reaches them.
+    late = [i for i in ours if "all_hosts" in getattr(i, "fixturenames", ()) and i not in last]
+    items[:] = [item for item in items if item not in last + late] + late + last
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -101,6 +104,15 @@ def lab() -> Iterator[Lab]:
     yield Lab(INVENTORY, inventory_module.load(INVENTORY), env)
     if not KEEP:
         must(invoke("lab.down"))
+
+
+@pytest.fixture(scope="session")
+def all_hosts(lab: Lab) -> Lab:
+    """The lab with its optional hosts too (node1: containerd, pod1: podman), as
+    ``invoke lab.up --all`` starts them; later plain ``lab.up`` runs leave them."""
+    must(lab.invoke("lab.up", "--all"))
+    lab.reload()
+    return lab
 
 
 # Shared by the tests of the remote tasks: one CA, one user, one registry.

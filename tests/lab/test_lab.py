@@ -1,4 +1,5 @@
-"""The lab's hosts are real: sshd with pinned keys, sudo, dockerd, isolated disks."""
+"""The lab's hosts are real: sshd with pinned keys, sudo, dockerd, isolated disks; and
+with --all, node1 (containerd) and pod1 (podman), without Docker."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tasks.errors import RemoteError
-from tests.lab.conftest import Lab, must
+from tests.lab.conftest import Lab, must, sh
 
 ALIASES = ("regbox", "client1", "client2", "b2d")
 DOCKER_HOSTS = ("regbox", "client1", "client2")
+OPTIONAL = ("node1", "pod1")
 
 
 def test_inventory_names_the_four_hosts(lab: Lab) -> None:
     inv = lab.inventory
     assert inv.registry.domain == "registry.lab.test"
-    assert list(inv.hosts) == list(ALIASES)
+    assert list(inv.hosts)[: len(ALIASES)] == list(ALIASES)
+    assert set(inv.hosts) - set(ALIASES) <= set(OPTIONAL), "optional hosts, if they run"
     assert inv.with_role("registry") == ["regbox"]
     assert {inv.hosts[a].flavor for a in DOCKER_HOSTS} == {"debian"}
     assert inv.hosts["b2d"].flavor == "boot2docker"
@@ -31,7 +34,7 @@ def test_inventory_names_the_four_hosts(lab: Lab) -> None:
         host = inv.hosts[alias]
         assert host.hostname == "127.0.0.1"
         assert host.host_key and host.host_key.startswith("ssh-ed25519 ")
-    assert len({h.host_key for h in inv.hosts.values()}) == len(ALIASES), "host keys are shared"
+    assert len({h.host_key for h in inv.hosts.values()}) == len(inv.hosts), "host keys are shared"
 
 
 @pytest.mark.parametrize("alias", ALIASES)
@@ -239,5 +242,70 @@ def test_reboot_of_an_unknown_host_is_one_clear_line(lab: Lab) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: 'nosuch' is not a lab host; the lab's hosts are regbox, client1, client2, b2d "
-        "(and client3, client4, ... with --clients)"
+        "(and client3, client4, ... with --clients; node1, pod1 with --all)"
     ]
+
+
+def test_all_adds_node1_and_pod1_and_a_plain_up_leaves_them(all_hosts: Lab) -> None:
+    inv = all_hosts.inventory
+    assert list(inv.hosts)[-2:] == list(OPTIONAL)
+    for alias in OPTIONAL:
+        host = inv.hosts[alias]
+        assert (host.user, host.role, host.flavor) == ("admin", "client", "debian")
+        with all_hosts.connect(alias) as conn:
+            assert conn.run("id -un; hostname", hide=True).stdout.split() == ["admin", alias]
+            assert conn.run("command -v docker", hide=True, warn=True).failed
+            assert conn.run("sudo -n ls /root", hide=True, warn=True).ok
+    status = must(all_hosts.invoke("lab.status"))
+    assert re.search(r"node1\s+running, ssh \S+ answers, containerd 1\.6\.\S+ answers", status)
+    assert re.search(r"pod1\s+running, ssh \S+ answers, podman 4\.\S+ answers", status)
+    out = must(all_hosts.invoke("lab.up"))
+    for alias in OPTIONAL:
+        assert f"[{alias}] host: unchanged (optional, running: left as it is" in out
+    assert out.rstrip().endswith("no changes")
+    all_hosts.reload()
+    assert list(all_hosts.inventory.hosts)[-2:] == list(OPTIONAL)
+
+
+def test_node1_runs_containerd_for_root_only(all_hosts: Lab) -> None:
+    with all_hosts.connect("node1") as conn:
+        version = sh(conn, "ctr version | sed -n '/^Server:/,$ s/^ *Version: *//p'")
+        assert version.startswith("1.6.")
+        plugins = sh(conn, "ctr plugins ls")
+        assert re.search(r"^io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok$", plugins, re.MULTILINE)
+        sh(conn, "ctr images ls")
+        assert conn.run("ctr version", hide=True, warn=True).failed, "the socket is root's"
+        before = sh(conn, "pidof containerd")
+        sh(conn, "service containerd restart")
+        assert sh(conn, "pidof containerd") not in ("", before)
+        assert "is running" in sh(conn, "ctr version >/dev/null && service containerd status")
+
+
+def test_node1_reboot_starts_containerd_and_keeps_its_data(all_hosts: Lab) -> None:
+    with all_hosts.connect("node1") as conn:
+        sh(conn, "ctr namespaces create lab-test-kept")
+    try:
+        assert "[node1] reboot: changed" in must(all_hosts.invoke("lab.reboot", "node1"))
+        with all_hosts.connect("node1") as conn:
+            assert "lab-test-kept" in sh(conn, "ctr namespaces ls -q").split()
+    finally:
+        with all_hosts.connect("node1") as conn:
+            sh(conn, "ctr namespaces rm lab-test-kept")
+
+
+def test_pod1_builds_with_buildah_and_podman_sees_it(all_hosts: Lab) -> None:
+    with all_hosts.connect("pod1") as conn:
+        driver = sh(conn, "podman info --format '{{.Store.GraphDriverName}}'")
+        assert driver == "overlay"
+        assert sh(conn, "skopeo --version").startswith("skopeo version 1.9.")
+        ref = "localhost/lab-test/tiny:1"
+        built = sh(
+            conn,
+            "d=$(mktemp -d) && echo tiny > $d/tiny.txt && c=$(buildah from scratch) && "
+            f"buildah copy $c $d/tiny.txt /tiny.txt >/dev/null && buildah commit -q $c {ref} && "
+            "buildah rm $c >/dev/null && rm -rf $d",
+        )
+        try:
+            assert sh(conn, f"podman image inspect --format '{{{{.Id}}}}' {ref}") == built
+        finally:
+            sh(conn, f"podman rmi {ref}")
