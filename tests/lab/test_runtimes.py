@@ -3,8 +3,8 @@
 node1 runs Debian's containerd alone, pod1 Debian's podman, buildah and skopeo, and
 oras (the Python SDK) runs here; client1's Docker pushes the image they pull. Each
 digest is checked against the one Docker or skopeo reports for the same content.
-These hosts start with ``invoke lab.up --all``; the module runs after the other lab
-tests (see conftest.LAST), so their default trust-ca runs see the usual clients.
+These hosts start with ``invoke lab.up --all`` (the ``all_hosts`` fixture, whose tests
+run after the others: from then on every default trust-ca reaches them).
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ from tests.lab.conftest import (
 from tests.lab.test_catalog import regbox_ip
 
 HOSTS_DIR = "/etc/containerd/certs.d"
+CONFIG = "/etc/containerd/config.toml"
+# What trust-ca adds to Debian's config.toml (tomlkit keeps the rest as it was).
+ADDED = f'\n  [plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "{HOSTS_DIR}"\n'
+AUTH_FILE = "/run/containers/0/auth.json"
 CERT_ERROR = "x509: certificate signed by unknown authority"
 REPO = f"{DOMAIN}/team/runtimes"
 ARTIFACT_CONFIG = "application/vnd.regkit.test.config.v1+json"
@@ -47,11 +51,16 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture(scope="module")
-def hosts(registry: Lab) -> Lab:
-    """node1 and pod1 up, and trusting nothing of this registry yet."""
-    must(registry.invoke("lab.up", "--all"))
-    registry.reload()
+def hosts(registry: Lab, all_hosts: Lab) -> Lab:
+    """node1 and pod1 up, trusting nothing of this registry, node1's containerd config as
+    Debian ships it and pod1 logged in nowhere (as before an earlier run on a kept lab)."""
     must(fab(registry, "-H", "node1,pod1", "untrust-ca"))
+    node = registry.connect("node1")
+    config = sh(node, f"cat {CONFIG}") + "\n"
+    if ADDED in config:
+        sh(node, f"cat > {CONFIG} && service containerd restart", config.replace(ADDED, ""))
+    assert not sh(node, "dpkg --verify containerd"), "node1's config.toml is not Debian's"
+    sh(registry.connect("pod1"), f"rm -f {AUTH_FILE}")
     return registry
 
 
@@ -111,7 +120,7 @@ def test_podman_pushes_and_pulls_after_trust_ca_with_no_restart(
     first = must(fab(hosts, "-H", "pod1", *login_args, stdin=PASSWORD + "\n"))
     ca = f"/etc/containers/certs.d/{DOMAIN}/ca.crt"
     assert f"[pod1] podman/buildah/skopeo trust: changed (configured: {ca}, read per call" in first
-    auth = "/run/containers/0/auth.json"
+    auth = AUTH_FILE
     assert f"[pod1] podman login: changed ({USER} at {DOMAIN} ({auth}))" in first
     assert "restart" not in first and "Docker trust" not in first
 
@@ -234,9 +243,19 @@ def artifact(hosts: Lab, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     (work / "config.json").write_text('{"kind": "notes"}')
     ca = str(pki.paths(hosts.inventory).ca_cert)
     client = oras.client.OrasClient(hostname=DOMAIN, tls_verify=ca)
-    client.auth.set_basic_auth(USER, PASSWORD)
     target = f"{DOMAIN}/team/notes:v1"
     with resolving(DOMAIN, regbox_ip()):
+        # oras-py keeps one token per client and asks for a new one only after a 403,
+        # while distribution answers a token of too small a scope with 401 (as the
+        # token spec says): so, as a CI job would, it holds a pull,push token up front.
+        granted = requests.get(
+            f"https://{DOMAIN}/auth/token",
+            params={"service": DOMAIN, "scope": "repository:team/notes:pull,push"},
+            auth=(USER, PASSWORD),
+            verify=ca,
+            timeout=30,
+        )
+        client.auth.set_token_auth(granted.json()["token"])
         pushed = client.push(
             files=[f"{work}/notes.txt:{ARTIFACT_LAYER}"],
             target=target,
