@@ -18,6 +18,7 @@ from lab.engine import Engine
 from lab.hosts import host_spec
 from lab.settings import NETWORK, Settings
 from tasks import catalog, users
+from tasks.catalog import MANIFEST_TYPES
 from tests.lab.conftest import (
     DOMAIN,
     PASSWORD,
@@ -137,7 +138,7 @@ def api_tags(registry: Lab) -> dict[tuple[str, str], str]:
         for tag in json.loads(sh(c1, f"{pull}/v2/{repo}/tags/list?n=1000"))["tags"] or []:
             heads.append(
                 f"echo {repo} {tag} $({pull}/v2/{repo}/manifests/{tag} -I "
-                f"-H 'Accept: {INDEX}' -H 'Accept: {MANIFEST}' "
+                f"-H 'Accept: {MANIFEST_TYPES}' "
                 "| grep -i '^docker-content-digest' | cut -d' ' -f2 | tr -d '\\r')"
             )
     out = sh(c1, "\n".join(heads))
