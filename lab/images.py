@@ -70,11 +70,21 @@ class ImageSpec:
 
 HOST_FILES = ("boot", "login-user", "sshd_config")
 IMAGES = (
-    ImageSpec("host", common=HOST_FILES, disks=("/var/lib/docker",), runtime="docker"),
+    ImageSpec(
+        "host",
+        common=(*HOST_FILES, "init.d-containerd"),
+        disks=("/var/lib/docker",),
+        runtime="docker",
+    ),
     ImageSpec(
         "b2d", base="host", disks=("/var/lib/boot2docker", "/var/lib/docker"), runtime="docker"
     ),
-    ImageSpec("node", common=HOST_FILES, disks=("/var/lib/containerd",), runtime="containerd"),
+    ImageSpec(
+        "node",
+        common=(*HOST_FILES, "init.d-containerd"),
+        disks=("/var/lib/containerd",),
+        runtime="containerd",
+    ),
     ImageSpec("pod", common=HOST_FILES, disks=("/var/lib/containers",), runtime="podman"),
     ImageSpec("registry", version_of="docker-registry", serves="registry"),
     ImageSpec("nginx", version_of="nginx", serves="nginx"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ import oras.client
 import pytest
 import requests
 
+from lab.engine import Engine
+from lab.hosts import host_spec
+from lab.settings import Settings
 from tasks import pki
 from tests.lab.conftest import (
     DOMAIN,
@@ -31,15 +35,19 @@ from tests.lab.conftest import (
     fab,
     login,
     must,
+    pull_digest,
     push_image,
     run_root,
     sh,
     trust_by_certs_d,
 )
 from tests.lab.test_catalog import regbox_ip
+from tests.lab.test_lab import wait_for_dockerd
 
 HOSTS_DIR = "/etc/containerd/certs.d"
 CONFIG = "/etc/containerd/config.toml"
+SOCKET = "/run/containerd/containerd.sock"
+DOCKER_OPTS = "/etc/default/docker"
 # What trust-ca adds to Debian's config.toml (tomlkit keeps the rest as it was).
 ADDED = f'\n  [plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "{HOSTS_DIR}"\n'
 AUTH_FILE = "/run/containers/0/auth.json"
@@ -83,8 +91,34 @@ def ctr_digest(node: object, ref: str) -> str:
     return sh(node, f"ctr images ls | awk '$1 == \"{ref}\" {{print $3}}'")
 
 
+def ctr_task(node: object) -> str:
+    """``keep``'s pid and status, as ``ctr task ls`` shows them."""
+    return sh(node, "ctr task ls | awk '$1 == \"keep\" {print $2, $3}'")
+
+
+@pytest.fixture
+def running_task(hosts: Lab) -> Iterator[str]:
+    """A container (task ``keep``) running on node1's containerd, from the lab's registry
+    image imported with ``ctr images import``; its pid and status."""
+    engine = Engine(Settings())
+    image = hosts.inventory.registry.images.registry
+    node = hosts.connect("node1")
+    sh(node, "ctr task kill -s KILL keep; sleep 0.5; ctr task rm keep; ctr c rm keep; true")
+    save = subprocess.Popen(engine.cmd("save", image), stdout=subprocess.PIPE)
+    imported = subprocess.run(
+        engine.cmd("exec", "-i", host_spec("node1").container, "ctr", "images", "import", "-"),
+        stdin=save.stdout,
+        capture_output=True,
+        check=False,
+    )
+    assert save.wait() == 0 and imported.returncode == 0, imported.stderr
+    sh(node, f"ctr run -d docker.io/{image} keep sleep 600")
+    yield ctr_task(node)
+    sh(node, "ctr task kill -s KILL keep; sleep 0.5; ctr task rm keep; ctr c rm keep; true")
+
+
 def test_containerd_pulls_after_trust_ca_with_at_most_one_restart(
-    hosts: Lab, docker_image: Pushed
+    hosts: Lab, docker_image: Pushed, running_task: str
 ) -> None:
     node = hosts.connect("node1")
     status, out, err = run_root(node, ctr_pull(docker_image.ref))
@@ -98,6 +132,7 @@ def test_containerd_pulls_after_trust_ca_with_at_most_one_restart(
     assert "Docker trust" not in first
     restarted = sh(node, "pidof containerd")
     assert restarted != before
+    assert ctr_task(node) == running_task and running_task.endswith(" RUNNING")
     assert f'config_path = "{HOSTS_DIR}"' in sh(node, "containerd config dump")
 
     sh(node, ctr_pull(docker_image.ref))
@@ -140,6 +175,52 @@ def test_podman_pushes_and_pulls_after_trust_ca_with_no_restart(
     again = must(fab(hosts, "-H", "pod1", *login_args, stdin=PASSWORD + "\n"))
     assert f"[pod1] podman login: unchanged ({USER} at {DOMAIN} ({auth}))" in again
     assert again.strip().endswith(": no changes"), again
+
+
+@contextmanager
+def docker_on_its_own_containerd(conn: object) -> Iterator[None]:
+    """dockerd on a containerd of its own, as Debian's systemd hosts run it (``dockerd
+    --containerd=/run/containerd/containerd.sock``); the host is put back after."""
+    sh(
+        conn,
+        f"for f in {DOCKER_OPTS} {CONFIG}; do cp -p $f $f.lab; done && "
+        "service containerd start >/dev/null && "
+        f"sed -i 's|^DOCKER_OPTS=\"|DOCKER_OPTS=\"--containerd={SOCKET} |' {DOCKER_OPTS} && "
+        "service docker restart >/dev/null",
+    )
+    wait_for_dockerd(conn, sudo=True)
+    try:
+        yield
+    finally:
+        sh(
+            conn,
+            f"for f in {DOCKER_OPTS} {CONFIG}; do mv $f.lab $f; done && "
+            f"rm -rf {HOSTS_DIR} && service docker restart >/dev/null && "
+            "service containerd stop >/dev/null",
+        )
+        wait_for_dockerd(conn, sudo=True)
+
+
+def test_docker_on_the_same_containerd_is_told_what_restarts(
+    hosts: Lab, docker_image: Pushed
+) -> None:
+    client = hosts.connect("client2")
+    must(fab(hosts, "-H", "client2", "untrust-ca"))
+    with docker_on_its_own_containerd(client):
+        assert SOCKET in sh(client, "ps -o args= -C dockerd")
+        out = must(fab(hosts, "-H", "client2", "trust-ca"))
+        assert (
+            "[client2] restarting containerd: CRI config_path set to /etc/containerd/certs.d; "
+            "running containers keep running (their shims outlive it); "
+            "Docker runs on it and reconnects"
+        ) in out
+        assert "[client2] containerd: changed (restarted in" in out
+        assert "[client2] docker daemon: changed (restarted in" in out
+        assert "[client2] Docker trust: changed" in out
+        assert "[client2] containerd trust: changed" in out
+        login(client)
+        assert pull_digest(client, docker_image) == docker_image.digest
+    must(fab(hosts, "-H", "client2", "trust-ca"))
 
 
 def skopeo_digest(pod: object, ref: str) -> str:

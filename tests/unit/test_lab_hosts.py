@@ -111,10 +111,10 @@ def test_the_context_holds_the_common_files_the_spec_names() -> None:
     node = image_spec("node")
     assert [name for name, _ in node.context] == [
         "Dockerfile",
-        "init.d-containerd",
         "packages",
         "common/boot",
         "common/login-user",
         "common/sshd_config",
+        "common/init.d-containerd",
     ]
     assert b"common/sshd_config" in context_tar(node)
