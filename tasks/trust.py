@@ -57,10 +57,9 @@ def apply(
         why = "new" if upload.path not in facts.files else "replaced"
         report.changed(alias, f"file {upload.path}", why + suffix)
     if plan.remove:
-        registry_folders = [p.rsplit("/", 1)[0] for p in planner.runtime_paths(inv)]
-        folders = dict.fromkeys(
-            f for p in plan.remove if (f := p.rsplit("/", 1)[0]) in registry_folders
-        )
+        # The folders named after the registry (certs.d/<address>), once they are empty.
+        parents = dict.fromkeys(path.rsplit("/", 1)[0] for path in plan.remove)
+        folders = [f for f in parents if f.endswith(f"/{inv.registry.address}")]
         if not dry_run:
             target.check(commands.remove_files(plan.remove, folders), "removing CA files")
         why = "removed (a CA no longer trusted)" if bundle else "removed"

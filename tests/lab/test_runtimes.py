@@ -376,6 +376,8 @@ def test_untrust_ca_makes_ctr_and_podman_fail_again(hosts: Lab, docker_image: Pu
     assert f"[node1] file {HOSTS_DIR}/{DOMAIN}/hosts.toml: changed (removed)" in out
     assert f"[pod1] file /etc/containers/certs.d/{DOMAIN}/ca.crt: changed (removed)" in out
     node, pod = hosts.connect("node1"), hosts.connect("pod1")
+    assert sh(node, f"test -e {HOSTS_DIR}/{DOMAIN} || echo gone") == "gone"
+    assert sh(pod, f"test -e /etc/containers/certs.d/{DOMAIN} || echo gone") == "gone"
     sh(node, f"ctr images rm {docker_image.ref} >/dev/null 2>&1; true")
     status, out, err = run_root(node, ctr_pull(docker_image.ref))
     assert status != 0 and CERT_ERROR in out + err, out + err
