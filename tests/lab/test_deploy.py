@@ -352,10 +352,8 @@ def test_undeploy_keeps_data_and_redeploy_serves_it(lab: Lab, pushed: Pushed) ->
 def test_unknown_alias_is_one_clear_line(lab: Lab) -> None:
     out = fab(lab, "-H", "regbx", "deploy")
     assert out.returncode == 2
-    assert (
-        "hosts.regbx: unknown host alias; known aliases: b2d, client1, client2, regbox"
-        in out.stderr
-    )
+    known = ", ".join(sorted(lab.inventory.hosts))
+    assert f"hosts.regbx: unknown host alias; known aliases: {known}" in out.stderr
     assert "Traceback" not in out.stderr
 
 
