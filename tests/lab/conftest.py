@@ -23,8 +23,11 @@ from pathlib import Path
 import fabric
 import pytest
 from invoke import Context
+from playwright.sync_api import Browser, sync_playwright
 
-from lab.settings import INVENTORY, LAB_DIR
+from lab.engine import Engine
+from lab.hosts import host_spec
+from lab.settings import INVENTORY, LAB_DIR, NETWORK, Settings
 from tasks import inventory as inventory_module
 from tasks import pki, render
 from tasks.inventory import ENV_VAR, Inventory
@@ -349,3 +352,28 @@ def served(lab: Lab, field: str) -> str:
         f"openssl s_client -connect {DOMAIN}:443 -servername {DOMAIN} </dev/null 2>/dev/null "
         f"| openssl x509 -noout -{field}",
     )
+
+
+def regbox_ip() -> str:
+    engine = Engine(Settings())
+    info = engine.inspect(host_spec("regbox").container)
+    assert info is not None, "regbox is not running"
+    return info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless; registry.lab.test resolves to regbox on the lab network."""
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--host-resolver-rules=MAP {DOMAIN} {regbox_ip()}",
+    ]
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        yield launched
+        launched.close()

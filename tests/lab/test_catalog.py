@@ -9,19 +9,14 @@ from __future__ import annotations
 import json
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Dialog
 
-from lab.engine import Engine
-from lab.hosts import host_spec
-from lab.settings import NETWORK, Settings
 from tasks import catalog, users
 from tasks.catalog import MANIFEST_TYPES
 from tests.lab.conftest import (
     DOMAIN,
-    PASSWORD,
     REPO,
     USER,
     Lab,
@@ -34,6 +29,7 @@ from tests.lab.conftest import (
     target,
     trust_by_certs_d,
 )
+from tests.lab.pages import expand, open_page
 
 ARTIFACTS = REPO / "test-artifacts"
 MANY = 120  # more than one API page (100) and more than the page shows at first (50)
@@ -166,57 +162,6 @@ def test_fab_catalog_table(registry: Lab, pushed: dict[str, Pushed]) -> None:
     repo, tag = split_ref(pushed["app"])
     row = next(line for line in lines if line.split()[:2] == [repo, tag])
     assert pushed["app"].digest[:19] in row and "linux/amd64" in row
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's chromium, headless; registry.lab.test resolves to regbox on the lab network."""
-    flags = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--host-resolver-rules=MAP {DOMAIN} {regbox_ip()}",
-    ]
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
-        yield chromium
-        chromium.close()
-
-
-def regbox_ip() -> str:
-    engine = Engine(Settings())
-    info = engine.inspect(host_spec("regbox").container)
-    assert info is not None, "regbox is not running"
-    return info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
-
-
-def open_page(
-    browser: Browser,
-    routes: dict[str, Callable[[Route], None]] | None = None,
-    login: tuple[str, str] = (USER, PASSWORD),
-    width: int = 1400,
-) -> Page:
-    """A logged-in page (the TLS chain is checked by the other tests, not here)."""
-    context = browser.new_context(
-        http_credentials={"username": login[0], "password": login[1]},
-        ignore_https_errors=True,
-        viewport={"width": width, "height": 900},
-    )
-    page = context.new_page()
-    for pattern, handler in (routes or {}).items():
-        page.route(pattern, handler)
-    return page
-
-
-def expand(page: Page, repository: str) -> Locator:
-    details = page.locator(f'details[data-repository="{repository}"]')
-    details.wait_for(timeout=20000)
-    if details.get_attribute("open") is None:
-        details.locator("summary").click()
-    return details
 
 
 def test_page_shows_repositories_tags_and_digests(

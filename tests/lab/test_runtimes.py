@@ -21,6 +21,7 @@ from pathlib import Path
 import oras.client
 import pytest
 import requests
+from playwright.sync_api import Browser
 
 from lab.engine import Engine
 from lab.hosts import host_spec
@@ -37,11 +38,12 @@ from tests.lab.conftest import (
     must,
     pull_digest,
     push_image,
+    regbox_ip,
     run_root,
     sh,
     trust_by_certs_d,
 )
-from tests.lab.test_catalog import regbox_ip
+from tests.lab.pages import expand, open_page
 from tests.lab.test_lab import wait_for_dockerd
 
 HOSTS_DIR = "/etc/containerd/certs.d"
@@ -315,6 +317,10 @@ class Artifact:
     served: requests.Response
     pulled: list[str]
 
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.sent).hexdigest()
+
 
 @pytest.fixture(scope="module")
 def artifact(hosts: Lab, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
@@ -352,12 +358,11 @@ def artifact(hosts: Lab, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
 def test_oras_pushes_and_pulls_an_artifact_served_back_byte_identical(
     hosts: Lab, artifact: Artifact
 ) -> None:
-    digest = "sha256:" + hashlib.sha256(artifact.sent).hexdigest()
     assert artifact.served.content == artifact.sent
-    assert artifact.served.headers["Docker-Content-Digest"] == digest
+    assert artifact.served.headers["Docker-Content-Digest"] == artifact.digest
     assert json.loads(artifact.sent)["config"]["mediaType"] == ARTIFACT_CONFIG
     assert [Path(p).read_text() for p in artifact.pulled] == ["release notes\n"]
-    assert skopeo_digest(hosts.connect("pod1"), artifact.target) == digest
+    assert skopeo_digest(hosts.connect("pod1"), artifact.target) == artifact.digest
 
 
 def test_the_catalog_shows_the_index_and_the_artifact(
@@ -368,6 +373,22 @@ def test_the_catalog_shows_the_index_and_the_artifact(
     assert "index: linux/amd64, linux/arm64" in multi
     notes = next(line for line in out.splitlines() if line.startswith("team/notes"))
     assert f"artifact: {ARTIFACT_CONFIG}" in notes
+
+
+def test_the_catalog_page_shows_the_index_and_the_artifact(
+    browser: Browser, index: str, artifact: Artifact
+) -> None:
+    page = open_page(browser)
+    page.goto(f"https://{DOMAIN}/")
+    for repository, tag, digest, platform in (
+        ("team/runtimes", "multi", index, "multi-arch index: linux/amd64, linux/arm64"),
+        ("team/notes", "v1", artifact.digest, f"artifact: {ARTIFACT_CONFIG}"),
+    ):
+        row = expand(page, repository).locator(f'tr[data-tag="{tag}"]')
+        row.locator("td.digest:not(.muted)").wait_for(timeout=20000)
+        assert row.locator("td.digest").inner_text() == digest
+        assert row.locator("td.platform").inner_text() == platform
+    assert page.locator("#error").is_hidden()
 
 
 def test_untrust_ca_makes_ctr_and_podman_fail_again(hosts: Lab, docker_image: Pushed) -> None:
