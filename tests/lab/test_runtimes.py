@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import fabric
 import oras.client
 import pytest
 import requests
@@ -60,16 +61,20 @@ ARTIFACT_LAYER = "application/vnd.regkit.test.notes.v1+txt"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
+def debian_config(node: fabric.Connection) -> None:
+    """node1's containerd on config.toml as Debian ships it (trust-ca's config_path out)."""
+    config = sh(node, f"cat {CONFIG}") + "\n"
+    if ADDED in config:
+        sh(node, f"cat > {CONFIG} && service containerd restart", config.replace(ADDED, ""))
+    assert not sh(node, "dpkg --verify containerd"), "node1's config.toml is not Debian's"
+
+
 @pytest.fixture(scope="module")
 def hosts(registry: Lab, all_hosts: Lab) -> Lab:
     """node1 and pod1 up, trusting nothing of this registry, node1's containerd config as
     Debian ships it and pod1 logged in nowhere (as before an earlier run on a kept lab)."""
     must(fab(registry, "-H", "node1,pod1", "untrust-ca"))
-    node = registry.connect("node1")
-    config = sh(node, f"cat {CONFIG}") + "\n"
-    if ADDED in config:
-        sh(node, f"cat > {CONFIG} && service containerd restart", config.replace(ADDED, ""))
-    assert not sh(node, "dpkg --verify containerd"), "node1's config.toml is not Debian's"
+    debian_config(registry.connect("node1"))
     sh(registry.connect("pod1"), f"rm -f {AUTH_FILE}")
     return registry
 
@@ -144,6 +149,28 @@ def test_containerd_pulls_after_trust_ca_with_at_most_one_restart(
     assert again.strip().endswith(": no changes"), again
     assert "restart" not in again
     assert sh(node, "pidof containerd") == restarted
+
+
+def test_a_containerd_that_fails_with_the_new_config_gets_the_old_one_back(hosts: Lab) -> None:
+    """Its CRI plugin cannot load (its state folder is a file): the restart fails, the
+    previous config.toml is put back, and the task says so in one line."""
+    node = hosts.connect("node1")
+    must(fab(hosts, "-H", "node1", "untrust-ca"))
+    debian_config(node)
+    state = "/run/containerd/io.containerd.grpc.v1.cri"
+    sh(node, f"mv {state} {state}.lab && touch {state}")
+    try:
+        failed = fab(hosts, "-H", "node1", "trust-ca")
+    finally:
+        sh(node, f"rm {state} && mv {state}.lab {state} && service containerd restart")
+    assert failed.returncode != 0
+    assert (
+        "containerd did not answer with its CRI plugin loaded within 60 s of a restart with "
+        f"the new {CONFIG}; the previous one is back"
+    ) in failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert not sh(node, "dpkg --verify containerd")
+    assert sh(node, f"test -e {CONFIG}.regkit-previous || echo gone") == "gone"
 
 
 def test_podman_pushes_and_pulls_after_trust_ca_with_no_restart(
