@@ -133,6 +133,7 @@ def facts_script(inv: Inventory, pems: list[bytes], hosts_dir: str | None = None
     if hosts_dir:
         paths += runtime_paths(inv, hosts_dir)
     paths += sorted({store_path(inv, f, x) for f in FLAVORS for x in SUFFIXES})
+    paths.append(CONTAINERD_CONFIG)
     return scripts.script(
         "trust-facts",
         live_restore_format="{{.LiveRestoreEnabled}}",

@@ -135,6 +135,7 @@ def test_containerd_pulls_after_trust_ca_with_at_most_one_restart(
     first = must(fab(hosts, "-H", "node1", "trust-ca"))
     hosts_toml = f"{HOSTS_DIR}/{DOMAIN}/hosts.toml"
     assert f"[node1] containerd trust: changed (configured: {hosts_toml}, read per pull" in first
+    assert f"[node1] file {CONFIG}: changed (replaced)" in first
     assert "[node1] containerd: changed (restarted in" in first
     assert "Docker trust" not in first
     restarted = sh(node, "pidof containerd")
