@@ -23,10 +23,11 @@ from tasks import (
     render,
     restore,
     state_backup,
+    storage,
     trust,
 )
 
-ns = Collection(inventory, pki, render, state_backup)
+ns = Collection(inventory, pki, render, state_backup, storage)
 for module in (deploy, health, trust, accounts, catalog, maintenance, prune, backup, restore):
     for name, remote_task in module.ns.tasks.items():
         ns.add_task(remote_task, name=name)

@@ -1,4 +1,5 @@
-"""Local tasks (``invoke --list``): inventory, PKI, users and rendering, plus the lab.
+"""Local tasks (``invoke --list``): inventory, PKI, users, rendering, the local state's
+backup and the S3 keys, plus the lab.
 
 Remote tasks that work over SSH are added on top of the product's collections in
 ``fabfile.py``; the lab (``lab/``, its own package) is not among them.
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from tasks import inventory, pki, render, state_backup, users
+from tasks import inventory, pki, render, state_backup, storage, users
 
 
 def __getattr__(name: str) -> Collection:
@@ -28,4 +29,4 @@ def __getattr__(name: str) -> Collection:
         sys.path.insert(0, root)
     from lab.commands import ns as lab
 
-    return Collection(inventory, pki, users, render, state_backup, lab)
+    return Collection(inventory, pki, users, render, state_backup, storage, lab)

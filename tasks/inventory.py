@@ -20,8 +20,6 @@ from typing import Annotated, Literal
 import yaml
 from invoke import Collection, Context
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
@@ -31,7 +29,8 @@ from pydantic import (
 from tasks import rights
 from tasks.cli import task
 from tasks.errors import InventoryError, RegkitError
-from tasks.inventory_file import NoAliasLoader, format_error
+from tasks.inventory_file import NoAliasLoader, Strict, format_error
+from tasks.inventory_storage import Storage
 
 ENV_VAR = "REGISTRY_INVENTORY"
 DEFAULT_PATH = "inventory.yaml"
@@ -94,12 +93,7 @@ def check_image_ref(ref: str) -> str:
     return ref
 
 
-class _Strict(BaseModel):
-    # python-re: the data_dir pattern needs a look-ahead, which the default engine lacks.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, regex_engine="python-re")
-
-
-class Images(_Strict):
+class Images(Strict):
     """Image references, each pinned to a tag or digest."""
 
     registry: str = "registry:2.8.3"
@@ -112,7 +106,7 @@ class Images(_Strict):
     )
 
 
-class Registry(_Strict):
+class Registry(Strict):
     """What the registry is called, where it listens and keeps its data."""
 
     domain: str
@@ -124,6 +118,7 @@ class Registry(_Strict):
         str, StringConstraints(pattern=r"^(/(?!\.\.?(/|$))[A-Za-z0-9._-]+){2,}/?$")
     ] = "/var/lib/regkit/registry"
     images: Images = Images()
+    storage: Storage = Storage()
 
     @field_validator("domain")
     @classmethod
@@ -167,7 +162,7 @@ class Registry(_Strict):
         return f"/etc/docker/certs.d/{self.address}/ca.crt"
 
 
-class Pki(_Strict):
+class Pki(Strict):
     """How keys and certificates are made."""
 
     key_type: KeyType = "ec-p256"
@@ -187,7 +182,7 @@ def check_patterns(patterns: list[str]) -> list[str]:
         raise ValueError(str(exc)) from None
 
 
-class UserAccess(_Strict):
+class UserAccess(Strict):
     """A user's rights as the inventory declares them (never a password)."""
 
     role: Literal["pull", "push", "admin"] = "push"
@@ -199,7 +194,7 @@ class UserAccess(_Strict):
         return check_patterns(v)
 
 
-class Users(_Strict):
+class Users(Strict):
     """Rules for the registry's password file, and the rights the inventory declares."""
 
     bcrypt_rounds: Annotated[int, Field(ge=10, le=16)] = 12
@@ -219,7 +214,7 @@ def duration_seconds(text: str) -> int:
     return int(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
-class RetentionRule(_Strict):
+class RetentionRule(Strict):
     """Which tags of which repositories ``fab prune`` keeps; the rest are candidates."""
 
     repositories: list[str]
@@ -251,14 +246,14 @@ class RetentionRule(_Strict):
         return v
 
 
-class Backup(_Strict):
+class Backup(Strict):
     """Where ``fab backup`` writes (relative to this file) and how many snapshots it keeps."""
 
     dir: str = ""
     keep: Annotated[int, Field(ge=0)] = 0
 
 
-class Host(_Strict):
+class Host(Strict):
     """One SSH host. Unset fields fall back to ~/.ssh/config, then SSH defaults."""
 
     hostname: str | None = None
@@ -281,7 +276,7 @@ class Host(_Strict):
         return v.strip() if v else v
 
 
-class Inventory(_Strict):
+class Inventory(Strict):
     """The whole file."""
 
     registry: Registry

@@ -3,7 +3,8 @@
 ``NoAliasLoader`` parses the file with PyYAML's safe loader, refusing duplicate keys
 and anchors/aliases. ``format_error`` turns pydantic's first validation error into
 one line naming the file, the key path and what is expected (with the allowed keys
-when a key is unknown). ``tasks.inventory`` holds the model and ``load()``.
+when a key is unknown). ``Strict`` is the models' base. ``tasks.inventory`` holds
+the model and ``load()``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class Strict(BaseModel):
+    """The inventory's models: unknown keys refused, no type coercion, immutable."""
+
+    # python-re: the data_dir pattern needs a look-ahead, which the default engine lacks.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, regex_engine="python-re")
 
 
 class _Loader(yaml.SafeLoader):

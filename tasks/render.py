@@ -22,7 +22,7 @@ from pathlib import Path
 import jinja2
 from invoke import Collection, Context
 
-from tasks import inventory, signing, state
+from tasks import inventory, signing, state, storage
 from tasks.cli import task
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
@@ -102,6 +102,27 @@ def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
         "token_realm": f"{reg.url}/auth/token",
         "token_uid": TOKEND_UID,
         "token_cert": signing.fingerprint(inv),
+        "s3": s3_settings(inv),
+    }
+
+
+def s3_settings(inv: Inventory) -> dict[str, object] | None:
+    """The registry's S3 storage settings, keys included (from the local state), or None
+    when it keeps its data on the host's disk."""
+    s3 = inv.registry.storage.s3
+    if s3 is None:
+        return None
+    keys = storage.read_keys(inv)
+    return {
+        "accesskey": keys.access_key,
+        "secretkey": keys.secret_key,
+        "region": s3.region,
+        "regionendpoint": s3.endpoint,
+        "bucket": s3.bucket,
+        "rootdirectory": s3.root_directory,
+        "secure": s3.https,
+        "chunksize": s3.chunk_size,
+        "redirect": s3.redirect,
     }
 
 

@@ -1,0 +1,128 @@
+"""registry.storage in the inventory, the S3 keys in the local state, and the config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks import inventory, render, storage
+from tasks.errors import InventoryError, RegkitError, StateError
+from tasks.inventory import Inventory
+from tests.unit.conftest import base_inventory
+
+S3 = {"endpoint": "http://10.0.0.5:7480", "bucket": "registry"}
+
+
+def with_storage(value: dict[str, Any]) -> dict[str, Any]:
+    data = base_inventory()
+    data["registry"]["storage"] = value
+    return data
+
+
+def load(write_inventory: Callable[..., Path], value: dict[str, Any]) -> Inventory:
+    return inventory.load(write_inventory(with_storage(value)))
+
+
+def test_filesystem_is_the_default(inv: Inventory) -> None:
+    assert inv.registry.storage.driver == "filesystem"
+    assert inv.registry.storage.s3 is None
+
+
+def test_s3_settings_and_their_defaults(write_inventory: Callable[..., Path]) -> None:
+    s3 = load(write_inventory, {"driver": "s3", "s3": {**S3, "endpoint": "https://s3.x:9000/"}})
+    settings = s3.registry.storage.s3
+    assert settings is not None
+    assert settings.endpoint == "https://s3.x:9000"
+    assert (settings.region, settings.root_directory, settings.https) == ("us-east-1", "/", True)
+    assert (settings.chunk_size, settings.redirect) == (10 * 1024 * 1024, False)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ({"driver": "s3"}, r"registry\.storage: .*driver is s3: say where under s3:"),
+        ({"s3": S3}, r"registry\.storage: .*driver is filesystem; set driver: s3"),
+        (
+            {"driver": "s3", "s3": {**S3, "endpoint": "ftp://x"}},
+            r"registry\.storage\.s3\.endpoint: .*not an http:// or https:// URL",
+        ),
+        (
+            {"driver": "s3", "s3": {**S3, "endpoint": "http://AK:SK@x"}},
+            r"registry\.storage\.s3\.endpoint: .*no keys in the endpoint",
+        ),
+        (
+            {"driver": "s3", "s3": {**S3, "endpoint": "http://x/registry"}},
+            r"registry\.storage\.s3\.endpoint: .*only scheme, host and port",
+        ),
+        (
+            {"driver": "s3", "s3": {**S3, "secure": True}},
+            r"registry\.storage\.s3: .*secure is true but the endpoint is http://",
+        ),
+        ({"driver": "s3", "s3": {**S3, "bucket": "Bad_Bucket"}}, r"registry\.storage\.s3\.bucket"),
+        ({"driver": "s3", "s3": {**S3, "chunk_size": 1024}}, r"registry\.storage\.s3\.chunk_size"),
+        ({"driver": "azure"}, r"registry\.storage\.driver"),
+    ],
+)
+def test_bad_storage_settings_are_one_clear_line(
+    write_inventory: Callable[..., Path], value: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(InventoryError, match=says):
+        load(write_inventory, value)
+
+
+def test_keys_are_kept_0600_and_read_back(inv: Inventory) -> None:
+    keys = storage.check_keys("AKIAEXAMPLE1234", "secret/With+Signs")
+    assert storage.write_keys(inv, keys)
+    assert not storage.write_keys(inv, keys)
+    path = storage.keys_path(inv)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert storage.read_keys(inv) == keys
+    assert "secret" not in repr(keys) and keys.shown == "…1234"
+
+
+def test_missing_or_damaged_keys_say_what_to_run(inv: Inventory) -> None:
+    with pytest.raises(StateError, match=r"invoke storage\.set-credentials"):
+        storage.read_keys(inv)
+    storage.keys_path(inv).parent.mkdir(parents=True, exist_ok=True)
+    storage.keys_path(inv).write_text("{not json")
+    with pytest.raises(StateError, match="not the S3 keys this tool writes"):
+        storage.read_keys(inv)
+
+
+@pytest.mark.parametrize(("access", "secret"), [("", "s"), ("a b", "s"), ("a", "s\x00")])
+def test_bad_keys_are_refused(access: str, secret: str) -> None:
+    with pytest.raises(RegkitError, match=r"the S3 (access|secret) key"):
+        storage.check_keys(access, secret)
+
+
+def test_the_registry_config_uses_the_bucket_and_the_stored_keys(
+    write_inventory: Callable[..., Path],
+) -> None:
+    s3 = load(write_inventory, {"driver": "s3", "s3": S3})
+    with pytest.raises(StateError, match=r"invoke storage\.set-credentials"):
+        render.context(s3)
+    storage.write_keys(s3, storage.check_keys("AK1", 'S"K'))
+    config = yaml.safe_load(render.render("config.yml.j2", render.context(s3)))
+    assert "filesystem" not in config["storage"]
+    assert config["storage"]["s3"] == {
+        "accesskey": "AK1",
+        "secretkey": 'S"K',
+        "region": "us-east-1",
+        "regionendpoint": "http://10.0.0.5:7480",
+        "bucket": "registry",
+        "rootdirectory": "/",
+        "secure": False,
+        "v4auth": True,
+        "chunksize": 10 * 1024 * 1024,
+    }
+    assert config["storage"]["redirect"] == {"disable": True}
+
+
+def test_a_filesystem_config_has_no_s3(inv: Inventory) -> None:
+    config = yaml.safe_load(render.render("config.yml.j2", render.context(inv)))
+    assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
+    assert "s3" not in config["storage"] and "redirect" not in config["storage"]
