@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from invoke import Collection, Context
 
-from tasks import commands, inventory, scripts, state_backup
+from tasks import commands, inventory, scripts, state_backup, storage
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
@@ -249,6 +249,7 @@ def remove_old(root: Path, keep: int, report: Report, alias: str) -> None:
 def backup(c: Context, to: str = "", prune_keep: int = 0, force: bool = False) -> None:
     """Copy the registry's data and /etc/regkit here: a verified, incremental snapshot."""
     inv = inventory.load()
+    storage.needs_filesystem(inv, "fab backup")
     aliases = hosts_for(c, inv, "registry", "backup", force)
     folder = to or inv.backup.dir
     if not folder:

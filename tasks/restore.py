@@ -18,7 +18,7 @@ from pathlib import Path
 
 from invoke import Collection, Context
 
-from tasks import cli, commands, deploy, inventory, scripts
+from tasks import cli, commands, deploy, inventory, scripts, storage
 from tasks.backup import Progress
 from tasks.cli import task
 from tasks.errors import RegkitError
@@ -145,6 +145,7 @@ def restore(
 ) -> None:
     """Put a backup snapshot on the registry host(s), then deploy and prove it."""
     inv = inventory.load()
+    storage.needs_filesystem(inv, "fab restore")
     aliases = hosts_for(c, inv, "registry", "restore", force)
     folder = from_ or inv.backup.dir
     if not folder:

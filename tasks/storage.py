@@ -90,6 +90,18 @@ def ask_keys() -> S3Keys:
     return check_keys(lines[0].strip(), lines[1].strip())
 
 
+def needs_filesystem(inv: Inventory, what: str) -> None:
+    """Refuse ``what`` (a task that reads or writes the host's data folder) on S3 storage."""
+    s3 = inv.registry.storage.s3
+    if s3 is not None:
+        raise RegkitError(
+            f"{inv.source}: registry.storage.driver is s3 (bucket {s3.bucket} at {s3.endpoint}): "
+            f"{what} works on a registry that keeps its data on the host's disk; with S3 "
+            "the data is already off the host: back the bucket up with the S3 service's "
+            "own tools (versioning, replication to another site)"
+        )
+
+
 @task(name="set-credentials")
 def set_credentials(c: Context) -> None:
     """Store the S3 access and secret key for registry.storage.s3 (local state, 0600).

@@ -23,8 +23,10 @@ def with_storage(value: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def load(write_inventory: Callable[..., Path], value: dict[str, Any]) -> Inventory:
-    return inventory.load(write_inventory(with_storage(value)))
+def load(
+    write_inventory: Callable[..., Path], value: dict[str, Any], name: str = "inv.yaml"
+) -> Inventory:
+    return inventory.load(write_inventory(with_storage(value), name=name))
 
 
 def test_filesystem_is_the_default(inv: Inventory) -> None:
@@ -126,3 +128,12 @@ def test_a_filesystem_config_has_no_s3(inv: Inventory) -> None:
     config = yaml.safe_load(render.render("config.yml.j2", render.context(inv)))
     assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
     assert "s3" not in config["storage"] and "redirect" not in config["storage"]
+
+
+def test_backup_and_restore_refuse_s3_storage(
+    write_inventory: Callable[..., Path], inv: Inventory
+) -> None:
+    s3 = load(write_inventory, {"driver": "s3", "s3": S3}, name="s3.yaml")
+    with pytest.raises(RegkitError, match=r"fab backup works on a registry that keeps its data"):
+        storage.needs_filesystem(s3, "fab backup")
+    assert storage.needs_filesystem(inv, "fab backup") is None
