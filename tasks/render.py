@@ -26,7 +26,7 @@ from tasks import inventory, signing, state, storage
 from tasks.cli import task
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
-from tasks.layout import TOKEND_UID
+from tasks.layout import REGISTRY_ALIAS, TOKEND_UID
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
 
@@ -103,6 +103,7 @@ def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
         "token_uid": TOKEND_UID,
         "token_cert": signing.fingerprint(inv),
         "s3": s3_settings(inv),
+        "registry_alias": REGISTRY_ALIAS,
     }
 
 

@@ -164,6 +164,9 @@ def registry_spec(inv: Inventory, config_digest: str, image: str = "") -> RunSpe
             "-v", f"{reg.data_dir}:{REGISTRY_DATA_MOUNT}",
             "-v", f"{config_dir(config_digest)}:{REGISTRY_CONFIG_MOUNT}:ro",
         ),
+        # S3 is outside the host: the registry joins the proxy's bridge to reach it, and
+        # listens only on BACKEND's address (its config's http.addr).
+        more_networks=(NETWORK,) if reg.storage.s3 else (),
     )  # fmt: skip
 
 

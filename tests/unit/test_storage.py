@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks import inventory, render, storage
+from tasks import commands, inventory, render, storage, wanted
 from tasks.errors import InventoryError, RegkitError, StateError
 from tasks.inventory import Inventory
+from tasks.layout import NETWORK, REGISTRY
 from tests.unit.conftest import base_inventory
 
 S3 = {"endpoint": "http://10.0.0.5:7480", "bucket": "registry"}
@@ -122,12 +123,18 @@ def test_the_registry_config_uses_the_bucket_and_the_stored_keys(
         "chunksize": 10 * 1024 * 1024,
     }
     assert config["storage"]["redirect"] == {"disable": True}
+    assert config["http"]["addr"] == "registry:5000"
+    spec = wanted.registry_spec(s3, "ab" * 32)
+    assert spec.more_networks == (NETWORK,)
+    assert commands.docker_start(spec).endswith(f"docker start {REGISTRY}")
 
 
 def test_a_filesystem_config_has_no_s3(inv: Inventory) -> None:
     config = yaml.safe_load(render.render("config.yml.j2", render.context(inv)))
     assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
     assert "s3" not in config["storage"] and "redirect" not in config["storage"]
+    assert config["http"]["addr"] == ":5000"
+    assert wanted.registry_spec(inv, "ab" * 32).more_networks == ()
 
 
 def test_backup_and_restore_refuse_s3_storage(
