@@ -20,6 +20,7 @@ from lab.engine import Engine, ensure_engine
 from lab.hosts import (
     OPTIONAL,
     RUNTIME_VERSION,
+    SCALE_OUT,
     HostSpec,
     ensure_host,
     ensure_network,
@@ -35,8 +36,9 @@ from lab.hosts import (
     ssh_answers,
     ssh_port,
 )
-from lab.images import IMAGES, build_images, version_ref
+from lab.images import IMAGES, build_images, needed_images, version_ref
 from lab.settings import INVENTORY, LAB_DIR, STATE_DIR, LabError, Settings
+from lab.store import write_s3_state
 from tasks import inventory as inventory_module
 from tasks.cli import task
 from tasks.remote.target import open_target
@@ -58,27 +60,29 @@ def _finish(report: Report) -> None:
 @task(
     help={
         "clients": "How many Debian clients (client1..clientN) to run; 2 by default.",
-        "all_": "Also start the optional hosts: node1 (containerd) and pod1 (podman).",
+        "all_": "Also start the optional hosts: node1 (containerd), pod1 (podman), store (S3).",
+        "scale_out": "Also start the scale-out hosts: store (Ceph's S3 gateway).",
     }
 )
-def up(c: Context, clients: int = 2, all_: bool = False) -> None:
+def up(c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False) -> None:
     """Build the lab's images (cached by content) and start its hosts.
 
     Starts Debian's dockerd for the lab if none answers on the lab's socket, builds
     what is missing, starts regbox, client1..clientN (two unless --clients says
-    otherwise) and b2d, and with --all the optional hosts node1 and pod1, loads
-    the registry and nginx images into regbox's engine and writes
-    lab/inventory.yaml. Without --all, optional hosts already running are left as
-    they are, and stay in the inventory.
+    otherwise) and b2d, with --scale-out store, and with --all every optional
+    host (node1, pod1, store), loads the registry and nginx images into regbox's
+    engine and writes lab/inventory.yaml, and with store lab/state/s3.json (its S3
+    endpoint and keys, 0600). Optional hosts already running that the flags leave
+    out are left as they are (and in the inventory, but for store, which never is).
     """
     if clients < 1:
         raise LabError(f"--clients {clients}: the lab needs at least one client")
     settings = Settings.from_context(c)
-    specs = lab_hosts(clients, optional=all_)
+    specs = lab_hosts(clients, optional=all_, scale_out=scale_out)
     report = Report()
     start = time.monotonic()
     engine = ensure_engine(settings, report)
-    build_images(settings, engine, report)
+    build_images(settings, engine, report, needed_images({spec.image for spec in specs}))
     public_key = ensure_ssh_key(report)
     ensure_network(engine, report)
     for extra in range(clients + 1, present_clients(engine) + 1):
@@ -97,16 +101,21 @@ def up(c: Context, clients: int = 2, all_: bool = False) -> None:
             future.result()
     for spec in kept:
         ports[spec.alias] = published_port(engine, spec)
+        flag = "--scale-out" if spec in SCALE_OUT else "--all"
         report.unchanged(
-            spec.alias, "host", "optional, running: left as it is; lab.up --all updates it"
+            spec.alias, "host", f"optional, running: left as it is; lab.up {flag} updates it"
         )
     keys = {}
     for spec in specs + kept:
         authorize(engine, spec, public_key, report)
-        keys[spec.alias] = host_key(engine, spec)
+        if spec.in_inventory:
+            keys[spec.alias] = host_key(engine, spec)
         if spec.role == "registry":
             load_images(engine, spec, settings, report)
-    write_inventory(inventory_data(specs + kept, ports, keys, _refs(engine, settings)), report)
+        if spec in SCALE_OUT:
+            write_s3_state(engine, spec.container, report)
+    managed = tuple(spec for spec in specs + kept if spec.in_inventory)
+    write_inventory(inventory_data(managed, ports, keys, _refs(engine, settings)), report)
     where = INVENTORY.relative_to(LAB_DIR.parent)
     report.info(f"[lab] up in {time.monotonic() - start:.0f} s; use REGISTRY_INVENTORY={where}")
     _finish(report)
@@ -152,7 +161,7 @@ def down(c: Context) -> None:
 @task
 def status(c: Context) -> None:
     """Show each lab host: running or not, its ssh port, whether its container engine
-    (docker; containerd on node1, podman on pod1) answers."""
+    (docker; containerd on node1, podman on pod1) or store's S3 gateway answers."""
     settings = Settings.from_context(c)
     engine = Engine(settings)
     if not engine.answers():
@@ -162,7 +171,8 @@ def status(c: Context) -> None:
     for spec in lab_hosts(max(2, present_clients(engine)), optional=True):
         info = engine.inspect(spec.container)
         if info is None:
-            hint = " (optional: lab.up --all starts it)" if spec in OPTIONAL else ""
+            flags = "--scale-out or --all" if spec in SCALE_OUT else "--all"
+            hint = f" (optional: lab.up {flags} starts it)" if spec in OPTIONAL else ""
             print(f"  {spec.alias:<8} absent{hint}")
             continue
         if not info["State"]["Running"]:
@@ -176,15 +186,17 @@ def status(c: Context) -> None:
         print(f"  {spec.alias:<8} running, {ssh}, {spec.runtime} {answers}")
 
 
-@task(help={"host": "the lab host to reboot: regbox, client1, client2, b2d, node1 or pod1"})
+@task(help={"host": "the lab host to reboot: regbox, client1, client2, b2d, node1, pod1, store"})
 def reboot(c: Context, host: str) -> None:
     """Reboot a lab host as the real machine would.
 
     A Docker host's container restarts with its whole disk; dockerd comes back
     through its init script, and its containers by their restart policies (node1:
-    containerd through its init script; pod1 has no daemon). b2d is
-    recreated from its image keeping only /var/lib/boot2docker and /var/lib/docker,
-    as boot2docker's root file system lives in RAM.
+    containerd through its init script; pod1 has no daemon; store: Ceph through
+    its init script, its cluster kept on /var/lib/ceph, lab/state/s3.json
+    rewritten should its address change). b2d is recreated from its image keeping
+    only /var/lib/boot2docker and /var/lib/docker, as boot2docker's root file
+    system lives in RAM.
     """
     spec = host_spec(host)
     settings = Settings.from_context(c)
@@ -195,6 +207,8 @@ def reboot(c: Context, host: str) -> None:
             f"the lab's engine does not answer on {settings.socket}; run `invoke lab.up`"
         )
     reboot_host(engine, spec, settings, report)
+    if spec in SCALE_OUT:
+        write_s3_state(engine, spec.container, report)
     _finish(report)
 
 
@@ -207,7 +221,12 @@ def reboot(c: Context, host: str) -> None:
 )
 def run_on(c: Context, host: str, command: str) -> None:
     """Run a shell command as root on a lab host over SSH, as an operator would."""
-    host_spec(host)
+    spec = host_spec(host)
+    if not spec.in_inventory:
+        raise LabError(
+            f"{host} is not in the inventory (regkit never manages it); "
+            f"use `docker -H {Settings.from_context(c).socket} exec {spec.container} ...`"
+        )
     if not INVENTORY.exists():
         raise LabError(f"{INVENTORY} is missing; run `invoke lab.up` first")
     target = open_target(inventory_module.load(INVENTORY), host, c)

@@ -9,11 +9,13 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, get_args
 
 from lab.engine import Engine
 from lab.images import IMAGES, image_ref, image_spec, timed, version_ref
 from lab.settings import BOOT_TIMEOUT, BOOTED, DOMAIN, LABEL, NETWORK, PREFIX, LabError, Settings
+from lab.store import S3_PROBE
+from tasks.inventory import Role
 from tasks.report import Report
 
 
@@ -42,20 +44,37 @@ class HostSpec:
 
     @property
     def runtime(self) -> str:
-        """The container engine the host runs: docker, containerd or podman."""
+        """The container engine the host runs (docker, containerd or podman), or the
+        service it is (s3)."""
         return image_spec(self.image).runtime
 
+    @property
+    def in_inventory(self) -> bool:
+        """Whether regkit manages the host: only registry hosts and clients are in
+        lab/inventory.yaml (store is a service regkit uses, never a target)."""
+        return self.role in get_args(Role)
 
-# Started only by `lab.up --all`: hosts that run another container engine than Docker.
+
+# Started by `lab.up --scale-out` (and --all): what a registry outgrowing one host
+# needs. store is the team's S3 service, not a host regkit manages: its role keeps it
+# out of the inventory.
+SCALE_OUT = (HostSpec("store", "store", "admin", "store", "debian"),)
+# Started only by `lab.up --all`: hosts that run another container engine than
+# Docker, and the scale-out hosts.
 OPTIONAL = (
     HostSpec("node1", "node", "admin", "client", "debian"),
     HostSpec("pod1", "pod", "admin", "client", "debian"),
+    *SCALE_OUT,
 )
 
 
-def lab_hosts(clients: int = 2, optional: bool = False) -> tuple[HostSpec, ...]:
+def lab_hosts(
+    clients: int = 2, optional: bool = False, scale_out: bool = False
+) -> tuple[HostSpec, ...]:
     """regbox, ``clients`` Debian clients (client1, client2, ...) and b2d; with
-    ``optional``, the optional hosts too (node1, pod1)."""
+    ``optional``, every optional host too (node1, pod1, store); with ``scale_out``,
+    the scale-out hosts (store)."""
+    extra = OPTIONAL if optional else SCALE_OUT if scale_out else ()
     return (
         HostSpec("regbox", "host", "admin", "registry", "debian"),
         *(
@@ -63,7 +82,7 @@ def lab_hosts(clients: int = 2, optional: bool = False) -> tuple[HostSpec, ...]:
             for i in range(1, clients + 1)
         ),
         HostSpec("b2d", "b2d", "docker", "client", "boot2docker"),
-        *(OPTIONAL if optional else ()),
+        *extra,
     )
 
 
@@ -75,12 +94,14 @@ def kept_optional(specs: tuple[HostSpec, ...], running: Collection[str]) -> tupl
 
 
 HOSTS = lab_hosts()
-# How lab.status asks a host's container engine for its version (as root, inside the
-# host); the answer is empty when the engine does not answer. podman has no daemon.
+# How lab.status asks a host's container engine (or store's S3 gateway) for its
+# version (as root, inside the host); the answer is empty when it does not answer.
+# podman has no daemon.
 RUNTIME_VERSION = {
     "docker": "docker version --format '{{.Server.Version}}'",
     "containerd": "ctr version | sed -n '/^Server:/,$ s/^ *Version: *//p'",
     "podman": "podman version --format '{{.Client.Version}}'",
+    "s3": S3_PROBE,
 }
 CLIENT = re.compile(r"client([1-9][0-9]*)")
 # Flags that let a host container run its own sshd and dockerd without --privileged
@@ -109,7 +130,8 @@ def host_spec(alias: str) -> HostSpec:
         if spec.alias == alias:
             return spec
     known = ", ".join(h.alias for h in HOSTS)
-    optional = ", ".join(h.alias for h in OPTIONAL)
+    # The hosts of other engines; store, a service and no target, is left out here.
+    optional = ", ".join(h.alias for h in OPTIONAL if h not in SCALE_OUT)
     raise LabError(
         f"{alias!r} is not a lab host; the lab's hosts are {known} "
         f"(and client3, client4, ... with --clients; {optional} with --all)"
@@ -133,7 +155,8 @@ def published_port(engine: Engine, spec: HostSpec) -> int:
     info = engine.inspect(spec.container)
     port = ssh_port(info) if info else None
     if info is None or port is None:
-        up = "invoke lab.up --all" if spec in OPTIONAL else "invoke lab.up"
+        up = "invoke lab.up"
+        up += " --scale-out" if spec in SCALE_OUT else " --all" if spec in OPTIONAL else ""
         raise LabError(f"{spec.alias} is not running; start the lab with `{up}`")
     return port
 

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,6 +86,7 @@ IMAGES = (
         runtime="containerd",
     ),
     ImageSpec("pod", common=HOST_FILES, disks=("/var/lib/containers",), runtime="podman"),
+    ImageSpec("store", common=HOST_FILES, disks=("/var/lib/ceph",), runtime="s3"),
     ImageSpec("registry", version_of="docker-registry", serves="registry"),
     ImageSpec("nginx", version_of="nginx", serves="nginx"),
     ImageSpec("python", version_of="python3", serves="token"),
@@ -95,6 +96,17 @@ IMAGES = (
 def image_spec(name: str) -> ImageSpec:
     """The lab image called ``name``."""
     return next(spec for spec in IMAGES if spec.name == name)
+
+
+def needed_images(booted: Collection[str]) -> tuple[ImageSpec, ...]:
+    """The images to build for hosts that boot the images named ``booted``: those, their
+    bases, and every image served to the registry host (so a lab without store never
+    builds Ceph's)."""
+    names = set(booted)
+    for spec in reversed(IMAGES):
+        if spec.name in names and spec.base:
+            names.add(spec.base)
+    return tuple(spec for spec in IMAGES if spec.name in names or spec.serves)
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -229,11 +241,14 @@ def version_ref(spec: ImageSpec, engine: Engine, settings: Settings) -> str | No
     return f"{PREFIX}/{spec.name}:{out.stdout.strip()}"
 
 
-def build_images(settings: Settings, engine: Engine, report: Report) -> None:
-    """Build every lab image whose content hash has no image yet, and say which were cached."""
+def build_images(
+    settings: Settings, engine: Engine, report: Report, images: tuple[ImageSpec, ...]
+) -> None:
+    """Build each of ``images`` whose content hash has no image yet (bases first), and
+    say which were cached."""
     missing_rootfs = [
         spec
-        for spec in IMAGES
+        for spec in images
         if not spec.base
         and not engine.image_id(image_ref(spec, settings))
         and not engine.image_id(rootfs_ref(spec, settings))
@@ -244,7 +259,7 @@ def build_images(settings: Settings, engine: Engine, report: Report) -> None:
                 pool.submit(_debootstrap, s, settings, engine, report) for s in missing_rootfs
             ]:
                 future.result()
-    for spec in IMAGES:
+    for spec in images:
         ref = image_ref(spec, settings)
         if engine.image_id(ref):
             report.unchanged(

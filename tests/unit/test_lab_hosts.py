@@ -1,5 +1,6 @@
 """The lab's host list: two clients by default, more on demand (for the fan-out bench),
-and the optional hosts of other container engines (node1, pod1) with --all."""
+the optional hosts of other container engines (node1, pod1) and the scale-out host
+store (S3) with --all, store alone with --scale-out; store's S3 credentials file."""
 
 from __future__ import annotations
 
@@ -7,9 +8,20 @@ import re
 
 import pytest
 
-from lab.hosts import HOSTS, OPTIONAL, RUNTIME_VERSION, host_spec, kept_optional, lab_hosts
-from lab.images import IMAGES, ImageSpec, context_tar, image_spec
+from lab.access import inventory_data
+from lab.hosts import (
+    HOSTS,
+    OPTIONAL,
+    RUNTIME_VERSION,
+    SCALE_OUT,
+    host_spec,
+    kept_optional,
+    lab_hosts,
+)
+from lab.images import IMAGES, ImageSpec, context_tar, image_spec, needed_images
 from lab.settings import LabError
+from lab.store import s3_document
+from tasks.inventory import Inventory
 
 
 def test_default_lab_has_regbox_two_clients_and_b2d() -> None:
@@ -28,17 +40,35 @@ def test_all_adds_the_optional_hosts_after_the_others() -> None:
     hosts = lab_hosts(3, optional=True)
     assert [h.alias for h in hosts] == [
         *("regbox", "client1", "client2", "client3", "b2d"),
-        *("node1", "pod1"),
+        *("node1", "pod1", "store"),
     ]
-    assert hosts[-2:] == OPTIONAL
+    assert hosts[-3:] == OPTIONAL
 
 
-def test_optional_hosts_are_debian_clients_without_docker() -> None:
-    assert [(h.alias, h.image, h.runtime) for h in OPTIONAL] == [
-        ("node1", "node", "containerd"),
-        ("pod1", "pod", "podman"),
+def test_scale_out_adds_only_store() -> None:
+    hosts = lab_hosts(scale_out=True)
+    assert [h.alias for h in hosts] == ["regbox", "client1", "client2", "b2d", "store"]
+    assert lab_hosts(optional=True, scale_out=True) == lab_hosts(optional=True)
+
+
+def test_optional_hosts_are_debian_hosts_without_docker() -> None:
+    assert [(h.alias, h.image, h.runtime, h.role) for h in OPTIONAL] == [
+        ("node1", "node", "containerd", "client"),
+        ("pod1", "pod", "podman", "client"),
+        ("store", "store", "s3", "store"),
     ]
-    assert {(h.user, h.role, h.flavor) for h in OPTIONAL} == {("admin", "client", "debian")}
+    assert {(h.user, h.flavor) for h in OPTIONAL} == {("admin", "debian")}
+    assert OPTIONAL[-1:] == SCALE_OUT
+
+
+def test_store_is_never_in_the_inventory() -> None:
+    specs = lab_hosts(optional=True)
+    assert [h.alias for h in specs if not h.in_inventory] == ["store"]
+    managed = tuple(h for h in specs if h.in_inventory)
+    ports = {h.alias: 2200 + i for i, h in enumerate(managed)}
+    keys = {h.alias: f"ssh-ed25519 AAAA{h.alias}" for h in managed}
+    inv = Inventory.model_validate(inventory_data(managed, ports, keys, {}))
+    assert list(inv.hosts) == ["regbox", "client1", "client2", "b2d", "node1", "pod1"]
 
 
 @pytest.mark.parametrize(
@@ -55,6 +85,7 @@ def test_optional_hosts_are_debian_clients_without_docker() -> None:
         ),
         ("node1", {"regkit-lab-node1-containerd": "/var/lib/containerd"}),
         ("pod1", {"regkit-lab-pod1-containers": "/var/lib/containers"}),
+        ("store", {"regkit-lab-store-ceph": "/var/lib/ceph"}),
     ],
 )
 def test_each_host_keeps_its_engines_data_on_a_volume(alias: str, volumes: dict[str, str]) -> None:
@@ -67,6 +98,7 @@ def test_each_host_keeps_its_engines_data_on_a_volume(alias: str, volumes: dict[
         (set(), ()),
         ({"regkit-lab-regbox", "regkit-lab-node1"}, ("node1",)),
         ({"regkit-lab-pod1", "regkit-lab-node1"}, ("node1", "pod1")),
+        ({"regkit-lab-store"}, ("store",)),
     ],
 )
 def test_plain_up_keeps_the_optional_hosts_that_run(running: set[str], kept: tuple[str]) -> None:
@@ -74,8 +106,13 @@ def test_plain_up_keeps_the_optional_hosts_that_run(running: set[str], kept: tup
 
 
 def test_up_with_all_keeps_nothing_beside_what_it_starts() -> None:
-    running = {"regkit-lab-node1", "regkit-lab-pod1"}
+    running = {"regkit-lab-node1", "regkit-lab-pod1", "regkit-lab-store"}
     assert kept_optional(lab_hosts(optional=True), running) == ()
+
+
+def test_up_with_scale_out_keeps_the_other_optional_hosts() -> None:
+    running = {"regkit-lab-node1", "regkit-lab-store"}
+    assert [h.alias for h in kept_optional(lab_hosts(scale_out=True), running)] == ["node1"]
 
 
 def test_host_spec_knows_any_client_number_and_the_optional_hosts() -> None:
@@ -83,6 +120,7 @@ def test_host_spec_knows_any_client_number_and_the_optional_hosts() -> None:
     assert host_spec("b2d").flavor == "boot2docker"
     assert host_spec("node1").container == "regkit-lab-node1"
     assert host_spec("pod1").image == "pod"
+    assert host_spec("store").image == "store"
 
 
 @pytest.mark.parametrize("alias", ["client0", "client", "clientx", "nosuch", "node2"])
@@ -118,3 +156,50 @@ def test_the_context_holds_the_common_files_the_spec_names() -> None:
         "common/init.d-containerd",
     ]
     assert b"common/sshd_config" in context_tar(node)
+
+
+@pytest.mark.parametrize(
+    ("booted", "built"),
+    [
+        ({"host", "b2d"}, ["host", "b2d", "registry", "nginx", "python"]),
+        ({"b2d"}, ["host", "b2d", "registry", "nginx", "python"]),
+        ({"host", "b2d", "store"}, ["host", "b2d", "store", "registry", "nginx", "python"]),
+    ],
+)
+def test_up_builds_only_the_images_its_hosts_boot_and_regbox_serves(
+    booted: set[str], built: list[str]
+) -> None:
+    assert [spec.name for spec in needed_images(booted)] == built
+
+
+# As `radosgw-admin user info --uid=registry` prints it (Ceph 16), abridged.
+USER_INFO = """{
+    "user_id": "registry",
+    "display_name": "regkit lab registry",
+    "subusers": [],
+    "keys": [
+        {
+            "user": "registry",
+            "access_key": "Q1W2E3R4T5Y6U7I8O9P0",
+            "secret_key": "aSecretOfFortyCharactersMadeByRadosgwAdm"
+        }
+    ],
+    "swift_keys": [],
+    "caps": []
+}
+"""
+
+
+def test_s3_json_names_the_ip_endpoint_the_bucket_and_the_users_keys() -> None:
+    assert s3_document(USER_INFO, "172.18.0.7") == {
+        "endpoint": "http://172.18.0.7:7480",
+        "region": "us-east-1",
+        "bucket": "registry",
+        "access_key": "Q1W2E3R4T5Y6U7I8O9P0",
+        "secret_key": "aSecretOfFortyCharactersMadeByRadosgwAdm",
+    }
+
+
+def test_a_user_without_keys_is_a_lab_error() -> None:
+    with pytest.raises(LabError, match="has no keys"):
+        s3_document('{"user_id": "registry", "keys": []}', "172.18.0.7")
