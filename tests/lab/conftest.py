@@ -40,6 +40,8 @@ REPO = LAB_DIR.parent
 KEEP = os.environ.get("REGKIT_LAB_KEEP") == "1"
 # Tests that must run after every other lab test (they take the lab down).
 LAST = ("test_lab_down.py",)
+# Fixtures that start optional hosts: tests using them run late.
+LATE = ("all_hosts", "store")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,9 +50,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in ours:
         item.add_marker(pytest.mark.lab)
     last = [item for item in ours if Path(item.path).name in LAST]
-    # Tests that start the optional hosts (node1, pod1) come just before those: once
-    # started, those hosts stay in the inventory and every default trust-ca reaches them.
-    late = [i for i in ours if "all_hosts" in getattr(i, "fixturenames", ()) and i not in last]
+    # Tests that start the optional hosts (node1, pod1, store) come just before those:
+    # once started, those hosts stay (node1 and pod1 in the inventory, where every
+    # default trust-ca reaches them).
+    late = [i for i in ours if set(LATE) & set(getattr(i, "fixturenames", ())) and i not in last]
     items[:] = [item for item in items if item not in last + late] + late + last
 
 
@@ -114,6 +117,15 @@ def all_hosts(lab: Lab) -> Lab:
     """The lab with its optional hosts too (node1: containerd, pod1: podman), as
     ``invoke lab.up --all`` starts them; later plain ``lab.up`` runs leave them."""
     must(lab.invoke("lab.up", "--all"))
+    lab.reload()
+    return lab
+
+
+@pytest.fixture(scope="session")
+def store(lab: Lab) -> Lab:
+    """The lab with its scale-out hosts (store: Ceph's S3 gateway, credentials in
+    lab/state/s3.json), as ``invoke lab.up --scale-out`` starts them."""
+    must(lab.invoke("lab.up", "--scale-out"))
     lab.reload()
     return lab
 
