@@ -1,0 +1,144 @@
+"""A registry on S3 storage: regbox deployed with ``registry.storage.driver: s3`` against
+the lab's Ceph gateway (the store host), its keys stored with ``invoke
+storage.set-credentials``. Images go to the bucket, not to regbox's disk, and the S3
+secret is nowhere a user or a neighbour could read it.
+
+The module ends by deploying regbox back onto its disk, as the other tests expect.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pytest
+import yaml
+
+from lab.store import S3_STATE
+from tasks.inventory import ENV_VAR
+from tasks.layout import NETWORK, REGISTRY
+from tests.lab.conftest import (
+    REPO,
+    Lab,
+    Pushed,
+    fab,
+    login,
+    must,
+    pull_digest,
+    push_image,
+    run_root,
+    sh,
+    trust_by_certs_d,
+)
+
+ROOT = f"/regkit-test-{uuid.uuid4().hex[:8]}"
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@dataclass
+class OnS3:
+    """The lab with regbox on S3: its inventory, the S3 secret, and the deploy's output."""
+
+    lab: Lab
+    secret: str
+    deployed: str
+
+
+@pytest.fixture(scope="module")
+def on_s3(registry: Lab, store: Lab) -> Iterator[OnS3]:
+    """regbox deployed on S3: a copy of the lab inventory (same state folder) with
+    registry.storage set to the lab's bucket, under a root directory of this run."""
+    s3 = json.loads(S3_STATE.read_text())
+    data = yaml.safe_load(store.inventory_path.read_text())
+    data["registry"]["storage"] = {
+        "driver": "s3",
+        "s3": {
+            "endpoint": s3["endpoint"],
+            "region": s3["region"],
+            "bucket": s3["bucket"],
+            "root_directory": ROOT,
+        },
+    }
+    path = store.inventory_path.with_name("inventory-s3.yaml")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    lab = Lab(path, store.inventory, {**store.env, ENV_VAR: str(path)})
+    stored = subprocess.run(
+        [sys.executable, "-m", "invoke", "storage.set-credentials"],
+        cwd=REPO,
+        env=lab.env,
+        input=f"{s3['access_key']}\n{s3['secret_key']}\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert s3["secret_key"] not in must(stored)
+    lab.reload()
+    yield OnS3(lab, s3["secret_key"], must(fab(lab, "-H", "regbox", "deploy")))
+    must(fab(registry, "-H", "regbox", "deploy"))
+    path.unlink()
+
+
+@pytest.fixture(scope="module")
+def pushed(on_s3: OnS3) -> Pushed:
+    client = on_s3.lab.connect("client1")
+    trust_by_certs_d(on_s3.lab, client)
+    login(client)
+    return push_image(client, repo="team/on-s3")
+
+
+def bucket_keys(lab: Lab, prefix: str) -> list[str]:
+    """The object keys under ``prefix`` in the lab's bucket, listed through the gateway
+    from regbox (the keys reach curl in a config on stdin, not in argv)."""
+    s3 = json.loads(S3_STATE.read_text())
+    config = (
+        f'user = "{s3["access_key"]}:{s3["secret_key"]}"\n'
+        'aws-sigv4 = "aws:amz:us-east-1:s3"\n'
+        f'header = "x-amz-content-sha256: {EMPTY_SHA256}"\n'
+    )
+    # The gateway signs the query as sent: a "/" in the prefix must travel as %2F.
+    query = f"list-type=2&prefix={quote(prefix.lstrip('/'), safe='')}"
+    url = f"{s3['endpoint']}/{s3['bucket']}?{query}"
+    listing = sh(lab.connect("regbox"), f"curl -sS -K - '{url}'", config)
+    return [part.split("</Key>")[0] for part in listing.split("<Key>")[1:]]
+
+
+def test_a_push_lands_in_the_bucket_and_pulls_elsewhere(on_s3: OnS3, pushed: Pushed) -> None:
+    assert "[regbox] verify: ok" in on_s3.deployed
+    other = on_s3.lab.connect("client2")
+    trust_by_certs_d(on_s3.lab, other)
+    login(other)
+    assert pull_digest(other, pushed) == pushed.digest
+    hexdigest = pushed.digest.split(":")[1]
+    keys = bucket_keys(on_s3.lab, f"{ROOT}/docker/registry/v2/repositories/team/on-s3/")
+    assert any(hexdigest in key for key in keys), keys
+    disk = f"{on_s3.lab.inventory.registry.data_dir}/docker/registry/v2/repositories/team"
+    assert "on-s3" not in sh(on_s3.lab.connect("regbox"), f"ls {disk} 2>/dev/null; true")
+
+
+def test_the_registry_answers_nothing_on_its_s3_bridge(on_s3: OnS3, pushed: Pushed) -> None:
+    regbox = on_s3.lab.connect("regbox")
+    fmt = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
+    bridge_ip = sh(regbox, f"docker inspect --format '{fmt}' {REGISTRY}")
+    assert bridge_ip
+    status, out, err = run_root(
+        regbox, f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://{bridge_ip}:5000/v2/"
+    )
+    # 7: curl could not connect (nothing listens there); a listening registry gives 401.
+    assert status == 7, out + err
+
+
+def test_the_s3_secret_is_in_no_output_argv_or_inspect(on_s3: OnS3, pushed: Pushed) -> None:
+    lab, secret = on_s3.lab, on_s3.secret
+    regbox = lab.connect("regbox")
+    assert secret not in on_s3.deployed
+    assert secret not in must(fab(lab, "-H", "regbox", "deploy", "--dry-run"))
+    assert secret not in must(fab(lab, "-H", "regbox", "status"))
+    assert secret not in sh(regbox, f"docker inspect {REGISTRY}")
+    assert secret not in sh(regbox, "ps -eo args")
+    modes = sh(regbox, "find /etc/regkit/registry -name config.yml -exec stat -c '%a %U' {} +")
+    assert set(modes.splitlines()) == {"600 root"}
