@@ -130,11 +130,11 @@ def host_spec(alias: str) -> HostSpec:
         if spec.alias == alias:
             return spec
     known = ", ".join(h.alias for h in HOSTS)
-    # The hosts of other engines; store, a service and no target, is left out here.
-    optional = ", ".join(h.alias for h in OPTIONAL if h not in SCALE_OUT)
+    engines = ", ".join(h.alias for h in OPTIONAL if h not in SCALE_OUT)
+    scale_out = ", ".join(h.alias for h in SCALE_OUT)
     raise LabError(
-        f"{alias!r} is not a lab host; the lab's hosts are {known} "
-        f"(and client3, client4, ... with --clients; {optional} with --all)"
+        f"{alias!r} is not a lab host; the lab's hosts are {known} (and client3, client4, "
+        f"... with --clients; {engines} with --all; {scale_out} with --scale-out or --all)"
     )
 
 

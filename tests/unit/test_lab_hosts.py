@@ -129,7 +129,8 @@ def test_host_spec_refuses_other_names(alias: str) -> None:
         host_spec(alias)
     assert str(refused.value) == (
         f"{alias!r} is not a lab host; the lab's hosts are regbox, client1, client2, b2d "
-        "(and client3, client4, ... with --clients; node1, pod1 with --all)"
+        "(and client3, client4, ... with --clients; node1, pod1 with --all; "
+        "store with --scale-out or --all)"
     )
 
 
