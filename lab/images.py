@@ -88,6 +88,8 @@ IMAGES = (
     ImageSpec("pod", common=HOST_FILES, disks=("/var/lib/containers",), runtime="podman"),
     ImageSpec("store", common=HOST_FILES, disks=("/var/lib/ceph",), runtime="s3"),
     ImageSpec("registry", version_of="docker-registry", serves="registry"),
+    # registry:3's layout, for the test that a deploy names its config (built on demand).
+    ImageSpec("registry3", base="registry"),
     ImageSpec("nginx", version_of="nginx", serves="nginx"),
     ImageSpec("python", version_of="python3", serves="token"),
 )

@@ -47,6 +47,9 @@ PRUNED = f"{REMOTE_DIR}/pruned.json"
 
 # Where the registry image reads its configuration (registry:2).
 REGISTRY_CONFIG_MOUNT = "/etc/docker/registry"
+# The config the registry runs, named on its command line (the images' entrypoint
+# serves a *.yml argument): registry:2 and registry:3 alike.
+REGISTRY_CONFIG = f"{REGISTRY_CONFIG_MOUNT}/config.yml"
 REGISTRY_DATA_MOUNT = "/var/lib/registry"
 
 REGISTRY = "regkit-registry"

@@ -21,7 +21,7 @@ from invoke import Collection, Context
 from tasks import commands, inventory, wanted
 from tasks.cli import task
 from tasks.inventory import Inventory
-from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG_MOUNT
+from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG
 from tasks.plans import maintenance as planner
 from tasks.plans.deploy_steps import replace_script, verify_script
 from tasks.plans.maintenance import HostState
@@ -59,7 +59,7 @@ def disk_use(inv: Inventory, target: Target) -> int:
 def collect(target: Target, dry_run: bool, delete_untagged: bool) -> str:
     flags = [f for f, on in (("--dry-run", dry_run), ("--delete-untagged", delete_untagged)) if on]
     find = commands.join("docker", "exec", REGISTRY, "sh", "-c", FIND_BINARY)
-    config = f"{REGISTRY_CONFIG_MOUNT}/config.yml"
+    config = REGISTRY_CONFIG
     run = commands.join("docker", "exec", REGISTRY)
     return target.check(
         f'bin=$({find}) && {run} "$bin" {commands.join("garbage-collect", *flags, config)} 2>&1',

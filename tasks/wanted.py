@@ -26,6 +26,7 @@ from tasks.layout import (
     PROBE_PASSWORD_FILE,
     REGISTRY,
     REGISTRY_ALIAS,
+    REGISTRY_CONFIG,
     REGISTRY_CONFIG_MOUNT,
     REGISTRY_DATA_MOUNT,
     RIGHTS_DIR,
@@ -137,12 +138,16 @@ class RunSpec:
     args: tuple[str, ...]
     # Networks joined after the first (``--network`` in ``args``), before it starts.
     more_networks: tuple[str, ...] = ()
+    # What follows the image on the command line (the image's CMD when empty).
+    command: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
         parts: list[object] = [self.name, self.image, self.args]
         if self.more_networks:
             parts.append(self.more_networks)
+        if self.command:
+            parts.append(self.command)
         return sha256(json.dumps(parts).encode())[:16]
 
     @property
@@ -167,6 +172,9 @@ def registry_spec(inv: Inventory, config_digest: str, image: str = "") -> RunSpe
         # S3 is outside the host: the registry joins the proxy's bridge to reach it, and
         # listens only on BACKEND's address (its config's http.addr).
         more_networks=(NETWORK,) if reg.storage.s3 else (),
+        # The config's path, always: registry:3 images look in /etc/distribution by
+        # default and would run their own config (no auth) without it.
+        command=(REGISTRY_CONFIG,),
     )  # fmt: skip
 
 

@@ -15,13 +15,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fabric
 import pytest
+import yaml
 from invoke import Context
 from playwright.sync_api import Browser, sync_playwright
 
@@ -110,6 +112,16 @@ def lab() -> Iterator[Lab]:
     yield Lab(INVENTORY, inventory_module.load(INVENTORY), env)
     if not KEEP:
         must(invoke("lab.down"))
+
+
+def inventory_variant(lab: Lab, name: str, change: Callable[[dict[str, Any]], None]) -> Lab:
+    """The lab with a copy of its inventory, changed by ``change``, beside it (so with the
+    same state folder): ``lab/inventory-<name>.yaml``; the caller removes it."""
+    data = yaml.safe_load(lab.inventory_path.read_text())
+    change(data)
+    path = lab.inventory_path.with_name(f"inventory-{name}.yaml")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return Lab(path, inventory_module.load(path), {**lab.env, ENV_VAR: str(path)})
 
 
 @pytest.fixture(scope="session")

@@ -14,19 +14,19 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import pytest
-import yaml
 
 from lab.store import S3_STATE
-from tasks.inventory import ENV_VAR
 from tasks.layout import NETWORK, REGISTRY
 from tests.lab.conftest import (
     REPO,
     Lab,
     Pushed,
     fab,
+    inventory_variant,
     login,
     must,
     pull_digest,
@@ -54,19 +54,19 @@ def on_s3(registry: Lab, store: Lab) -> Iterator[OnS3]:
     """regbox deployed on S3: a copy of the lab inventory (same state folder) with
     registry.storage set to the lab's bucket, under a root directory of this run."""
     s3 = json.loads(S3_STATE.read_text())
-    data = yaml.safe_load(store.inventory_path.read_text())
-    data["registry"]["storage"] = {
-        "driver": "s3",
-        "s3": {
-            "endpoint": s3["endpoint"],
-            "region": s3["region"],
-            "bucket": s3["bucket"],
-            "root_directory": ROOT,
-        },
-    }
-    path = store.inventory_path.with_name("inventory-s3.yaml")
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    lab = Lab(path, store.inventory, {**store.env, ENV_VAR: str(path)})
+
+    def on_bucket(data: dict[str, Any]) -> None:
+        data["registry"]["storage"] = {
+            "driver": "s3",
+            "s3": {
+                "endpoint": s3["endpoint"],
+                "region": s3["region"],
+                "bucket": s3["bucket"],
+                "root_directory": ROOT,
+            },
+        }
+
+    lab = inventory_variant(store, "s3", on_bucket)
     stored = subprocess.run(
         [sys.executable, "-m", "invoke", "storage.set-credentials"],
         cwd=REPO,
@@ -80,7 +80,7 @@ def on_s3(registry: Lab, store: Lab) -> Iterator[OnS3]:
     lab.reload()
     yield OnS3(lab, s3["secret_key"], must(fab(lab, "-H", "regbox", "deploy")))
     must(fab(registry, "-H", "regbox", "deploy"))
-    path.unlink()
+    lab.inventory_path.unlink()
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,20 @@ def test_docker_start_joins_more_networks_before_the_container_starts() -> None:
     )
 
 
+def test_docker_start_passes_the_command_after_the_image() -> None:
+    spec = RunSpec("reg", "registry:3", ("--network", "back"), command=("/etc/r/config.yml",))
+    assert commands.docker_start(spec) == (
+        f"docker run -d --name reg --label regkit.spec={spec.digest} "
+        "--network back registry:3 /etc/r/config.yml"
+    )
+    two = RunSpec("reg", "registry:3", ("--network", "back"), ("edge",), ("/etc/r/config.yml",))
+    assert commands.docker_start(two).startswith(
+        f"docker create --name reg --label regkit.spec={two.digest} --network back "
+        "registry:3 /etc/r/config.yml && "
+    )
+    assert spec.digest != RunSpec("reg", "registry:3", ("--network", "back")).digest
+
+
 @pytest.mark.parametrize(
     ("options", "command"),
     [
