@@ -181,7 +181,9 @@ def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
         took = time.monotonic() - start
         report.info(f"[{target.alias}] done in {took:.1f} s, {target.commands} SSH commands")
 
-    each_host(c, inv, aliases, report, "deploy", work)
+    # A rolling deploy: one host at a time, each proven by its own push and pull; the
+    # first failure stops the roll with the hosts after it still serving.
+    each_host(c, inv, aliases, report, "deploy", work, rolling=True)
     ca = pki.read_cert(pki.paths(inv).ca_cert)
     report.info(f"registry: {inv.registry.url}")
     report.info(f"CA SHA-256 fingerprint: {certificates.fingerprint(ca)}")

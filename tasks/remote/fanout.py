@@ -86,11 +86,14 @@ def each_host(
     *,
     step: str = "",
     parallel: bool = False,
+    rolling: bool = False,
     hint: str = "",
 ) -> None:
     """Run ``work`` on each host (at once when ``parallel``); one host's failure never
-    stops the others. Each failure is a ``failed`` line; at the end the summary, then
-    one error naming the hosts that failed (with ``hint``, what to do about it).
+    stops the others, unless ``rolling``: then the hosts run one at a time, and the
+    first failure stops the roll, the hosts after it left as they are (``skipped``).
+    Each failure is a ``failed`` line; at the end the summary, then one error naming
+    the hosts that failed (with ``hint``, what to do about it).
     """
 
     def one(alias: str) -> str | None:
@@ -104,9 +107,18 @@ def each_host(
             return alias
         return None
 
-    if parallel:
+    if parallel and not rolling:
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(aliases))) as pool:
             failed = [alias for alias in pool.map(one, aliases) if alias]
+    elif rolling:
+        failed = []
+        for index, alias in enumerate(aliases):
+            if one(alias):
+                failed.append(alias)
+                for rest in aliases[index + 1 :]:
+                    why = f"not started: the roll stopped at {alias}; it runs what it ran"
+                    report.skipped(rest, step or task, why)
+                break
     else:
         failed = [alias for alias in aliases if one(alias)]
     report.summary()

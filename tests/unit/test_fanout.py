@@ -62,6 +62,19 @@ def test_one_run_for_all_hosts_with_a_line_each_and_one_summary(unreachable: Pat
     assert "Traceback" not in out.stderr
 
 
+def test_a_deploy_rolls_and_stops_at_the_first_failure(unreachable: Path) -> None:
+    users.set_password(inventory.load(unreachable), "alice", "correct horse battery")
+    out = fab(unreachable, "-H", "reg-a,reg-b", "deploy")
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("[reg-a] deploy: failed (") for line in lines), out.stderr
+    assert (
+        "[reg-b] deploy: skipped (not started: the roll stopped at reg-a; it runs what it ran)"
+        in lines
+    )
+    assert out.stderr.strip() == "error: deploy failed on reg-a"
+
+
 def test_one_host_down_does_not_hide_the_others_in_catalog(unreachable: Path) -> None:
     state = inventory.load(unreachable).state_path
     (state / "probe-password").write_text("x" * 43)
