@@ -60,8 +60,10 @@ def _finish(report: Report) -> None:
 @task(
     help={
         "clients": "How many Debian clients (client1..clientN) to run; 2 by default.",
-        "all_": "Also start the optional hosts: node1 (containerd), pod1 (podman), store (S3).",
-        "scale_out": "Also start the scale-out hosts: store (Ceph's S3 gateway).",
+        "all_": "Also start the optional hosts: node1 (containerd), pod1 (podman), store (S3), "
+        "regbox2.",
+        "scale_out": "Also start the scale-out hosts: store (Ceph's S3 gateway), regbox2 (a "
+        "second registry host).",
     }
 )
 def up(c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False) -> None:
@@ -69,10 +71,10 @@ def up(c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False
 
     Starts Debian's dockerd for the lab if none answers on the lab's socket, builds
     what is missing, starts regbox, client1..clientN (two unless --clients says
-    otherwise) and b2d, with --scale-out store, and with --all every optional
-    host (node1, pod1, store), loads the registry and nginx images into regbox's
-    engine and writes lab/inventory.yaml, and with store lab/state/s3.json (its S3
-    endpoint and keys, 0600). Optional hosts already running that the flags leave
+    otherwise) and b2d, with --scale-out store and regbox2, and with --all every
+    optional host (node1, pod1, store, regbox2), loads the registry and nginx
+    images into each registry host's engine and writes lab/inventory.yaml, and
+    with store lab/state/s3.json (its S3 endpoint and keys, 0600). Optional hosts already running that the flags leave
     out are left as they are (and in the inventory, but for store, which never is).
     """
     if clients < 1:
@@ -112,7 +114,7 @@ def up(c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False
             keys[spec.alias] = host_key(engine, spec)
         if spec.role == "registry":
             load_images(engine, spec, settings, report)
-        if spec in SCALE_OUT:
+        if spec.runtime == "s3":
             write_s3_state(engine, spec.container, report)
     managed = tuple(spec for spec in specs + kept if spec.in_inventory)
     write_inventory(inventory_data(managed, ports, keys, _refs(engine, settings)), report)
@@ -186,7 +188,11 @@ def status(c: Context) -> None:
         print(f"  {spec.alias:<8} running, {ssh}, {spec.runtime} {answers}")
 
 
-@task(help={"host": "the lab host to reboot: regbox, client1, client2, b2d, node1, pod1, store"})
+@task(
+    help={
+        "host": "the lab host to reboot: regbox, client1, client2, b2d, node1, pod1, store, regbox2"
+    }
+)
 def reboot(c: Context, host: str) -> None:
     """Reboot a lab host as the real machine would.
 
@@ -207,7 +213,7 @@ def reboot(c: Context, host: str) -> None:
             f"the lab's engine does not answer on {settings.socket}; run `invoke lab.up`"
         )
     reboot_host(engine, spec, settings, report)
-    if spec in SCALE_OUT:
+    if spec.runtime == "s3":
         write_s3_state(engine, spec.container, report)
     _finish(report)
 

@@ -57,8 +57,12 @@ class HostSpec:
 
 # Started by `lab.up --scale-out` (and --all): what a registry outgrowing one host
 # needs. store is the team's S3 service, not a host regkit manages: its role keeps it
-# out of the inventory.
-SCALE_OUT = (HostSpec("store", "store", "admin", "store", "debian"),)
+# out of the inventory. regbox2 is a second registry host: registry.lab.test names it
+# too (one network alias on both), so a client's dialer fails over between them.
+SCALE_OUT = (
+    HostSpec("store", "store", "admin", "store", "debian"),
+    HostSpec("regbox2", "host", "admin", "registry", "debian"),
+)
 # Started only by `lab.up --all`: hosts that run another container engine than
 # Docker, and the scale-out hosts.
 OPTIONAL = (
@@ -72,8 +76,8 @@ def lab_hosts(
     clients: int = 2, optional: bool = False, scale_out: bool = False
 ) -> tuple[HostSpec, ...]:
     """regbox, ``clients`` Debian clients (client1, client2, ...) and b2d; with
-    ``optional``, every optional host too (node1, pod1, store); with ``scale_out``,
-    the scale-out hosts (store)."""
+    ``optional``, every optional host too (node1, pod1, store, regbox2); with
+    ``scale_out``, the scale-out hosts (store, regbox2)."""
     extra = OPTIONAL if optional else SCALE_OUT if scale_out else ()
     return (
         HostSpec("regbox", "host", "admin", "registry", "debian"),

@@ -7,6 +7,7 @@ next run starts in seconds; the test of ``lab.down`` is then skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -30,6 +31,7 @@ from playwright.sync_api import Browser, sync_playwright
 from lab.engine import Engine
 from lab.hosts import host_spec
 from lab.settings import INVENTORY, LAB_DIR, NETWORK, Settings
+from lab.store import S3_STATE
 from tasks import inventory as inventory_module
 from tasks import pki, render
 from tasks.inventory import ENV_VAR, Inventory
@@ -122,6 +124,29 @@ def inventory_variant(lab: Lab, name: str, change: Callable[[dict[str, Any]], No
     path = lab.inventory_path.with_name(f"inventory-{name}.yaml")
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return Lab(path, inventory_module.load(path), {**lab.env, ENV_VAR: str(path)})
+
+
+def s3_variant(lab: Lab, name: str, root: str) -> Lab:
+    """The lab with its registry on the lab's S3 bucket (under ``root``): an inventory
+    variant, and the bucket's keys stored with ``invoke storage.set-credentials``."""
+    s3 = json.loads(S3_STATE.read_text())
+
+    def on_bucket(data: dict[str, Any]) -> None:
+        settings = {k: s3[k] for k in ("endpoint", "region", "bucket")}
+        data["registry"]["storage"] = {"driver": "s3", "s3": {**settings, "root_directory": root}}
+
+    variant = inventory_variant(lab, name, on_bucket)
+    stored = subprocess.run(
+        [sys.executable, "-m", "invoke", "storage.set-credentials"],
+        cwd=REPO,
+        env=variant.env,
+        input=f"{s3['access_key']}\n{s3['secret_key']}\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert s3["secret_key"] not in must(stored)
+    return variant
 
 
 @pytest.fixture(scope="session")

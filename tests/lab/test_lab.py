@@ -243,7 +243,7 @@ def test_reboot_of_an_unknown_host_is_one_clear_line(lab: Lab) -> None:
     assert proc.stderr.strip().splitlines() == [
         "error: 'nosuch' is not a lab host; the lab's hosts are regbox, client1, client2, b2d "
         "(and client3, client4, ... with --clients; node1, pod1 with --all; "
-        "store with --scale-out or --all)"
+        "store, regbox2 with --scale-out or --all)"
     ]
 
 

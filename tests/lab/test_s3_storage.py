@@ -9,12 +9,9 @@ The module ends by deploying regbox back onto its disk, as the other tests expec
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -22,16 +19,15 @@ import pytest
 from lab.store import S3_STATE
 from tasks.layout import NETWORK, REGISTRY
 from tests.lab.conftest import (
-    REPO,
     Lab,
     Pushed,
     fab,
-    inventory_variant,
     login,
     must,
     pull_digest,
     push_image,
     run_root,
+    s3_variant,
     sh,
     trust_by_certs_d,
 )
@@ -53,32 +49,9 @@ class OnS3:
 def on_s3(registry: Lab, store: Lab) -> Iterator[OnS3]:
     """regbox deployed on S3: a copy of the lab inventory (same state folder) with
     registry.storage set to the lab's bucket, under a root directory of this run."""
-    s3 = json.loads(S3_STATE.read_text())
-
-    def on_bucket(data: dict[str, Any]) -> None:
-        data["registry"]["storage"] = {
-            "driver": "s3",
-            "s3": {
-                "endpoint": s3["endpoint"],
-                "region": s3["region"],
-                "bucket": s3["bucket"],
-                "root_directory": ROOT,
-            },
-        }
-
-    lab = inventory_variant(store, "s3", on_bucket)
-    stored = subprocess.run(
-        [sys.executable, "-m", "invoke", "storage.set-credentials"],
-        cwd=REPO,
-        env=lab.env,
-        input=f"{s3['access_key']}\n{s3['secret_key']}\n",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert s3["secret_key"] not in must(stored)
-    lab.reload()
-    yield OnS3(lab, s3["secret_key"], must(fab(lab, "-H", "regbox", "deploy")))
+    lab = s3_variant(store, "s3", ROOT)
+    secret = json.loads(S3_STATE.read_text())["secret_key"]
+    yield OnS3(lab, secret, must(fab(lab, "-H", "regbox", "deploy")))
     must(fab(registry, "-H", "regbox", "deploy"))
     lab.inventory_path.unlink()
 

@@ -40,25 +40,27 @@ def test_all_adds_the_optional_hosts_after_the_others() -> None:
     hosts = lab_hosts(3, optional=True)
     assert [h.alias for h in hosts] == [
         *("regbox", "client1", "client2", "client3", "b2d"),
-        *("node1", "pod1", "store"),
+        *("node1", "pod1", "store", "regbox2"),
     ]
-    assert hosts[-3:] == OPTIONAL
+    assert hosts[-4:] == OPTIONAL
 
 
-def test_scale_out_adds_only_store() -> None:
+def test_scale_out_adds_store_and_a_second_registry_host() -> None:
     hosts = lab_hosts(scale_out=True)
-    assert [h.alias for h in hosts] == ["regbox", "client1", "client2", "b2d", "store"]
+    aliases = [h.alias for h in hosts]
+    assert aliases == ["regbox", "client1", "client2", "b2d", "store", "regbox2"]
     assert lab_hosts(optional=True, scale_out=True) == lab_hosts(optional=True)
 
 
-def test_optional_hosts_are_debian_hosts_without_docker() -> None:
+def test_optional_hosts_are_debian_hosts_of_each_engine() -> None:
     assert [(h.alias, h.image, h.runtime, h.role) for h in OPTIONAL] == [
         ("node1", "node", "containerd", "client"),
         ("pod1", "pod", "podman", "client"),
         ("store", "store", "s3", "store"),
+        ("regbox2", "host", "docker", "registry"),
     ]
     assert {(h.user, h.flavor) for h in OPTIONAL} == {("admin", "debian")}
-    assert OPTIONAL[-1:] == SCALE_OUT
+    assert OPTIONAL[-2:] == SCALE_OUT
 
 
 def test_store_is_never_in_the_inventory() -> None:
@@ -68,7 +70,8 @@ def test_store_is_never_in_the_inventory() -> None:
     ports = {h.alias: 2200 + i for i, h in enumerate(managed)}
     keys = {h.alias: f"ssh-ed25519 AAAA{h.alias}" for h in managed}
     inv = Inventory.model_validate(inventory_data(managed, ports, keys, {}))
-    assert list(inv.hosts) == ["regbox", "client1", "client2", "b2d", "node1", "pod1"]
+    assert list(inv.hosts) == ["regbox", "client1", "client2", "b2d", "node1", "pod1", "regbox2"]
+    assert inv.with_role("registry") == ["regbox", "regbox2"]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +133,7 @@ def test_host_spec_refuses_other_names(alias: str) -> None:
     assert str(refused.value) == (
         f"{alias!r} is not a lab host; the lab's hosts are regbox, client1, client2, b2d "
         "(and client3, client4, ... with --clients; node1, pod1 with --all; "
-        "store with --scale-out or --all)"
+        "store, regbox2 with --scale-out or --all)"
     )
 
 

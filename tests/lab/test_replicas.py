@@ -1,0 +1,176 @@
+"""Two registry hosts on one S3 bucket: regbox and regbox2 answer for the same name and
+certificate, serve the same images, and take over from each other; a deploy over both
+rolls, and stops at the first host that fails with the other still serving.
+
+``registry.lab.test`` names both hosts (one network alias on both); a test pins it to
+one host's address in a client's /etc/hosts when it must reach that one.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import fabric
+import pytest
+from invoke import Context
+
+from lab.engine import Engine
+from lab.hosts import host_spec
+from lab.settings import NETWORK, Settings
+from tasks import deploy
+from tasks.errors import RemoteError
+from tasks.remote.fanout import each_host
+from tasks.remote.lock import host_lock
+from tasks.remote.target import Target
+from tasks.report import Report
+from tests.lab.conftest import (
+    CA_FILE,
+    DOMAIN,
+    PASSWORD,
+    USER,
+    Lab,
+    bearer,
+    fab,
+    login,
+    must,
+    pull_digest,
+    push_image,
+    s3_variant,
+    sh,
+    trust_by_certs_d,
+)
+
+ROOT = f"/regkit-replicas-{uuid.uuid4().hex[:8]}"
+HOSTS = ("regbox", "regbox2")
+
+
+@dataclass
+class Replicas:
+    """The lab with both registry hosts on the bucket, and each one's address."""
+
+    lab: Lab
+    ips: dict[str, str]
+    deployed: str
+
+
+def lab_ip(alias: str) -> str:
+    info = Engine(Settings()).inspect(host_spec(alias).container)
+    assert info is not None, f"{alias} is not running"
+    return str(info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"])
+
+
+@pytest.fixture(scope="module")
+def replicas(registry: Lab, store: Lab) -> Iterator[Replicas]:
+    """``fab deploy`` (every registry host: regbox, then regbox2) on the lab's bucket."""
+    lab = s3_variant(store, "replicas", ROOT)
+    for alias in ("client1", "client2"):
+        client = lab.connect(alias)
+        trust_by_certs_d(lab, client)
+        login(client)
+    yield Replicas(lab, {alias: lab_ip(alias) for alias in HOSTS}, must(fab(lab, "deploy")))
+    must(fab(lab, "-H", "regbox2", "undeploy"))
+    must(fab(registry, "-H", "regbox", "deploy"))
+    lab.inventory_path.unlink()
+
+
+@contextmanager
+def pinned(conn: fabric.Connection, ip: str) -> Iterator[None]:
+    """``registry.lab.test`` is ``ip`` on ``conn`` (its /etc/hosts) while the block runs."""
+    sh(conn, f"cp /etc/hosts /etc/hosts.lab && echo '{ip} {DOMAIN}' >> /etc/hosts")
+    try:
+        yield
+    finally:
+        sh(conn, "cat /etc/hosts.lab > /etc/hosts && rm /etc/hosts.lab")
+
+
+def test_every_registry_host_is_deployed_in_turn_and_proven(replicas: Replicas) -> None:
+    out = replicas.deployed
+    assert out.index("[regbox] verify: ok") < out.index("[regbox2] verify: ok"), out
+
+
+def test_a_push_through_regbox_pulls_through_regbox2(replicas: Replicas) -> None:
+    c1, c2 = replicas.lab.connect("client1"), replicas.lab.connect("client2")
+    with pinned(c1, replicas.ips["regbox"]):
+        image = push_image(c1, repo="team/replicated")
+    with pinned(c2, replicas.ips["regbox2"]):
+        assert pull_digest(c2, image) == image.digest
+
+
+def test_a_client_fails_over_when_one_host_is_down(replicas: Replicas) -> None:
+    c1, c2 = replicas.lab.connect("client1"), replicas.lab.connect("client2")
+    image = push_image(c1, repo="team/failover")
+    regbox = replicas.lab.connect("regbox")
+    sh(regbox, "docker stop regkit-nginx >/dev/null")
+    try:
+        for _ in range(3):
+            assert pull_digest(c2, image) == image.digest
+    finally:
+        sh(regbox, "docker start regkit-nginx >/dev/null")
+
+
+def test_an_upload_begun_on_one_host_completes_on_the_other(replicas: Replicas) -> None:
+    c1 = replicas.lab.connect("client1")
+    auth = bearer(c1, USER, PASSWORD, "repository:team/hop:pull,push")
+    one, two = (f"--resolve {DOMAIN}:443:{replicas.ips[a]}" for a in HOSTS)
+    curl = f"curl -sS -K - --cacert {CA_FILE}"
+    location = "sed -n 's/^[Ll]ocation: *//p' | tr -d '\\r'"
+
+    def url(loc: str) -> str:
+        return loc if loc.startswith("https://") else f"https://{DOMAIN}{loc}"
+
+    begun = sh(
+        c1,
+        f"{curl} {one} -X POST -D - -o /dev/null "
+        f"https://{DOMAIN}/v2/team/hop/blobs/uploads/ | {location}",
+        auth,
+    )
+    digest = "sha256:" + sh(
+        c1, "head -c 1048576 /dev/urandom > /tmp/hop && sha256sum < /tmp/hop | cut -d' ' -f1"
+    )
+    patched = sh(
+        c1,
+        f"{curl} {two} -X PATCH -H 'Content-Type: application/octet-stream' "
+        f"--data-binary @/tmp/hop -D - -o /dev/null '{url(begun)}' | {location}",
+        auth,
+    )
+    separator = "&" if "?" in patched else "?"
+    done = sh(
+        c1,
+        f"{curl} {two} -X PUT -o /dev/null -w '%{{http_code}}' "
+        f"'{url(patched)}{separator}digest={digest}'",
+        auth,
+    )
+    assert done == "201"
+    head = f"{curl} {one} -I -o /dev/null -w '%{{http_code}}'"
+    assert sh(c1, f"{head} https://{DOMAIN}/v2/team/hop/blobs/{digest}", auth) == "200"
+
+
+def test_a_broken_template_stops_the_roll_with_the_other_host_serving(
+    replicas: Replicas, templates: Path
+) -> None:
+    lab = replicas.lab
+    image = push_image(lab.connect("client1"), repo="team/roll")
+    conf = templates / "nginx.conf.j2"
+    conf.write_text(conf.read_text() + "\nthis is not nginx;\n")
+    out = io.StringIO()
+    report = Report(stream=out)
+
+    def work(target: Target) -> None:
+        with host_lock(target, "deploy"):
+            deploy.deploy_host(lab.inventory, target, report, dry_run=False)
+
+    ctx = Context(config=fabric.Config(overrides={"run": {"in_stream": False}}))
+    with pytest.raises(RemoteError, match=r"deploy failed on regbox$"):
+        each_host(ctx, lab.inventory, list(HOSTS), report, "deploy", work, rolling=True)
+    lines = out.getvalue()
+    assert "[regbox] deploy: failed (" in lines
+    assert "[regbox2] deploy: skipped (not started: the roll stopped at regbox" in lines
+    c2 = lab.connect("client2")
+    for alias in HOSTS:
+        with pinned(c2, replicas.ips[alias]):
+            assert pull_digest(c2, image) == image.digest
