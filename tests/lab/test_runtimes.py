@@ -396,7 +396,7 @@ def test_oras_pushes_and_pulls_an_artifact_served_back_byte_identical(
 def test_the_catalog_shows_the_index_and_the_artifact(
     hosts: Lab, index: str, artifact: Artifact
 ) -> None:
-    out = must(fab(hosts, "catalog"))
+    out = must(fab(hosts, "-H", "regbox", "catalog"))
     multi = next(line for line in out.splitlines() if " multi " in line)
     assert "index: linux/amd64, linux/arm64" in multi
     notes = next(line for line in out.splitlines() if line.startswith("team/notes"))
