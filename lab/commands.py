@@ -74,8 +74,9 @@ def up(c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False
     otherwise) and b2d, with --scale-out store and regbox2, and with --all every
     optional host (node1, pod1, store, regbox2), loads the registry and nginx
     images into each registry host's engine and writes lab/inventory.yaml, and
-    with store lab/state/s3.json (its S3 endpoint and keys, 0600). Optional hosts already running that the flags leave
-    out are left as they are (and in the inventory, but for store, which never is).
+    with store lab/state/s3.json (its S3 endpoint and keys, 0600). Optional hosts
+    already running that the flags leave out are left as they are (and in the
+    inventory, but for store, which never is).
     """
     if clients < 1:
         raise LabError(f"--clients {clients}: the lab needs at least one client")
