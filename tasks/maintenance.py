@@ -18,7 +18,7 @@ from shlex import quote
 
 from invoke import Collection, Context
 
-from tasks import commands, inventory, wanted
+from tasks import commands, inventory, storage, wanted
 from tasks.cli import task
 from tasks.inventory import Inventory
 from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG
@@ -85,6 +85,7 @@ def gc(
 ) -> None:
     """Collect garbage safely: dry run, then read-only registry while blobs are deleted."""
     inv = inventory.load()
+    storage.one_writer(inv, "fab gc")
     report = Report()
     aliases = hosts_for(c, inv, "registry", "gc", force)
 

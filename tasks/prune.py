@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from invoke import Collection, Context
 
-from tasks import catalog, cli, inventory, users
+from tasks import catalog, cli, inventory, storage, users
 from tasks.catalog import MANIFEST_TYPES, RegistryApi
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
@@ -175,6 +175,7 @@ def prune(
 ) -> None:
     """Delete the tags the retention rules do not keep, then collect the garbage."""
     inv = inventory.load()
+    storage.one_writer(inv, "fab prune (its garbage collection)")
     aliases = hosts_for(c, inv, "registry", "prune", force)
     if not inv.retention:
         raise RegkitError(f"{inv.source}: retention: no rules; prune keeps everything without one")

@@ -102,6 +102,19 @@ def needs_filesystem(inv: Inventory, what: str) -> None:
         )
 
 
+def one_writer(inv: Inventory, what: str) -> None:
+    """Refuse ``what`` (a garbage collection) when several registry hosts share a bucket:
+    a push landing on another replica while blobs are deleted could lose it."""
+    hosts = inv.with_role("registry")
+    if inv.registry.storage.s3 is not None and len(hosts) > 1:
+        raise RegkitError(
+            f"{inv.source}: {len(hosts)} registry hosts ({', '.join(hosts)}) share one S3 "
+            f"bucket: {what} must first make every one of them read-only, which it does "
+            "not do yet; it refuses rather than risk deleting a blob another replica is "
+            "being pushed"
+        )
+
+
 @task(name="set-credentials")
 def set_credentials(c: Context) -> None:
     """Store the S3 access and secret key for registry.storage.s3 (local state, 0600).

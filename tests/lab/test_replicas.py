@@ -150,6 +150,14 @@ def test_an_upload_begun_on_one_host_completes_on_the_other(replicas: Replicas) 
     assert sh(c1, f"{head} https://{DOMAIN}/v2/team/hop/blobs/{digest}", auth) == "200"
 
 
+def test_gc_on_the_shared_bucket_is_refused_in_one_line(replicas: Replicas) -> None:
+    for task in ("gc", "prune"):
+        out = fab(replicas.lab, task, "--yes") if task == "prune" else fab(replicas.lab, task)
+        assert out.returncode == 1
+        assert "2 registry hosts (regbox, regbox2) share one S3 bucket" in out.stderr
+        assert "Traceback" not in out.stderr and not out.stdout
+
+
 def test_a_broken_template_stops_the_roll_with_the_other_host_serving(
     replicas: Replicas, templates: Path
 ) -> None:
