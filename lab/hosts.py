@@ -291,11 +291,16 @@ def present_clients(engine: Engine) -> int:
     return max((int(m.group(1)) for m in found if m), default=0)
 
 
-def remove_host(engine: Engine, spec: HostSpec, report: Report) -> None:
+def remove_host(
+    engine: Engine,
+    spec: HostSpec,
+    report: Report,
+    why: str = "removed (more clients than --clients asks for)",
+) -> None:
     engine.run("rm", "--force", "--volumes", spec.container)
     for volume in spec.volumes:
         engine.run("volume", "rm", volume, check=False)
-    report.changed(spec.alias, "host", "removed (more clients than --clients asks for)")
+    report.changed(spec.alias, "host", why)
 
 
 def reboot_host(engine: Engine, spec: HostSpec, settings: Settings, report: Report) -> None:

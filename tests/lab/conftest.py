@@ -29,7 +29,7 @@ from invoke import Context
 from playwright.sync_api import Browser, sync_playwright
 
 from lab.engine import Engine
-from lab.hosts import host_spec
+from lab.hosts import host_spec, remove_host
 from lab.settings import INVENTORY, LAB_DIR, NETWORK, Settings
 from lab.store import S3_STATE
 from tasks import inventory as inventory_module
@@ -38,6 +38,7 @@ from tasks.inventory import ENV_VAR, Inventory
 from tasks.layout import LOCK, LOCK_OWNER
 from tasks.remote.connect import connect, open_connection
 from tasks.remote.target import Target
+from tasks.report import Report
 
 HERE = Path(__file__).resolve().parent
 REPO = LAB_DIR.parent
@@ -159,12 +160,17 @@ def all_hosts(lab: Lab) -> Lab:
 
 
 @pytest.fixture(scope="session")
-def store(lab: Lab) -> Lab:
+def store(lab: Lab) -> Iterator[Lab]:
     """The lab with its scale-out hosts (store: Ceph's S3 gateway, credentials in
-    lab/state/s3.json), as ``invoke lab.up --scale-out`` starts them."""
+    lab/state/s3.json; regbox2, a second registry host), as ``invoke lab.up
+    --scale-out`` starts them. regbox2 is removed at the end: a lab kept for the next
+    run must not hold a second registry host that every default registry task reaches."""
     must(lab.invoke("lab.up", "--scale-out"))
     lab.reload()
-    return lab
+    yield lab
+    if KEEP:
+        remove_host(Engine(Settings()), host_spec("regbox2"), Report(), "removed after the tests")
+        must(lab.invoke("lab.up"))
 
 
 # Shared by the tests of the remote tasks: one CA, one user, one registry.
@@ -403,11 +409,11 @@ def served(lab: Lab, field: str) -> str:
     )
 
 
-def regbox_ip() -> str:
-    engine = Engine(Settings())
-    info = engine.inspect(host_spec("regbox").container)
-    assert info is not None, "regbox is not running"
-    return info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+def lab_ip(alias: str = "regbox") -> str:
+    """A lab host's address on the lab network (regbox's by default)."""
+    info = Engine(Settings()).inspect(host_spec(alias).container)
+    assert info is not None, f"{alias} is not running"
+    return str(info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"])
 
 
 @pytest.fixture(scope="module")
@@ -420,7 +426,7 @@ def browser() -> Iterator[Browser]:
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        f"--host-resolver-rules=MAP {DOMAIN} {regbox_ip()}",
+        f"--host-resolver-rules=MAP {DOMAIN} {lab_ip()}",
     ]
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)

@@ -19,9 +19,6 @@ import fabric
 import pytest
 from invoke import Context
 
-from lab.engine import Engine
-from lab.hosts import host_spec
-from lab.settings import NETWORK, Settings
 from tasks import deploy
 from tasks.errors import RemoteError
 from tasks.remote.fanout import each_host
@@ -36,6 +33,7 @@ from tests.lab.conftest import (
     Lab,
     bearer,
     fab,
+    lab_ip,
     login,
     must,
     pull_digest,
@@ -56,12 +54,6 @@ class Replicas:
     lab: Lab
     ips: dict[str, str]
     deployed: str
-
-
-def lab_ip(alias: str) -> str:
-    info = Engine(Settings()).inspect(host_spec(alias).container)
-    assert info is not None, f"{alias} is not running"
-    return str(info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"])
 
 
 @pytest.fixture(scope="module")

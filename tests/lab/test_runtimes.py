@@ -35,11 +35,11 @@ from tests.lab.conftest import (
     Lab,
     Pushed,
     fab,
+    lab_ip,
     login,
     must,
     pull_digest,
     push_image,
-    regbox_ip,
     run_root,
     sh,
     trust_by_certs_d,
@@ -359,7 +359,7 @@ def artifact(hosts: Lab, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     ca = str(pki.paths(hosts.inventory).ca_cert)
     client = oras.client.OrasClient(hostname=DOMAIN, tls_verify=ca)
     target = f"{DOMAIN}/team/notes:v1"
-    with resolving(DOMAIN, regbox_ip()):
+    with resolving(DOMAIN, lab_ip()):
         # oras-py keeps one token per client and asks for a new one only after a 403,
         # while distribution answers a token of too small a scope with 401 (as the
         # token spec says): so, as a CI job would, it holds a pull,push token up front.
