@@ -21,17 +21,10 @@ def join(*argv: str) -> str:
 def docker_start(spec: RunSpec) -> str:
     """Start the container ``spec`` describes: ``docker run``, or ``docker create``,
     ``network connect`` and ``start`` when it joins more than one network."""
+    container = ("--name", spec.name, *spec.label, *spec.args, spec.image, *spec.command)
     if not spec.more_networks:
-        return join(
-            "docker", "run", "-d", "--name", spec.name, *spec.label, *spec.args, spec.image,
-            *spec.command,
-        )  # fmt: skip
-    steps = [
-        join(
-            "docker", "create", "--name", spec.name, *spec.label, *spec.args, spec.image,
-            *spec.command,
-        )
-    ]  # fmt: skip
+        return join("docker", "run", "-d", *container)
+    steps = [join("docker", "create", *container)]
     steps += [join("docker", "network", "connect", net, spec.name) for net in spec.more_networks]
     steps.append(join("docker", "start", spec.name))
     return " && ".join(steps)

@@ -59,10 +59,10 @@ def disk_use(inv: Inventory, target: Target) -> int:
 def collect(target: Target, dry_run: bool, delete_untagged: bool) -> str:
     flags = [f for f, on in (("--dry-run", dry_run), ("--delete-untagged", delete_untagged)) if on]
     find = commands.join("docker", "exec", REGISTRY, "sh", "-c", FIND_BINARY)
-    config = REGISTRY_CONFIG
     run = commands.join("docker", "exec", REGISTRY)
+    garbage_collect = commands.join("garbage-collect", *flags, REGISTRY_CONFIG)
     return target.check(
-        f'bin=$({find}) && {run} "$bin" {commands.join("garbage-collect", *flags, config)} 2>&1',
+        f'bin=$({find}) && {run} "$bin" {garbage_collect} 2>&1',
         "garbage-collect" + (" --dry-run" if dry_run else ""),
     ).stdout
 

@@ -144,7 +144,7 @@ def trust_host(
     if dry_run:
         return plan
     system_bundle = facts.bundle or BUNDLES[0]
-    verify = planner.verify_script(inv, bundle, system_bundle, planner.ca_files(plan))
+    verify = planner.verify_script(inv, bundle, system_bundle, plan.runtimes)
     proof = target.check(verify, "verifying trust")
     report.ok(target.alias, "verify", proof.stdout.strip())
     if login:

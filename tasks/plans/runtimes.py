@@ -37,34 +37,33 @@ class RuntimeConfigError(RegkitError):
 
 @dataclass(frozen=True)
 class Runtime:
-    """One runtime's trust on a host: its name, the file it reads, and how often."""
+    """One runtime's trust on a host: its name, the file it reads (``path``), the CA
+    file (``ca``: the same but for containerd, whose hosts.toml names it), how often."""
 
     name: str
     path: str
     read: str
+    ca: str
 
 
 def docker_runtime(inv: Inventory) -> Runtime:
-    return Runtime("Docker", inv.registry.certs_d, "read per pull")
+    path = inv.registry.certs_d
+    return Runtime("Docker", path, "read per pull", path)
 
 
 def containers_runtime(inv: Inventory) -> Runtime:
     path = f"{CONTAINERS_CERTS}/{inv.registry.address}/ca.crt"
-    return Runtime("podman/buildah/skopeo", path, "read per call")
+    return Runtime("podman/buildah/skopeo", path, "read per call", path)
 
 
 def containerd_runtime(inv: Inventory, hosts_dir: str) -> Runtime:
-    path = f"{hosts_dir}/{inv.registry.address}/hosts.toml"
-    return Runtime("containerd", path, "read per pull")
-
-
-def containerd_ca(inv: Inventory, hosts_dir: str) -> str:
-    return f"{hosts_dir}/{inv.registry.address}/ca.crt"
+    folder = f"{hosts_dir}/{inv.registry.address}"
+    return Runtime("containerd", f"{folder}/hosts.toml", "read per pull", f"{folder}/ca.crt")
 
 
 def hosts_toml(inv: Inventory, hosts_dir: str) -> bytes:
     """containerd's hosts.toml for this registry: pull and push, verified with our CA."""
-    ctx = {"url": inv.registry.url, "ca": containerd_ca(inv, hosts_dir)}
+    ctx = {"url": inv.registry.url, "ca": containerd_runtime(inv, hosts_dir).ca}
     return render.render("containerd-hosts.toml.j2", ctx).encode()
 
 

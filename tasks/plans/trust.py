@@ -119,10 +119,11 @@ def generic_block(inv: Inventory, bundle: bytes) -> str:
 
 def runtime_paths(inv: Inventory, hosts_dir: str = runtimes.CONTAINERD_HOSTS) -> list[str]:
     """Every file trust-ca may place for a runtime (containerd's under ``hosts_dir``)."""
+    containerd = runtimes.containerd_runtime(inv, hosts_dir)
     return [
         inv.registry.certs_d,
-        runtimes.containerd_ca(inv, hosts_dir),
-        runtimes.containerd_runtime(inv, hosts_dir).path,
+        containerd.ca,
+        containerd.path,
         runtimes.containers_runtime(inv).path,
     ]
 
@@ -218,7 +219,7 @@ def containerd_of(facts: TrustFacts) -> ContainerdConfig | None:
 
 
 def runtime_files(
-    inv: Inventory, facts: TrustFacts, bundle: bytes
+    inv: Inventory, facts: TrustFacts, containerd: ContainerdConfig | None, bundle: bytes
 ) -> tuple[tuple[Runtime, ...], list[Upload]]:
     """The runtimes found on the host, and the file(s) each reads the CA(s) from.
 
@@ -226,28 +227,26 @@ def runtime_files(
     runtime found at all (one may come later; curl reads the system store anyway).
     """
     found: list[Runtime] = []
-    files: list[Upload] = []
-    containerd = containerd_of(facts)
-    if containerd:
-        hosts = containerd.hosts_dir
-        found.append(runtimes.containerd_runtime(inv, hosts))
-        files += [
-            Upload(runtimes.containerd_ca(inv, hosts), bundle),
-            Upload(found[-1].path, runtimes.hosts_toml(inv, hosts)),
-        ]
+    if facts.docker_installed or not (containerd or facts.containers):
+        found.append(runtimes.docker_runtime(inv))
     if facts.containers:
         found.append(runtimes.containers_runtime(inv))
-        files.append(Upload(found[-1].path, bundle))
-    if facts.docker_installed or not found:
-        found.insert(0, runtimes.docker_runtime(inv))
-        files.insert(0, Upload(inv.registry.certs_d, bundle))
+    files = [Upload(runtime.ca, bundle) for runtime in found]
+    if containerd:
+        runtime = runtimes.containerd_runtime(inv, containerd.hosts_dir)
+        found.append(runtime)
+        files += [
+            Upload(runtime.ca, bundle),
+            Upload(runtime.path, runtimes.hosts_toml(inv, containerd.hosts_dir)),
+        ]
     return tuple(found), files
 
 
 def plan(inv: Inventory, flavor: str, facts: TrustFacts, pems: list[bytes]) -> TrustPlan:
     """Trust exactly ``pems`` (the current CA, and the next one during a rotation)."""
     bundle = b"".join(pems)
-    found, files = runtime_files(inv, facts, bundle)
+    containerd = containerd_of(facts)
+    found, files = runtime_files(inv, facts, containerd, bundle)
     wanted_store = {store_path(inv, flavor, x): pem for x, pem in zip(SUFFIXES, pems, strict=False)}
     files += [Upload(path, pem) for path, pem in wanted_store.items() if path]
     uploads = tuple(f for f in files if facts.files.get(f.path) != f.fact)
@@ -263,7 +262,6 @@ def plan(inv: Inventory, flavor: str, facts: TrustFacts, pems: list[bytes]) -> T
         system_changed = bool(stale) or any(f.path in store_paths for f in uploads)
         # Persisted but not loaded (boot2docker's store after a manual change).
         system_changed |= any(facts.in_bundle.get(i, 0) != 1 for i in range(len(pems)))
-    containerd = containerd_of(facts)
     if containerd and containerd.text is not None:
         uploads += (Upload(CONTAINERD_CONFIG, containerd.text.encode()),)
     restart = system_changed and facts.docker
@@ -338,22 +336,14 @@ def store_script(inv: Inventory, flavor: str, facts: TrustFacts, bundle: bytes) 
     )
 
 
-def ca_files(plan: TrustPlan) -> list[str]:
-    """The files each runtime of ``plan`` reads the CA(s) from (containerd: beside hosts.toml)."""
-    return [
-        r.path.rsplit("/", 1)[0] + "/ca.crt" if r.name == "containerd" else r.path
-        for r in plan.runtimes
-    ]
-
-
 def verify_script(
-    inv: Inventory, bundle: bytes, system_bundle: str, ca_files: list[str] | None = None
+    inv: Inventory, bundle: bytes, system_bundle: str, runtimes_found: tuple[Runtime, ...] = ()
 ) -> str:
     """The registry verifies with the system store alone; each runtime's CA file holds
     exactly the CA(s); each CA is in the system bundle exactly once."""
     return scripts.script(
         "trust-verify",
-        ca_files=ca_files or [inv.registry.certs_d],
+        ca_files=[r.ca for r in runtimes_found] or [inv.registry.certs_d],
         bundle_digest=sha256(bundle),
         pem_lines=[pem_marker_line(pem) for pem in split_pems(bundle)],
         system_bundle=system_bundle,

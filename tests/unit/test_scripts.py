@@ -30,7 +30,7 @@ from tasks import (
 from tasks.inventory import Inventory
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
-from tasks.plans import deploy_facts, deploy_steps
+from tasks.plans import deploy_facts, deploy_steps, runtimes
 from tasks.plans import maintenance as maintenance_planner
 from tasks.plans import trust as trust_planner
 from tasks.plans import undeploy as undeploy_planner
@@ -67,7 +67,10 @@ def trust_scripts(inv: Inventory) -> dict[str, str]:
         "trust-facts": trust_planner.facts_script(inv, pems),
         "trust-verify": trust_planner.verify_script(inv, bundle, trust_planner.BUNDLES[0]),
         "trust-verify (runtimes)": trust_planner.verify_script(
-            inv, bundle, trust_planner.BUNDLES[0], ["/etc/containers/certs.d/r/ca.crt", "/x y"]
+            inv,
+            bundle,
+            trust_planner.BUNDLES[0],
+            (runtimes.containers_runtime(inv), runtimes.containerd_runtime(inv, "/x y")),
         ),
         "registry-login": logins.login_script(inv, "docker", "alice", "secret")[0],
         "registry-login (podman)": logins.login_script(inv, "podman", "alice", "secret")[0],
