@@ -18,9 +18,7 @@ from invoke import Collection, Context
 from lab.access import authorize, ensure_ssh_key, host_key, inventory_data, write_inventory
 from lab.engine import Engine, ensure_engine
 from lab.hosts import (
-    OPTIONAL,
     RUNTIME_VERSION,
-    SCALE_OUT,
     HostSpec,
     ensure_host,
     ensure_network,
@@ -104,9 +102,10 @@ def up(c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False
             future.result()
     for spec in kept:
         ports[spec.alias] = published_port(engine, spec)
-        flag = "--scale-out" if spec in SCALE_OUT else "--all"
         report.unchanged(
-            spec.alias, "host", f"optional, running: left as it is; lab.up {flag} updates it"
+            spec.alias,
+            "host",
+            f"optional, running: left as it is; lab.up {spec.up_flag} updates it",
         )
     keys = {}
     for spec in specs + kept:
@@ -174,8 +173,7 @@ def status(c: Context) -> None:
     for spec in lab_hosts(max(2, present_clients(engine)), optional=True):
         info = engine.inspect(spec.container)
         if info is None:
-            flags = "--scale-out or --all" if spec in SCALE_OUT else "--all"
-            hint = f" (optional: lab.up {flags} starts it)" if spec in OPTIONAL else ""
+            hint = f" (optional: lab.up {spec.up_flag} starts it)" if spec.up_flag else ""
             print(f"  {spec.alias:<8} absent{hint}")
             continue
         if not info["State"]["Running"]:
@@ -222,7 +220,7 @@ def reboot(c: Context, host: str) -> None:
 @task(
     name="run",
     help={
-        "host": "the lab host: regbox, client1, client2, b2d, node1 or pod1",
+        "host": "the lab host: regbox, client1, client2, b2d, node1, pod1 or regbox2",
         "command": "a shell command, run as root over SSH (pinned host key)",
     },
 )

@@ -54,6 +54,13 @@ class HostSpec:
         lab/inventory.yaml (store is a service regkit uses, never a target)."""
         return self.role in get_args(Role)
 
+    @property
+    def up_flag(self) -> str:
+        """The ``lab.up`` flag that starts the host ("" for the hosts it always starts)."""
+        if self in SCALE_OUT:
+            return "--scale-out"
+        return "--all" if self in OPTIONAL else ""
+
 
 # Started by `lab.up --scale-out` (and --all): what a registry outgrowing one host
 # needs. store is the team's S3 service, not a host regkit manages: its role keeps it
@@ -159,8 +166,7 @@ def published_port(engine: Engine, spec: HostSpec) -> int:
     info = engine.inspect(spec.container)
     port = ssh_port(info) if info else None
     if info is None or port is None:
-        up = "invoke lab.up"
-        up += " --scale-out" if spec in SCALE_OUT else " --all" if spec in OPTIONAL else ""
+        up = f"invoke lab.up {spec.up_flag}".rstrip()
         raise LabError(f"{spec.alias} is not running; start the lab with `{up}`")
     return port
 

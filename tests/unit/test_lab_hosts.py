@@ -207,3 +207,12 @@ def test_s3_json_names_the_ip_endpoint_the_bucket_and_the_users_keys() -> None:
 def test_a_user_without_keys_is_a_lab_error() -> None:
     with pytest.raises(LabError, match="has no keys"):
         s3_document('{"user_id": "registry", "keys": []}', "172.18.0.7")
+
+
+@pytest.mark.parametrize(
+    ("alias", "flag"),
+    [("regbox", ""), ("client3", ""), ("node1", "--all"), ("store", "--scale-out"),
+     ("regbox2", "--scale-out")],
+)  # fmt: skip
+def test_each_host_names_the_lab_up_flag_that_starts_it(alias: str, flag: str) -> None:
+    assert host_spec(alias).up_flag == flag
