@@ -209,6 +209,8 @@ def undeploy_host(
         report.unchanged(alias, "containers", "none were running")
     for image in plan.images:
         report.changed(alias, f"image {image}", "removed" + suffix)
+    if plan.self_name:
+        report.changed(alias, f"name {inv.registry.domain}", "removed from /etc/hosts" + suffix)
     data = inv.registry.data_dir
     if data in plan.purge:
         report.changed(alias, f"data {data}", "deleted with /etc/regkit" + suffix)

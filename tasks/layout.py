@@ -84,6 +84,12 @@ CONFIG_LABEL = "regkit.config"
 PROBE_REPO = "regkit/probe"
 PROBE_TAG = "deploy"
 
+# The registry host names itself: one line in /etc/hosts maps the registry's name to
+# 127.0.0.1, so deploy's proof (and the host's own pulls) reach this host's proxy, not
+# DNS's choice among the replicas, and need no DNS on the host.
+HOSTS_FILE = "/etc/hosts"
+SELF_NAME_MARK = "# regkit: this host serves the registry itself"
+
 # One task at a time changes a host: an flock held by a process that lives as
 # long as the task's SSH connection.
 LOCK = "/run/lock/regkit.lock"

@@ -27,6 +27,7 @@ from tasks.layout import (
     NGINX,
     REGISTRY,
     REGISTRY_CONFIGS,
+    SELF_NAME_MARK,
     TLS_DIR,
     TOKEND,
 )
@@ -138,6 +139,8 @@ class DeployPlan:
     # record names any more, to remove.
     stage: tuple[tuple[str, str], ...] = ()
     prune: tuple[str, ...] = ()
+    # The host's own line for the registry's name in /etc/hosts, to write; "" when it stands.
+    self_name: str = ""
 
     @property
     def changes(self) -> bool:
@@ -154,6 +157,7 @@ class DeployPlan:
             or self.reload
             or self.stage
             or self.prune
+            or self.self_name
         )
 
     @property
@@ -171,6 +175,11 @@ class DeployPlan:
 
 
 NETWORK_OPTIONS = {NETWORK: (), BACKEND: BACKEND_OPTIONS}
+
+
+def self_name_line(inv: Inventory) -> str:
+    """The registry host's line in /etc/hosts: its registry's name is itself."""
+    return f"127.0.0.1 {inv.registry.domain} {SELF_NAME_MARK}"
 
 
 def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) -> DeployPlan:
@@ -234,6 +243,7 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
             if legacy and legacy[key] not in facts.configs
         ),
         prune=stale_configs(facts, record or facts.deployed),
+        self_name="" if facts.self_name == self_name_line(inv) else self_name_line(inv),
     )
 
 

@@ -16,6 +16,7 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
     DEPLOYED,
+    HOSTS_FILE,
     INHIBIT_IPV4,
     LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
@@ -23,6 +24,7 @@ from tasks.layout import (
     NGINX,
     REGISTRY,
     REGISTRY_CONFIGS,
+    SELF_NAME_MARK,
     SPEC_LABEL,
     TOKEND,
 )
@@ -73,6 +75,8 @@ class DeployFacts:
     # What is in the folder of staged registry configs (names), and the legacy paths.
     configs: tuple[str, ...] = ()
     legacy: tuple[str, ...] = ()
+    # The line of /etc/hosts marked as regkit's (the host naming itself), or "".
+    self_name: str = ""
 
 
 def facts_script(inv: Inventory, files: list[Upload]) -> str:
@@ -87,6 +91,8 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         deployed=DEPLOYED,
         configs=REGISTRY_CONFIGS,
         legacy=LEGACY_CONFIGS,
+        hosts=HOSTS_FILE,
+        mark=SELF_NAME_MARK,
         paths=[*(f.path for f in files), *LEGACY_CONFIG_FILES],
         containers=[REGISTRY, NGINX, TOKEND],
         container_format=CONTAINER_FORMAT,
@@ -107,7 +113,7 @@ def parse_facts(output: str) -> DeployFacts:
         prefix = key[: key.find(":") + 1]
         if key in _FLAGS:
             setattr(facts, key, value == "yes")
-        elif key in ("os", "docker", "port_holder", "forwarding"):
+        elif key in ("os", "docker", "port_holder", "forwarding", "self_name"):
             setattr(facts, key, value)
         elif key == "disk_free_kb":
             facts.disk_free_kb = int(value) if value.isdigit() else 0

@@ -15,10 +15,12 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     CA_FILE,
     DEPLOYED,
+    HOSTS_FILE,
     NGINX_CONTEXT_DIR,
     PROBE_PASSWORD_FILE,
     PROBE_REPO,
     PROBE_TAG,
+    SELF_NAME_MARK,
     TOKEND_CONTEXT_DIR,
     config_dir,
 )
@@ -107,6 +109,17 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
         out.append(
             Step("nginx reload", ", ".join(plan.reload), command=reload, what="reloading nginx")
         )
+    out.append(
+        Step(
+            f"name {inv.registry.domain}",
+            f"127.0.0.1 in {HOSTS_FILE}: this host's proof and pulls reach its own proxy"
+            if plan.self_name
+            else "",
+            unchanged=f"127.0.0.1 in {HOSTS_FILE} (this host's own proxy)",
+            command=self_name_script(plan.self_name),
+            what=f"naming this host in {HOSTS_FILE}",
+        )
+    )
     proof = verify_script(inv, full=plan.changes)
     what = "verifying the registry" + (" (push/pull)" if plan.changes else "")
     out.append(Step("verify", kind="check", command=proof, what=what))
@@ -162,6 +175,11 @@ def replace_script(spec: RunSpec) -> str:
         networks=spec.more_networks,
         state_format="{{.State.Running}} {{.RestartCount}}",
     )
+
+
+def self_name_script(line: str) -> str:
+    """Replace the host's regkit-marked line in /etc/hosts with ``line`` ("" removes it)."""
+    return scripts.script("self-name", hosts=HOSTS_FILE, mark=SELF_NAME_MARK, line=line)
 
 
 MANIFEST_ACCEPT = ", ".join(

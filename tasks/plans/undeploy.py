@@ -1,7 +1,8 @@
 """The undeploy plan: what of regkit is on a registry host, and what goes (pure).
 
-The containers, networks and the images built on the host (proxy, token service)
-always go; the registry's data,
+The containers, networks, the images built on the host (proxy, token service) and
+the host's own line for the registry's name in /etc/hosts always go; the registry's
+data,
 /etc/regkit and Docker's trust of the registry only with ``--purge-data``.
 """
 
@@ -15,14 +16,17 @@ from tasks.facts import parse_values
 from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
+    HOSTS_FILE,
     NETWORK,
     NGINX,
     NGINX_IMAGE,
     REGISTRY,
     REMOTE_DIR,
+    SELF_NAME_MARK,
     TOKEND,
     TOKEND_IMAGE,
 )
+from tasks.plans.deploy_steps import self_name_script
 
 CONTAINERS = (NGINX, REGISTRY, TOKEND)
 
@@ -33,6 +37,7 @@ class UndeployFacts:
     networks: tuple[str, ...]
     images: tuple[str, ...]
     paths: tuple[str, ...]
+    self_name: bool = False
 
 
 def purged_paths(inv: Inventory) -> tuple[str, ...]:
@@ -51,6 +56,8 @@ def facts_script(inv: Inventory) -> str:
         # works where deleting it by ID is refused; docker rmi then prunes what is left.
         image_format="{{.Repository}}:{{.Tag}}",
         paths=purged_paths(inv),
+        hosts=HOSTS_FILE,
+        mark=SELF_NAME_MARK,
     )
 
 
@@ -65,6 +72,7 @@ def parse_facts(output: str) -> UndeployFacts:
         networks=present("network:"),
         images=tuple(values.get("images", "").split()),
         paths=present("path:"),
+        self_name=values.get("self_name") == "yes",
     )
 
 
@@ -75,6 +83,7 @@ class UndeployPlan:
     images: tuple[str, ...]
     purge: tuple[str, ...]
     kept: tuple[str, ...]
+    self_name: bool = False
 
     def commands(self) -> list[tuple[str, str]]:
         """(what, command) in order: containers, then networks, images, purged paths."""
@@ -84,7 +93,10 @@ class UndeployPlan:
             ("removing the images built here", ("docker", "rmi"), self.images),
             ("purging data", ("rm", "-rf"), self.purge),
         ]
-        return [(what, commands.join(*verb, *args)) for what, verb, args in steps if args]
+        out = [(what, commands.join(*verb, *args)) for what, verb, args in steps if args]
+        if self.self_name:
+            out.append((f"removing the registry's name from {HOSTS_FILE}", self_name_script("")))
+        return out
 
 
 def plan(inv: Inventory, facts: UndeployFacts, purge_data: bool) -> UndeployPlan:
@@ -96,4 +108,5 @@ def plan(inv: Inventory, facts: UndeployFacts, purge_data: bool) -> UndeployPlan
         images=facts.images,
         purge=present if purge_data else (),
         kept=() if purge_data else present,
+        self_name=facts.self_name,
     )

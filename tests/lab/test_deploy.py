@@ -342,10 +342,15 @@ def test_undeploy_keeps_data_and_redeploy_serves_it(lab: Lab, pushed: Pushed) ->
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[regbox] container regkit-registry: changed (removed)" in out.stdout
     assert "kept (--purge-data deletes it)" in out.stdout
+    assert "[regbox] name registry.lab.test: changed (removed from /etc/hosts)" in out.stdout
     regbox = lab.connect("regbox")
     assert sh(regbox, "docker ps -aq --filter name=regkit") == ""
+    assert sh(regbox, "grep -c regkit /etc/hosts || true") == "0"
     again = fab(lab, "-H", "regbox", "deploy")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "[regbox] name registry.lab.test: changed (127.0.0.1 in /etc/hosts" in again.stdout
+    line = "127.0.0.1 registry.lab.test # regkit: this host serves the registry itself"
+    assert sh(regbox, "grep regkit /etc/hosts") == line
     assert pull_digest(lab.connect("client2"), pushed) == pushed.digest
 
 

@@ -83,6 +83,10 @@ def pinned(conn: fabric.Connection, ip: str) -> Iterator[None]:
 def test_every_registry_host_is_deployed_in_turn_and_proven(replicas: Replicas) -> None:
     out = replicas.deployed
     assert out.index("[regbox] verify: ok") < out.index("[regbox2] verify: ok"), out
+    # Each host's proof went through its own proxy, not DNS's pick of the two.
+    for alias in HOSTS:
+        log = "docker logs regkit-nginx 2>&1 | grep -c 'PUT /v2/regkit/probe/manifests/deploy'"
+        assert int(sh(replicas.lab.connect(alias), log)) >= 1, alias
 
 
 def test_a_push_through_regbox_pulls_through_regbox2(replicas: Replicas) -> None:

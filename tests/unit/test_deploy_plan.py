@@ -230,6 +230,7 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
             "readonly_config": readonly.digest[:16],
         },
         configs=(config.digest[:16], readonly.digest[:16]),
+        self_name=planner.self_name_line(inv),
     )
 
 
@@ -278,6 +279,7 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
         "container regkit-token",
         "container regkit-registry",
         "container regkit-nginx",
+        "name registry.unit.test",
         "deploy record",
     ]
     assert plan.test_nginx and plan.reload == ()
@@ -291,6 +293,17 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
     }
     kinds = [step.kind for step in deploy_steps.steps(pki_inv, plan)]
     assert kinds.index("build") < kinds.index("check") < kinds.index("upload", 2)
+
+
+def test_the_host_names_itself_in_etc_hosts_once(pki_inv: Inventory, files: list[Upload]) -> None:
+    facts = deployed(pki_inv, files)
+    facts.self_name = "10.0.0.9 registry.unit.test # regkit: this host serves the registry itself"
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    line = "127.0.0.1 registry.unit.test # regkit: this host serves the registry itself"
+    assert plan.self_name == line and plan.changes
+    why = "127.0.0.1 in /etc/hosts: this host's proof and pulls reach its own proxy"
+    assert summary(pki_inv, plan) == [("name registry.unit.test", why)]
+    assert deploy_facts.parse_facts(f"self_name\t{line}\n").self_name == line
 
 
 def test_a_new_certificate_is_uploaded_and_reloaded_without_a_restart(

@@ -51,3 +51,11 @@ def test_purge_data_deletes_the_data_and_configuration_too(inv: Inventory) -> No
 def test_a_host_without_regkit_plans_nothing(inv: Inventory) -> None:
     plan = planner.plan(inv, planner.parse_facts("images\t"), purge_data=True)
     assert plan.commands() == []
+
+
+def test_the_hosts_own_name_line_goes_with_the_containers(inv: Inventory) -> None:
+    plan = planner.plan(inv, planner.parse_facts(DEPLOYED + "\nself_name\tyes"), purge_data=False)
+    what, script = plan.commands()[-1]
+    assert what == "removing the registry's name from /etc/hosts"
+    assert "grep -vF '# regkit: this host serves the registry itself' /etc/hosts" in script
+    assert "printf" not in script
