@@ -2,7 +2,11 @@
 
 Garbage collection follows distribution's rule: never while pushes can happen.
 The registry runs read-only (pulls work, pushes get a clear read-only error)
-while ``garbage-collect`` runs, after a dry run that says what would go.
+while ``garbage-collect`` runs, after a dry run that says what would go. Where
+registry hosts share one S3 bucket, every one of them is read-only while one of
+them collects, once; each is restarted writable afterwards, which also empties its
+blob descriptor cache (it would otherwise answer for deleted blobs: measured in
+the lab, a HEAD of a collected layer got 200 and its GET broke off mid-transfer).
 
 Rollback returns the registry and the proxy to the images, and the registry to
 the staged configuration, that the previous deploy ran
@@ -14,12 +18,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from shlex import quote
 
 from invoke import Collection, Context
 
 from tasks import commands, inventory, storage, wanted
 from tasks.cli import task
+from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
 from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG
 from tasks.plans import maintenance as planner
@@ -27,7 +34,7 @@ from tasks.plans.deploy_steps import replace_script, verify_script
 from tasks.plans.maintenance import HostState
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
-from tasks.remote.target import Target
+from tasks.remote.target import Target, open_target
 from tasks.remote.upload import Upload
 from tasks.report import Report
 
@@ -85,39 +92,86 @@ def gc(
 ) -> None:
     """Collect garbage safely: dry run, then read-only registry while blobs are deleted."""
     inv = inventory.load()
-    storage.one_writer(inv, "fab gc")
     report = Report()
-    aliases = hosts_for(c, inv, "registry", "gc", force)
+    aliases = collectors(inv, hosts_for(c, inv, "registry", "gc", force), report)
 
     def work(target: Target) -> None:
-        with host_lock(target, "gc"):
-            collect_garbage(inv, target, report, dry_run, delete_untagged)
+        with replicas_locked(c, inv, target, "gc") as targets:
+            collect_garbage(inv, targets, report, dry_run, delete_untagged)
 
     each_host(c, inv, aliases, report, "gc", work)
 
 
-def collect_garbage(
-    inv: Inventory, target: Target, report: Report, dry_run: bool, delete_untagged: bool
-) -> int:
-    """Dry run, then (unless ``dry_run``) collect with the registry read-only; KiB freed."""
-    alias = target.alias
-    state = read_state(target)
-    planner.gc_configs(alias, state)
-    before = disk_use(inv, target)
-    planned = eligible(collect(target, dry_run=True, delete_untagged=delete_untagged))
-    report.ok(
-        alias, "gc dry run", f"{planned} blobs eligible for deletion, {before // 1024} MiB in use"
+def collectors(inv: Inventory, aliases: list[str], report: Report) -> list[str]:
+    """The hosts that collect: each of ``aliases``, or where they share a bucket, the first."""
+    shared = storage.sharing(inv)
+    if not shared:
+        return aliases
+    s3 = inv.registry.storage.s3
+    bucket = f"bucket {s3.bucket}" if s3 else "one bucket"
+    report.info(
+        f"{', '.join(shared)} share {bucket}: {aliases[0]} collects once, "
+        "with every one of them read-only meanwhile"
     )
+    return aliases[:1]
+
+
+@contextmanager
+def replicas_locked(
+    c: Context, inv: Inventory, target: Target, task: str
+) -> Iterator[list[Target]]:
+    """``target``, then every other registry host on its bucket, each under its host lock
+    (a replica that cannot be reached or locked stops the task before any change)."""
+    with ExitStack() as stack:
+        stack.enter_context(host_lock(target, task))
+        targets = [target]
+        for alias in storage.sharing(inv):
+            if alias != target.alias:
+                other = open_target(inv, alias, c)
+                stack.enter_context(host_lock(other, task))
+                targets.append(other)
+        yield targets
+
+
+def collect_garbage(
+    inv: Inventory, targets: list[Target], report: Report, dry_run: bool, delete_untagged: bool
+) -> int:
+    """Dry run, then (unless ``dry_run``) collect on the first of ``targets`` with all of
+    them (the replicas on its bucket) read-only; KiB freed on its disk (0 on S3)."""
+    collector, alias = targets[0], targets[0].alias
+    states = [(target, read_state(target)) for target in targets]
+    for target, state in states:
+        planner.gc_configs(target.alias, state)
+    s3 = inv.registry.storage.s3
+    before = 0 if s3 else disk_use(inv, collector)
+    where = f"bucket {s3.bucket} at {s3.endpoint}" if s3 else f"{before // 1024} MiB in use"
+    planned = eligible(collect(collector, dry_run=True, delete_untagged=delete_untagged))
+    report.ok(alias, "gc dry run", f"{planned} blobs eligible for deletion, {where}")
     if dry_run or not planned:
         report.unchanged(alias, "gc", "dry run only" if dry_run else "nothing to delete")
         return 0
-    report.info(f"[{alias}] registry read-only while collecting: pushes are refused, pulls work")
+    names = ", ".join(target.alias for target in targets)
+    report.info(f"[{alias}] read-only while collecting ({names}): pushes are refused, pulls work")
+    made: list[tuple[Target, HostState]] = []
     try:
-        set_readonly(inv, target, state, True)
-        deleted = eligible(collect(target, dry_run=False, delete_untagged=delete_untagged))
+        for target, state in states:
+            set_readonly(inv, target, state, True)
+            made.append((target, state))
+        deleted = eligible(collect(collector, dry_run=False, delete_untagged=delete_untagged))
     finally:
-        set_readonly(inv, target, state, False)
-    after = disk_use(inv, target)
+        writable_again(inv, made)
+    for target, _ in states[1:]:
+        why = f"while {alias} collected; writable again, restarted so its cache forgets"
+        report.changed(target.alias, "read-only", why + " the deleted blobs")
+    if s3:
+        report.changed(
+            alias,
+            "gc",
+            f"{deleted} blobs deleted from bucket {s3.bucket}; the S3 service frees their "
+            "space on its own schedule; every registry writable again",
+        )
+        return 0
+    after = disk_use(inv, collector)
     report.changed(
         alias,
         "gc",
@@ -125,6 +179,21 @@ def collect_garbage(
         f"({before // 1024} -> {after // 1024} MiB); registry writable again",
     )
     return before - after
+
+
+def writable_again(inv: Inventory, made: list[tuple[Target, HostState]]) -> None:
+    """Restore each registry made read-only; one that fails does not keep the others
+    read-only, and the error names every one that is still read-only."""
+    stuck = []
+    for target, state in made:
+        try:
+            set_readonly(inv, target, state, False)
+        except RegkitError as exc:
+            stuck.append(f"{target.alias} ({exc})")
+    if stuck:
+        raise RemoteError(
+            f"still read-only: {'; '.join(stuck)}; run 'fab deploy' on each to make it writable"
+        )
 
 
 def rollback_host(inv: Inventory, target: Target, report: Report, dry_run: bool) -> None:

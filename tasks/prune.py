@@ -16,17 +16,16 @@ from urllib.parse import quote
 
 from invoke import Collection, Context
 
-from tasks import catalog, cli, inventory, storage, users
+from tasks import catalog, cli, inventory, users
 from tasks.catalog import MANIFEST_TYPES, RegistryApi
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
 from tasks.layout import PRUNED
-from tasks.maintenance import collect_garbage
+from tasks.maintenance import collect_garbage, collectors, replicas_locked
 from tasks.plans import prune as planner
 from tasks.plans.prune import Deletion, Image, PrunePlan
 from tasks.remote.fanout import each_host, hosts_for
-from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
 from tasks.remote.upload import Upload
 from tasks.report import Report, aligned, human_size, plural
@@ -129,8 +128,12 @@ def record(now: dt.datetime, deleted: int, skipped: int, freed_kib: int) -> byte
     return (json.dumps(run, sort_keys=True) + "\n").encode()
 
 
-def prune_host(inv: Inventory, target: Target, report: Report, options: dict[str, bool]) -> None:
-    alias = target.alias
+def prune_host(
+    inv: Inventory, targets: list[Target], report: Report, options: dict[str, bool]
+) -> None:
+    """Prune through the first of ``targets``; all of them (replicas) are read-only while
+    it collects."""
+    target, alias = targets[0], targets[0].alias
     now = dt.datetime.now(dt.UTC)
     with catalog.api_session(inv, target) as api:
         plan = planner.plan(inv.retention, images(api), now, options["allow_empty"])
@@ -147,7 +150,7 @@ def prune_host(inv: Inventory, target: Target, report: Report, options: dict[str
         deleted, skipped = apply(api, alias, plan, report)
     if deleted:
         report.changed(alias, "prune", f"{deleted} manifests deleted, {skipped} kept (moved)")
-        freed = collect_garbage(inv, target, report, dry_run=False, delete_untagged=False)
+        freed = collect_garbage(inv, targets, report, dry_run=False, delete_untagged=False)
     else:
         report.unchanged(alias, "prune", f"nothing to delete, {skipped} kept (moved)")
         freed = 0
@@ -175,17 +178,16 @@ def prune(
 ) -> None:
     """Delete the tags the retention rules do not keep, then collect the garbage."""
     inv = inventory.load()
-    storage.one_writer(inv, "fab prune (its garbage collection)")
-    aliases = hosts_for(c, inv, "registry", "prune", force)
+    report = Report(stream=sys.stderr)
     if not inv.retention:
         raise RegkitError(f"{inv.source}: retention: no rules; prune keeps everything without one")
+    aliases = collectors(inv, hosts_for(c, inv, "registry", "prune", force), report)
     users.probe_credential(inv)
-    report = Report(stream=sys.stderr)
     options = {"yes": yes, "dry_run": dry_run, "json": json_, "allow_empty": allow_empty}
 
     def work(target: Target) -> None:
-        with host_lock(target, "prune"):
-            prune_host(inv, target, report, options)
+        with replicas_locked(c, inv, target, "prune") as targets:
+            prune_host(inv, targets, report, options)
 
     each_host(c, inv, aliases, report, "prune", work)
 

@@ -102,17 +102,12 @@ def needs_filesystem(inv: Inventory, what: str) -> None:
         )
 
 
-def one_writer(inv: Inventory, what: str) -> None:
-    """Refuse ``what`` (a garbage collection) when several registry hosts share a bucket:
-    a push landing on another replica while blobs are deleted could lose it."""
+def sharing(inv: Inventory) -> list[str]:
+    """The registry hosts that share one bucket (replicas), or [] when each host keeps
+    its own data: a garbage collection must make all of them read-only, since a push
+    landing on any of them while blobs are deleted could lose a blob."""
     hosts = inv.with_role("registry")
-    if inv.registry.storage.s3 is not None and len(hosts) > 1:
-        raise RegkitError(
-            f"{inv.source}: {len(hosts)} registry hosts ({', '.join(hosts)}) share one S3 "
-            f"bucket: {what} must first make every one of them read-only, which it does "
-            "not do yet; it refuses rather than risk deleting a blob another replica is "
-            "being pushed"
-        )
+    return hosts if inv.registry.storage.s3 is not None and len(hosts) > 1 else []
 
 
 @task(name="set-credentials")

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import fabric
 import pytest
@@ -148,6 +149,38 @@ def s3_variant(lab: Lab, name: str, root: str) -> Lab:
     )
     assert s3["secret_key"] not in must(stored)
     return variant
+
+
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def bucket_objects(lab: Lab, prefix: str) -> dict[str, int]:
+    """Key -> size of every object under ``prefix`` in the lab's bucket, listed through
+    the gateway from regbox (the keys reach curl in a config on stdin, not in argv)."""
+    s3 = json.loads(S3_STATE.read_text())
+    config = (
+        f'user = "{s3["access_key"]}:{s3["secret_key"]}"\n'
+        'aws-sigv4 = "aws:amz:us-east-1:s3"\n'
+        f'header = "x-amz-content-sha256: {EMPTY_SHA256}"\n'
+    )
+    objects: dict[str, int] = {}
+    token = ""
+    while True:
+        # The gateway signs the query as sent: a "/" must travel as %2F.
+        query = f"list-type=2&prefix={quote(prefix.lstrip('/'), safe='')}"
+        if token:
+            query = f"continuation-token={quote(token, safe='')}&{query}"
+        listing = sh(
+            lab.connect("regbox"),
+            f"curl -sS -K - '{s3['endpoint']}/{s3['bucket']}?{query}'",
+            config,
+        )
+        for part in listing.split("<Contents>")[1:]:
+            key = part.split("<Key>")[1].split("</Key>")[0]
+            objects[key] = int(part.split("<Size>")[1].split("</Size>")[0])
+        if "<IsTruncated>true</IsTruncated>" not in listing:
+            return objects
+        token = listing.split("<NextContinuationToken>")[1].split("</NextContinuationToken>")[0]
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ one host's address in a client's /etc/hosts when it must reach that one.
 from __future__ import annotations
 
 import io
+import json
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ from tests.lab.conftest import (
     USER,
     Lab,
     bearer,
+    bucket_objects,
     fab,
     lab_ip,
     login,
@@ -146,12 +149,76 @@ def test_an_upload_begun_on_one_host_completes_on_the_other(replicas: Replicas) 
     assert sh(c1, f"{head} https://{DOMAIN}/v2/team/hop/blobs/{digest}", auth) == "200"
 
 
-def test_gc_on_the_shared_bucket_is_refused_in_one_line(replicas: Replicas) -> None:
-    for task in ("gc", "prune"):
-        out = fab(replicas.lab, task, "--yes") if task == "prune" else fab(replicas.lab, task)
-        assert out.returncode == 1
-        assert "2 registry hosts (regbox, regbox2) share one S3 bucket" in out.stderr
-        assert "Traceback" not in out.stderr and not out.stdout
+def test_gc_on_the_shared_bucket_frees_it_and_no_replica_serves_a_deleted_blob(
+    replicas: Replicas,
+) -> None:
+    lab, blobs = replicas.lab, f"{ROOT}/docker/registry/v2/blobs/"
+    c1, c2 = lab.connect("client1"), lab.connect("client2")
+    curl = f"curl -sS -K - --cacert {CA_FILE}"
+    url = f"https://{DOMAIN}/v2/team/collected"
+    must(fab(lab, "setrole", "-u", USER, "-r", "admin"))
+    try:
+        image = push_image(c1, mib=4, repo="team/collected")
+        auth = bearer(c1, USER, PASSWORD, "repository:team/collected:pull,delete")
+        accept = "-H 'Accept: application/vnd.docker.distribution.manifest.v2+json'"
+        manifest = json.loads(sh(c1, f"{curl} {accept} {url}/manifests/{image.digest}", auth))
+        layer = manifest["layers"][0]["digest"]
+        for alias in HOSTS:  # each replica caches the layer's descriptor
+            with pinned(c2, replicas.ips[alias]):
+                assert pull_digest(c2, image) == image.digest
+        before = sum(bucket_objects(lab, blobs).values())
+        delete = f"{curl} -X DELETE -o /dev/null -w '%{{http_code}}' {url}/manifests/{image.digest}"
+        assert sh(c1, delete, auth) == "202"
+        out = must(fab(lab, "gc"))
+    finally:
+        must(fab(lab, "setrole", "-u", USER, "-r", "push"))
+    assert "regbox, regbox2 share bucket" in out
+    assert "[regbox] read-only while collecting (regbox, regbox2)" in out
+    assert "[regbox2] read-only: changed (while regbox collected; writable again" in out
+    freed = before - sum(bucket_objects(lab, blobs).values())
+    assert freed >= 4 * 1024 * 1024, (before, freed)
+    for alias in HOSTS:
+        resolve = f"--resolve {DOMAIN}:443:{replicas.ips[alias]}"
+        head = f"{curl} {resolve} -I -o /dev/null -w '%{{http_code}}' {url}/blobs/{layer}"
+        assert sh(c1, head, auth) == "404", alias
+
+
+def test_a_rolling_proxy_change_fails_no_pull_of_a_client(
+    replicas: Replicas, templates: Path
+) -> None:
+    lab = replicas.lab
+    image = push_image(lab.connect("client1"), repo="team/rolled")
+    conf = templates / "nginx.conf.j2"
+    conf.write_text(conf.read_text() + "\n# a proxy change: a new image on every host\n")
+    loop = (
+        "ok=0; failed=0; while [ ! -e /tmp/roll-done ]; do "
+        f"docker rmi -f {image.ref} >/dev/null 2>&1; "
+        f"if docker pull -q {image.ref} >/dev/null 2>>/tmp/roll-errors; "
+        "then ok=$((ok+1)); else failed=$((failed+1)); fi; done; "
+        "rm -f /tmp/roll-done; echo $ok $failed"
+    )
+    c2 = lab.connect("client2")
+    sh(c2, "rm -f /tmp/roll-done /tmp/roll-errors")
+    counts: list[str] = []
+    puller = threading.Thread(target=lambda: counts.append(sh(lab.connect("client2"), loop)))
+    puller.start()
+    out = io.StringIO()
+    report = Report(stream=out)
+
+    def work(target: Target) -> None:
+        with host_lock(target, "deploy"):
+            deploy.deploy_host(lab.inventory, target, report, dry_run=False)
+
+    try:
+        ctx = Context(config=fabric.Config(overrides={"run": {"in_stream": False}}))
+        each_host(ctx, lab.inventory, list(HOSTS), report, "deploy", work, rolling=True)
+    finally:
+        sh(c2, "touch /tmp/roll-done")
+        puller.join(timeout=120)
+    for alias in HOSTS:
+        assert f"[{alias}] container regkit-nginx: changed (recreated" in out.getvalue()
+    ok, failed = (int(n) for n in counts[0].split())
+    assert ok >= 5 and failed == 0, (counts, sh(c2, "cat /tmp/roll-errors"))
 
 
 def test_a_broken_template_stops_the_roll_with_the_other_host_serving(

@@ -12,7 +12,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pytest
 
@@ -21,6 +20,7 @@ from tasks.layout import NETWORK, REGISTRY
 from tests.lab.conftest import (
     Lab,
     Pushed,
+    bucket_objects,
     fab,
     login,
     must,
@@ -33,7 +33,6 @@ from tests.lab.conftest import (
 )
 
 ROOT = f"/regkit-test-{uuid.uuid4().hex[:8]}"
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 @dataclass
@@ -64,22 +63,6 @@ def pushed(on_s3: OnS3) -> Pushed:
     return push_image(client, repo="team/on-s3")
 
 
-def bucket_keys(lab: Lab, prefix: str) -> list[str]:
-    """The object keys under ``prefix`` in the lab's bucket, listed through the gateway
-    from regbox (the keys reach curl in a config on stdin, not in argv)."""
-    s3 = json.loads(S3_STATE.read_text())
-    config = (
-        f'user = "{s3["access_key"]}:{s3["secret_key"]}"\n'
-        'aws-sigv4 = "aws:amz:us-east-1:s3"\n'
-        f'header = "x-amz-content-sha256: {EMPTY_SHA256}"\n'
-    )
-    # The gateway signs the query as sent: a "/" in the prefix must travel as %2F.
-    query = f"list-type=2&prefix={quote(prefix.lstrip('/'), safe='')}"
-    url = f"{s3['endpoint']}/{s3['bucket']}?{query}"
-    listing = sh(lab.connect("regbox"), f"curl -sS -K - '{url}'", config)
-    return [part.split("</Key>")[0] for part in listing.split("<Key>")[1:]]
-
-
 def test_a_push_lands_in_the_bucket_and_pulls_elsewhere(on_s3: OnS3, pushed: Pushed) -> None:
     assert "[regbox] verify: ok" in on_s3.deployed
     other = on_s3.lab.connect("client2")
@@ -87,7 +70,7 @@ def test_a_push_lands_in_the_bucket_and_pulls_elsewhere(on_s3: OnS3, pushed: Pus
     login(other)
     assert pull_digest(other, pushed) == pushed.digest
     hexdigest = pushed.digest.split(":")[1]
-    keys = bucket_keys(on_s3.lab, f"{ROOT}/docker/registry/v2/repositories/team/on-s3/")
+    keys = bucket_objects(on_s3.lab, f"{ROOT}/docker/registry/v2/repositories/team/on-s3/")
     assert any(hexdigest in key for key in keys), keys
     disk = f"{on_s3.lab.inventory.registry.data_dir}/docker/registry/v2/repositories/team"
     assert "on-s3" not in sh(on_s3.lab.connect("regbox"), f"ls {disk} 2>/dev/null; true")

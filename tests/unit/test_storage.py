@@ -146,16 +146,15 @@ def test_backup_and_restore_refuse_s3_storage(
     assert storage.needs_filesystem(inv, "fab backup") is None
 
 
-def test_gc_is_refused_where_replicas_share_a_bucket(
+def test_replicas_are_the_registry_hosts_sharing_a_bucket(
     write_inventory: Callable[..., Path], inv: Inventory
 ) -> None:
     data = with_storage({"driver": "s3", "s3": S3})
     one = inventory.load(write_inventory(data, name="one.yaml"))
-    assert storage.one_writer(one, "fab gc") is None
+    assert storage.sharing(one) == []
     data["hosts"]["regbox2"] = {"hostname": "127.0.0.2", "role": "registry"}
     two = inventory.load(write_inventory(data, name="two.yaml"))
-    with pytest.raises(RegkitError, match=r"2 registry hosts \(regbox, regbox2\) share one S3"):
-        storage.one_writer(two, "fab gc")
+    assert storage.sharing(two) == ["regbox", "regbox2"]
     data["registry"].pop("storage")
     on_disks = inventory.load(write_inventory(data, name="disks.yaml"))
-    assert storage.one_writer(on_disks, "fab gc") is None
+    assert storage.sharing(on_disks) == []
