@@ -13,11 +13,12 @@ import json
 from cryptography import x509
 from invoke import Collection, Context
 
-from tasks import certificates, inventory, pki, scripts, users
+from tasks import certificates, inventory, pki, scripts, storage, users
 from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.facts import parse_values
 from tasks.inventory import Inventory
+from tasks.inventory_storage import S3
 from tasks.layout import (
     AUTH_FILE,
     CA_FILE,
@@ -56,6 +57,7 @@ def status_script(inv: Inventory) -> str:
         url=reg.url,
         service=reg.domain,
         user=users.PROBE_USER,
+        s3_endpoint=reg.storage.s3.endpoint if reg.storage.s3 else "",
     )
 
 
@@ -91,8 +93,9 @@ def expiry_problems(
     return problems
 
 
-def status_lines(values: dict[str, str]) -> list[str]:
-    """Readable lines from the status script's output (pure; unit-tested)."""
+def status_lines(values: dict[str, str], s3: S3 | None = None) -> list[str]:
+    """Readable lines from the status script's output (pure; unit-tested); ``s3`` is
+    where the registry keeps its data, if in a bucket."""
     lines = []
     for name in (REGISTRY, NGINX, TOKEND):
         state, started, image, restarts = (
@@ -110,12 +113,33 @@ def status_lines(values: dict[str, str]) -> list[str]:
         catalog = f"{repos}{'+' if repos == 1000 else ''} repositories"
     except (ValueError, AttributeError):
         catalog = "unknown"
-    lines.append(f"registry data: {values.get('disk') or 'none yet'}; catalog: {catalog}")
+    if s3:
+        lines.append(f"storage: bucket {s3.bucket} at {s3.endpoint}: {bucket_state(values)}")
+        lines.append(f"catalog: {catalog}")
+    else:
+        lines.append(f"registry data: {values.get('disk') or 'none yet'}; catalog: {catalog}")
     space = free_space(values)
     if space:
         lines.append(f"disk: {mib(space[0])} free of {mib(space[1])}")
     lines.append(f"prune: {last_prune(values.get('pruned', ''))}")
     return lines
+
+
+def bucket_state(values: dict[str, str]) -> str:
+    """How the bucket looks from the host and from its registry (pure; unit-tested)."""
+    answer = values.get("s3", "")
+    reach = "no answer to this host" if answer in ("", "000") else f"answers HTTP {answer}"
+    v2 = values.get("v2", "")
+    if v2 == "200":
+        return f"{reach}; the registry reads it (/v2/ 200)"
+    if v2 == "503":
+        return f"{reach}; FAILING: the registry's storage check fails (/v2/ answered 503)"
+    return f"{reach}; the registry's view unknown (/v2/ answered {v2 or 'nothing'})"
+
+
+def serving(values: dict[str, str]) -> bool:
+    """Whether the host serves: its proxy, token service and registry answer (pure)."""
+    return values.get("ping") == "200" and values.get("v2") == "200"
 
 
 def last_prune(value: str) -> str:
@@ -175,10 +199,16 @@ def status(c: Context, force: bool = False) -> None:
     deployed = local_users and users.has_probe_credential(inv)
     wanted_auth = sha256(users.deployed_htpasswd(inv)) if deployed else ""
 
+    s3 = inv.registry.storage.s3
+    replicas = [alias for alias in storage.sharing(inv) if alias in aliases]
+    healthy: list[str] = []
+
     def work(target: Target) -> None:
         alias = target.alias
         values = parse_values(target.check(status_script(inv), "reading status").stdout)
-        for line in status_lines(values):
+        if serving(values):
+            healthy.append(alias)
+        for line in status_lines(values, s3):
             report.info(f"[{alias}] {line}")
         report.info(f"[{alias}] CA: {certificates.days_left(ca)} days left")
         served = served_certificate(values.get("served", ""))
@@ -191,6 +221,13 @@ def status(c: Context, force: bool = False) -> None:
         report.ok(alias, "status", "read")
 
     each_host(c, inv, aliases, report, "status", work)
+    if replicas and s3:
+        down = [alias for alias in replicas if alias not in healthy]
+        serve = f"{len(replicas) - len(down)} of {len(replicas)} registry hosts serve"
+        if down:
+            report.info(f"replicas: WARNING: {serve} bucket {s3.bucket}; not: {', '.join(down)}")
+        else:
+            report.info(f"replicas: {serve} bucket {s3.bucket}")
 
 
 @task(

@@ -92,6 +92,16 @@ def test_every_registry_host_is_deployed_in_turn_and_proven(replicas: Replicas) 
         assert int(sh(replicas.lab.connect(alias), log)) >= 1, alias
 
 
+def test_status_shows_each_replica_and_the_bucket(replicas: Replicas) -> None:
+    out = must(fab(replicas.lab, "status"))
+    endpoint = replicas.lab.inventory.registry.storage.s3.endpoint  # type: ignore[union-attr]
+    for alias in HOSTS:
+        assert f"[{alias}] regkit-nginx: running" in out
+        bucket = f"[{alias}] storage: bucket registry at {endpoint}: answers HTTP"
+        assert bucket in out and "the registry reads it (/v2/ 200)" in out
+    assert "replicas: 2 of 2 registry hosts serve bucket registry" in out
+
+
 def test_a_push_through_regbox_pulls_through_regbox2(replicas: Replicas) -> None:
     c1, c2 = replicas.lab.connect("client1"), replicas.lab.connect("client2")
     with pinned(c1, replicas.ips["regbox"]):
@@ -108,6 +118,8 @@ def test_a_client_fails_over_when_one_host_is_down(replicas: Replicas) -> None:
     try:
         for _ in range(3):
             assert pull_digest(c2, image) == image.digest
+        status = must(fab(replicas.lab, "status"))
+        assert "WARNING: 1 of 2 registry hosts serve bucket registry; not: regbox" in status
     finally:
         sh(regbox, "docker start regkit-nginx >/dev/null")
 

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from tasks import certificates, health, prune
+from tasks.inventory_storage import S3
 
 NOT_AFTER = "notAfter=Dec 30 03:15:00 2027 GMT;serial=18C15D46;"
 
@@ -62,6 +63,28 @@ def test_status_lines() -> None:
     assert lines[5] == "registry data: 25M; catalog: 2 repositories"
     assert lines[6] == "disk: 1024 MiB free of 20 GiB"
     assert lines[7] == "prune: never ran on this host"
+
+
+def test_status_lines_on_s3_say_how_the_bucket_is() -> None:
+    s3 = S3(endpoint="http://10.0.0.5:7480", bucket="registry")
+    values = {"ping": "200", "catalog": '{"repositories":["a"]}', "s3": "200", "v2": "200"}
+    lines = health.status_lines(values, s3)
+    bucket = "storage: bucket registry at http://10.0.0.5:7480: answers HTTP 200; "
+    assert lines[4:6] == [bucket + "the registry reads it (/v2/ 200)", "catalog: 1 repositories"]
+    assert not any(line.startswith(("registry data", "disk")) for line in lines)
+    assert health.serving(values)
+
+
+@pytest.mark.parametrize(
+    ("s3", "v2", "state"),
+    [
+        ("000", "503", "no answer to this host; FAILING: the registry's storage check fails"),
+        ("403", "", "answers HTTP 403; the registry's view unknown (/v2/ answered nothing)"),
+    ],
+)
+def test_a_failing_bucket_is_said_so(s3: str, v2: str, state: str) -> None:
+    assert health.bucket_state({"s3": s3, "v2": v2}).startswith(state)
+    assert not health.serving({"ping": "200", "v2": v2})
 
 
 @pytest.mark.parametrize(
