@@ -18,6 +18,7 @@ from tasks import (
     health,
     inventory,
     maintenance,
+    migrate,
     pki,
     prune,
     render,
@@ -28,6 +29,7 @@ from tasks import (
 )
 
 ns = Collection(inventory, pki, render, state_backup, storage)
-for module in (deploy, health, trust, accounts, catalog, maintenance, prune, backup, restore):
+REMOTE = (deploy, health, trust, accounts, catalog, maintenance, prune, backup, restore, migrate)
+for module in REMOTE:
     for name, remote_task in module.ns.tasks.items():
         ns.add_task(remote_task, name=name)

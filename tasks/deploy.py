@@ -164,8 +164,13 @@ def show_diffs(target: Target, report: Report, changed: list[Upload], facts: Dep
 def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
     """Deploy the registry and its TLS proxy to the registry host(s), then prove it."""
     inv = inventory.load()
-    aliases = hosts_for(c, inv, "registry", "deploy", force)
-    report = Report()
+    deploy_all(c, inv, hosts_for(c, inv, "registry", "deploy", force), Report(), dry_run)
+
+
+def deploy_all(
+    c: Context, inv: Inventory, aliases: list[str], report: Report, dry_run: bool = False
+) -> None:
+    """Deploy to ``aliases``, one at a time, each proven before the next (a roll)."""
     ensure_local(inv, report, dry_run)
 
     files = wanted.registry_files(inv)

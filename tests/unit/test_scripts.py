@@ -20,6 +20,7 @@ from tasks import (
     commands,
     health,
     logins,
+    migrate,
     pki,
     render,
     restore,
@@ -28,6 +29,7 @@ from tasks import (
     wanted,
 )
 from tasks.inventory import Inventory
+from tasks.inventory_storage import S3
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
 from tasks.plans import deploy_facts, deploy_steps, runtimes
@@ -36,6 +38,8 @@ from tasks.plans import trust as trust_planner
 from tasks.plans import undeploy as undeploy_planner
 from tasks.remote import lock, upload
 from tasks.remote.upload import Upload
+
+BUCKET = S3(endpoint="https://s3.example.com", bucket="registry", root_directory="/team.registry")
 
 SH_TEMPLATES = render.TEMPLATES / "sh"
 
@@ -109,6 +113,9 @@ def host_scripts(inv: Inventory) -> dict[str, str]:
         ),
         "backup-links": backup.links_script(inv),
         "restore-facts": restore.facts_script(inv),
+        "migrate-facts": migrate.facts_script(inv),
+        "migrate-copy": migrate.copy_script(inv, BUCKET, "copy"),
+        "migrate-copy (check)": migrate.copy_script(inv, BUCKET, "check"),
     }
 
 
