@@ -7,6 +7,7 @@ The module ends with regbox2 undeployed and regbox on its disk again.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import fabric
 import pytest
 
+from lab.store import S3_STATE
 from tests.lab.conftest import (
     DOMAIN,
     Lab,
@@ -102,7 +104,10 @@ def test_a_corrupt_blob_is_named_and_nothing_switches(moving: Moving) -> None:
 
 
 def test_every_tag_keeps_its_digest_on_both_replicas(moving: Moving) -> None:
-    out = must(fab(moving.s3, "-H", "regbox", "migrate-storage", "--to", "s3"))
+    run = fab(moving.s3, "--debug", "-H", "regbox", "migrate-storage", "--to", "s3")
+    out = must(run)
+    secret = json.loads(S3_STATE.read_text())["secret_key"]
+    assert secret not in out + run.stderr
     assert "[regbox] storage: changed (copied " in out and "every blob verified" in out
     assert "copied: " in out and "verified: " in out
     for alias in HOSTS:
