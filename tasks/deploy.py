@@ -70,13 +70,22 @@ def deploy_host(
     dry_run: bool,
     facts_output: str | None = None,
     files: list[Upload] | None = None,
+    parallel: bool = False,
 ) -> DeployPlan:
     """Deploy to one connected host (or, with ``dry_run``, say what that would change).
 
-    ``files`` is what :func:`tasks.wanted.registry_files` made, if the caller has it."""
+    ``files`` is what :func:`tasks.wanted.registry_files` made, if the caller has it.
+    ``parallel``: other hosts deploy at the same time, so this one refuses, before any
+    change, a plan that recreates a container."""
     alias = target.alias
     files = files if files is not None else wanted.registry_files(inv)
     facts, plan = read_plan(inv, target, files, facts_output)
+    recreated = planner.recreated(plan)
+    if parallel and recreated:
+        raise RemoteError(
+            f"{alias}: --parallel, but this deploy recreates {', '.join(recreated)}: all "
+            "hosts at once could stop serving together; deploy without --parallel (it rolls)"
+        )
     report.ok(alias, "preflight", plan.preflight)
     if plan.warning:
         report.info(f"[{alias}] WARNING: {plan.warning}")
@@ -158,19 +167,28 @@ def show_diffs(target: Target, report: Report, changed: list[Upload], facts: Dep
     role="registry",
     help={
         "dry-run": "Connect, read facts and show what would change; change nothing.",
+        "parallel": "Every host at once, not one after another; refused where a "
+        "container would be recreated (new certificates, users and settings only).",
         "force": "Act on -H hosts whose inventory role is not registry.",
     },
 )
-def deploy(c: Context, dry_run: bool = False, force: bool = False) -> None:
+def deploy(c: Context, dry_run: bool = False, parallel: bool = False, force: bool = False) -> None:
     """Deploy the registry and its TLS proxy to the registry host(s), then prove it."""
     inv = inventory.load()
-    deploy_all(c, inv, hosts_for(c, inv, "registry", "deploy", force), Report(), dry_run)
+    aliases = hosts_for(c, inv, "registry", "deploy", force)
+    deploy_all(c, inv, aliases, Report(), dry_run, parallel)
 
 
 def deploy_all(
-    c: Context, inv: Inventory, aliases: list[str], report: Report, dry_run: bool = False
+    c: Context,
+    inv: Inventory,
+    aliases: list[str],
+    report: Report,
+    dry_run: bool = False,
+    parallel: bool = False,
 ) -> None:
-    """Deploy to ``aliases``, one at a time, each proven before the next (a roll)."""
+    """Deploy to ``aliases``, one at a time, each proven before the next (a roll); or
+    with ``parallel``, all at once where no container is recreated."""
     ensure_local(inv, report, dry_run)
 
     files = wanted.registry_files(inv)
@@ -182,13 +200,13 @@ def deploy_all(
         else:
             facts_script = deploy_facts.facts_script(inv, files)
             with host_lock(target, "deploy", facts_script) as facts:
-                deploy_host(inv, target, report, False, facts, files)
+                deploy_host(inv, target, report, False, facts, files, parallel)
         took = time.monotonic() - start
         report.info(f"[{target.alias}] done in {took:.1f} s, {target.commands} SSH commands")
 
     # A rolling deploy: one host at a time, each proven by its own push and pull; the
     # first failure stops the roll with the hosts after it still serving.
-    each_host(c, inv, aliases, report, "deploy", work, rolling=True)
+    each_host(c, inv, aliases, report, "deploy", work, parallel=parallel, rolling=not parallel)
     ca = pki.read_cert(pki.paths(inv).ca_cert)
     report.info(f"registry: {inv.registry.url}")
     report.info(f"CA SHA-256 fingerprint: {certificates.fingerprint(ca)}")

@@ -84,6 +84,12 @@ CONFIG_LABEL = "regkit.config"
 PROBE_REPO = "regkit/probe"
 PROBE_TAG = "deploy"
 
+
+def probe_tag(alias: str) -> str:
+    """The probe's tag for one host: replicas on one bucket each prove their own."""
+    return f"{PROBE_TAG}-{alias}"
+
+
 # The registry host names itself: one line in /etc/hosts maps the registry's name to
 # 127.0.0.1, so deploy's proof (and the host's own pulls) reach this host's proxy, not
 # DNS's choice among the replicas, and need no DNS on the host.

@@ -28,7 +28,7 @@ from tasks import commands, inventory, storage, wanted
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory
-from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG
+from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG, probe_tag
 from tasks.plans import maintenance as planner
 from tasks.plans.deploy_steps import replace_script, verify_script
 from tasks.plans.maintenance import HostState
@@ -221,7 +221,9 @@ def rollback_host(inv: Inventory, target: Target, report: Report, dry_run: bool)
         return
     if plan.nginx is None:
         target.check(commands.nginx_reload(), "reloading nginx")
-    proof = target.check(verify_script(inv), "verifying the registry (push/pull)").stdout.strip()
+    proof = target.check(
+        verify_script(inv, probe_tag(alias)), "verifying the registry (push/pull)"
+    ).stdout.strip()
     for line in proof.splitlines():
         report.ok(alias, "verify", line)
     if inv.registry.images.registry != goal["registry"]:

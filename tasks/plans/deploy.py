@@ -25,11 +25,13 @@ from tasks.layout import (
     MIN_FREE_KB,
     NETWORK,
     NGINX,
+    PROBE_TAG,
     REGISTRY,
     REGISTRY_CONFIGS,
     SELF_NAME_MARK,
     TLS_DIR,
     TOKEND,
+    probe_tag,
 )
 from tasks.plans.deploy_facts import BACKEND_WANTED, Container, DeployFacts
 from tasks.remote.upload import Upload, sha256
@@ -141,6 +143,8 @@ class DeployPlan:
     prune: tuple[str, ...] = ()
     # The host's own line for the registry's name in /etc/hosts, to write; "" when it stands.
     self_name: str = ""
+    # The tag the proof pushes (regkit/probe:<tag>): one per host.
+    probe_tag: str = PROBE_TAG
 
     @property
     def changes(self) -> bool:
@@ -175,6 +179,11 @@ class DeployPlan:
 
 
 NETWORK_OPTIONS = {NETWORK: (), BACKEND: BACKEND_OPTIONS}
+
+
+def recreated(plan: DeployPlan) -> list[str]:
+    """The containers the plan (re)creates or starts: a host that stops serving a while."""
+    return [step.spec.name for step in (plan.token, plan.registry, plan.nginx) if step.why]
 
 
 def self_name_line(inv: Inventory) -> str:
@@ -244,6 +253,7 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
         ),
         prune=stale_configs(facts, record or facts.deployed),
         self_name="" if facts.self_name == self_name_line(inv) else self_name_line(inv),
+        probe_tag=probe_tag(alias),
     )
 
 

@@ -19,7 +19,6 @@ from tasks.layout import (
     NGINX_CONTEXT_DIR,
     PROBE_PASSWORD_FILE,
     PROBE_REPO,
-    PROBE_TAG,
     SELF_NAME_MARK,
     TOKEND_CONTEXT_DIR,
     config_dir,
@@ -120,7 +119,7 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
             what=f"naming this host in {HOSTS_FILE}",
         )
     )
-    proof = verify_script(inv, full=plan.changes)
+    proof = verify_script(inv, plan.probe_tag, full=plan.changes)
     what = "verifying the registry" + (" (push/pull)" if plan.changes else "")
     out.append(Step("verify", kind="check", command=proof, what=what))
     if plan.record is not None:
@@ -190,7 +189,7 @@ MANIFEST_ACCEPT = ", ".join(
 )
 
 
-def verify_script(inv: Inventory, full: bool = True) -> str:
+def verify_script(inv: Inventory, tag: str, full: bool = True) -> str:
     """Prove the registry from the host: ping, 401 without and 200 with a token, push+pull.
 
     When nothing changed (``full=False``) the push+pull gives way to reading the
@@ -204,10 +203,10 @@ def verify_script(inv: Inventory, full: bool = True) -> str:
         address=reg.address,
         domain=reg.domain,
         url=reg.url,
-        ref=f"{reg.address}/{PROBE_REPO}:{PROBE_TAG}",
+        ref=f"{reg.address}/{PROBE_REPO}:{tag}",
         repo=PROBE_REPO,
         service=reg.domain,
-        manifest_url=f"{reg.url}/v2/{PROBE_REPO}/manifests/{PROBE_TAG}",
+        manifest_url=f"{reg.url}/v2/{PROBE_REPO}/manifests/{tag}",
         accept=MANIFEST_ACCEPT,
         ca=CA_FILE,
         user=users.PROBE_USER,

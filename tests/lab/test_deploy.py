@@ -80,7 +80,7 @@ def test_first_deploy_builds_everything_and_proves_it(
         "[regbox] container regkit-registry: changed (created)",
         "[regbox] nginx -t: ok",
         "[regbox] container regkit-nginx: changed (created)",
-        f"[regbox] verify: ok (push/pull: {DOMAIN}/regkit/probe:deploy sha256:",
+        f"[regbox] verify: ok (push/pull: {DOMAIN}/regkit/probe:deploy-regbox sha256:",
         f"registry: https://{DOMAIN}",
         "CA SHA-256 fingerprint: ",
     ]:
@@ -127,10 +127,9 @@ def test_second_deploy_changes_nothing(
     assert "no changes" in again.stdout
     assert "[regbox] files: unchanged (all 22 match" in again.stdout
     # Nothing changed, so the proof reads back the probe the first deploy pushed.
-    probe = deployed.stdout.split("probe:deploy sha256:")[1].split()[0].rstrip(")")
-    assert f"verify: ok (read back: {DOMAIN}/regkit/probe:deploy manifest, sha256:{probe} " in (
-        again.stdout
-    )
+    probe = deployed.stdout.split("probe:deploy-regbox sha256:")[1].split()[0].rstrip(")")
+    read_back = f"verify: ok (read back: {DOMAIN}/regkit/probe:deploy-regbox manifest, "
+    assert f"{read_back}sha256:{probe} " in again.stdout
     assert containers(regbox) == before
     assert sh(regbox, "docker image ls -q regkit-nginx | sort") == images
 

@@ -30,12 +30,14 @@ from tasks.report import Report
 from tests.lab.conftest import (
     CA_FILE,
     DOMAIN,
+    PASSPHRASE,
     PASSWORD,
     USER,
     Lab,
     bearer,
     bucket_objects,
     fab,
+    invoke,
     lab_ip,
     login,
     must,
@@ -88,7 +90,8 @@ def test_every_registry_host_is_deployed_in_turn_and_proven(replicas: Replicas) 
     assert out.index("[regbox] verify: ok") < out.index("[regbox2] verify: ok"), out
     # Each host's proof went through its own proxy, not DNS's pick of the two.
     for alias in HOSTS:
-        log = "docker logs regkit-nginx 2>&1 | grep -c 'PUT /v2/regkit/probe/manifests/deploy'"
+        put = f"PUT /v2/regkit/probe/manifests/deploy-{alias}"
+        log = f"docker logs regkit-nginx 2>&1 | grep -c '{put}'"
         assert int(sh(replicas.lab.connect(alias), log)) >= 1, alias
 
 
@@ -193,6 +196,34 @@ def test_gc_on_the_shared_bucket_frees_it_and_no_replica_serves_a_deleted_blob(
         resolve = f"--resolve {DOMAIN}:443:{replicas.ips[alias]}"
         head = f"{curl} {resolve} -I -o /dev/null -w '%{{http_code}}' {url}/blobs/{layer}"
         assert sh(c1, head, auth) == "404", alias
+
+
+def test_a_new_certificate_deploys_to_every_host_at_once(replicas: Replicas) -> None:
+    lab = replicas.lab
+    must(invoke("pki.renew", env={**lab.env, "REGISTRY_CA_PASSPHRASE": PASSPHRASE}))
+    out = must(fab(lab, "deploy", "--parallel"))
+    for alias in HOSTS:
+        assert f"[{alias}] file /etc/regkit/tls/server.crt: changed" in out
+        assert f"[{alias}] nginx reload: changed (certificate changed)" in out
+        assert f"[{alias}] container regkit-nginx: unchanged" in out
+
+
+def test_parallel_is_refused_where_a_container_would_be_recreated(
+    replicas: Replicas, templates: Path
+) -> None:
+    lab = replicas.lab
+    conf = templates / "nginx.conf.j2"
+    conf.write_text(conf.read_text() + "\n# a new proxy image: recreated on every host\n")
+    out = io.StringIO()
+    ctx = Context(config=fabric.Config(overrides={"run": {"in_stream": False}}))
+    with pytest.raises(RemoteError, match=r"deploy failed on regbox, regbox2$"):
+        deploy.deploy_all(ctx, lab.inventory, list(HOSTS), Report(stream=out), parallel=True)
+    for alias in HOSTS:
+        refused = f"[{alias}] deploy: failed (--parallel, but this deploy recreates regkit-nginx"
+        assert refused in out.getvalue()
+    assert (
+        ": changed" not in out.getvalue() and "0 changed, 1 unchanged, 2 failed" in out.getvalue()
+    )
 
 
 def test_a_rolling_proxy_change_fails_no_pull_of_a_client(

@@ -258,7 +258,8 @@ def test_nothing_changed_plans_nothing_and_only_reads_the_probe_back(
     proof = deploy_steps.steps(pki_inv, plan)[-1]
     assert (proof.subject, proof.kind) == ("verify", "check")
     assert "read back" in proof.command and "docker push" in proof.command
-    full = deploy_steps.verify_script(pki_inv, full=True)
+    assert "regkit/probe:deploy-regbox" in proof.command
+    full = deploy_steps.verify_script(pki_inv, "deploy-regbox", full=True)
     assert "read back" not in full and "docker push" in full
 
 
@@ -293,6 +294,15 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
     }
     kinds = [step.kind for step in deploy_steps.steps(pki_inv, plan)]
     assert kinds.index("build") < kinds.index("check") < kinds.index("upload", 2)
+
+
+def test_a_plan_says_which_containers_it_recreates(pki_inv: Inventory, files: list[Upload]) -> None:
+    facts = deployed(pki_inv, files)
+    assert planner.recreated(planner.plan(pki_inv, "regbox", files, facts)) == []
+    facts.containers.pop("regkit-nginx")
+    facts.containers["regkit-token"] = Container("sha256:old", "", True)
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    assert planner.recreated(plan) == ["regkit-token", "regkit-nginx"]
 
 
 def test_the_host_names_itself_in_etc_hosts_once(pki_inv: Inventory, files: list[Upload]) -> None:

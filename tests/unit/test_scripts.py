@@ -55,8 +55,8 @@ def deploy_scripts(inv: Inventory) -> dict[str, str]:
     return {
         "deploy-facts": deploy_facts.facts_script(inv, files),
         "replace-container": next(s.command for s in steps if s.subject.startswith("container")),
-        "verify": deploy_steps.verify_script(inv, full=True),
-        "verify (read back)": deploy_steps.verify_script(inv, full=False),
+        "verify": deploy_steps.verify_script(inv, "deploy-regbox", full=True),
+        "verify (read back)": deploy_steps.verify_script(inv, "deploy-regbox", full=False),
         "self-name": next(s.command for s in steps if s.subject.startswith("name ")),
         "self-name (removed)": deploy_steps.self_name_script(""),
         **{f"deploy step: {s.subject}": s.command for s in steps if s.command},
