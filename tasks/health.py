@@ -26,6 +26,7 @@ from tasks.layout import (
     PROBE_PASSWORD_FILE,
     PRUNED,
     REGISTRY,
+    S3_CA_FILE,
     TOKEND,
 )
 from tasks.remote.fanout import each_host, hosts_for
@@ -58,6 +59,7 @@ def status_script(inv: Inventory) -> str:
         service=reg.domain,
         user=users.PROBE_USER,
         s3_endpoint=reg.storage.s3.endpoint if reg.storage.s3 else "",
+        s3_ca=S3_CA_FILE if reg.storage.s3 and reg.storage.s3.ca_file else "",
     )
 
 

@@ -31,6 +31,9 @@ class S3(Strict):
     chunk_size: Annotated[int, Field(ge=5 * MIB, le=5 * 1024 * MIB)] = 10 * MIB
     # Send pulls to the storage with a signed URL: only when every client can reach it.
     redirect: bool = False
+    # The CA of an https endpoint whose certificate no public CA signed (a PEM file here,
+    # relative to the inventory): the registry trusts it besides the system's.
+    ca_file: str | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -58,6 +61,11 @@ class S3(Strict):
             raise ValueError(
                 f"secure is {str(self.secure).lower()} but the endpoint is {self.endpoint}; "
                 "leave secure out (it follows the endpoint) or make them agree"
+            )
+        if self.ca_file and not https:
+            raise ValueError(
+                f"ca_file is for an https endpoint, and the endpoint is {self.endpoint}; "
+                "remove ca_file or use https://"
             )
         return self
 

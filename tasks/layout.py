@@ -42,6 +42,10 @@ RIGHTS_DIR = f"{REMOTE_DIR}/rights"
 RIGHTS_FILE = f"{RIGHTS_DIR}/rights.json"
 CA_FILE = f"{REMOTE_DIR}/ca.crt"
 PROBE_PASSWORD_FILE = f"{REMOTE_DIR}/probe-password"
+# The S3 service's private CA (registry.storage.s3.ca_file), and where the registry
+# container reads it (SSL_CERT_FILE: Go adds it to the system's CAs, which stay).
+S3_CA_FILE = f"{REMOTE_DIR}/s3-ca.crt"
+S3_CA_MOUNT = "/etc/regkit-s3-ca.crt"
 DEPLOYED = f"{REMOTE_DIR}/deployed.json"
 PRUNED = f"{REMOTE_DIR}/pruned.json"
 

@@ -21,7 +21,7 @@ from tasks.errors import InventoryError, RegkitError, RemoteError
 from tasks.facts import parse_values
 from tasks.inventory import Inventory
 from tasks.inventory_storage import S3
-from tasks.layout import CONFIG_LABEL, PROBE_REPO, REGISTRY, REGISTRY_CONFIGS
+from tasks.layout import CONFIG_LABEL, PROBE_REPO, REGISTRY, REGISTRY_CONFIGS, S3_CA_FILE
 from tasks.maintenance import read_state, set_readonly
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
@@ -44,9 +44,11 @@ def bucket_url(s3: S3) -> str:
 
 
 def curl_config(s3: S3, keys: storage.S3Keys) -> bytes:
-    """curl's config for the bucket: the keys and SigV4 (a 0600 file, never argv)."""
+    """curl's config for the bucket: the keys and SigV4 (a 0600 file, never argv), and
+    the service's private CA, if it has one."""
+    ca = f'cacert = "{S3_CA_FILE}"\n' if s3.ca_file else ""
     return (
-        f'user = "{keys.access_key}:{keys.secret_key}"\naws-sigv4 = "aws:amz:{s3.region}:s3"\n'
+        f'user = "{keys.access_key}:{keys.secret_key}"\naws-sigv4 = "aws:amz:{s3.region}:s3"\n{ca}'
     ).encode()
 
 
@@ -109,12 +111,16 @@ def differences(before: Tags, after: Tags) -> list[str]:
 
 
 def with_keys(
-    target: Target, s3: S3, keys: storage.S3Keys, script: str, what: str, report: Report
+    inv: Inventory, target: Target, keys: storage.S3Keys, script: str, what: str, report: Report
 ) -> None:
-    """Run ``script`` with curl's config for the bucket on the host (removed after), its
-    progress lines shown as they come."""
+    """Run ``script`` with curl's config for the bucket on the host (removed after; the
+    service's private CA, if any, stays where deploy puts it), its progress lines shown."""
     alias = target.alias
-    target.upload([Upload(CURL_CONFIG, curl_config(s3, keys), 0o600)])
+    uploads = [Upload(CURL_CONFIG, curl_config(bucket(inv), keys), 0o600)]
+    ca = storage.s3_ca(inv)
+    if ca:
+        uploads.append(Upload(S3_CA_FILE, ca))
+    target.upload(uploads)
     try:
         target.check(script, what, stream=lambda line: report.info(f"[{alias}]   {line}"))
     finally:
@@ -129,7 +135,9 @@ def copy(inv: Inventory, target: Target, s3: S3, keys: storage.S3Keys, report: R
     report.info(f"[{alias}] registry read-only while its data is copied: pulls work")
     set_readonly(inv, target, state, True)
     try:
-        with_keys(target, s3, keys, copy_script(inv, s3, "copy"), "copying into the bucket", report)
+        with_keys(
+            inv, target, keys, copy_script(inv, s3, "copy"), "copying into the bucket", report
+        )
     except RegkitError as exc:
         set_readonly(inv, target, state, False)
         raise RemoteError(
@@ -203,7 +211,7 @@ def delete_source_host(inv: Inventory, target: Target, report: Report, dry_run: 
         return
     keys = storage.read_keys(inv)
     with host_lock(target, "migrate-storage"):
-        with_keys(target, s3, keys, copy_script(inv, s3, "check"), "checking the bucket", report)
+        with_keys(inv, target, keys, copy_script(inv, s3, "check"), "checking the bucket", report)
         target.check(f"rm -rf {data}/docker", f"deleting {data}/docker")
     report.changed(alias, f"data {data}", f"deleted {values['bytes']}: the bucket holds all of it")
 

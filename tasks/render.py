@@ -16,6 +16,7 @@ and the line.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -124,6 +125,7 @@ def s3_settings(inv: Inventory) -> dict[str, object] | None:
         "secure": s3.https,
         "chunksize": s3.chunk_size,
         "redirect": s3.redirect,
+        "ca_sha256": hashlib.sha256(ca).hexdigest() if (ca := storage.s3_ca(inv)) else "",
     }
 
 

@@ -14,11 +14,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
 from invoke import Collection, Context
 
 from tasks import inventory
 from tasks.cli import task
-from tasks.errors import RegkitError, StateError
+from tasks.errors import InventoryError, RegkitError, StateError
 from tasks.inventory import Inventory
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
@@ -88,6 +89,29 @@ def ask_keys() -> S3Keys:
             "give two lines on standard input: the S3 access key, then the secret key"
         )
     return check_keys(lines[0].strip(), lines[1].strip())
+
+
+def s3_ca(inv: Inventory) -> bytes | None:
+    """The PEM of ``registry.storage.s3.ca_file``, checked to hold certificates; None
+    without one."""
+    s3 = inv.registry.storage.s3
+    if s3 is None or not s3.ca_file:
+        return None
+    path = inv.resolve(s3.ca_file)
+    try:
+        pem = path.read_bytes()
+        x509.load_pem_x509_certificates(pem)
+    except OSError as exc:
+        raise InventoryError(
+            f"{inv.source}: registry.storage.s3.ca_file: cannot read {path} "
+            f"({exc.strerror}); give the PEM file of the S3 service's CA"
+        ) from None
+    except ValueError:
+        raise InventoryError(
+            f"{inv.source}: registry.storage.s3.ca_file: {path} holds no PEM certificate; "
+            "give the PEM file of the S3 service's CA"
+        ) from None
+    return pem
 
 
 def needs_filesystem(inv: Inventory, what: str) -> None:

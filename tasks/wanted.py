@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from tasks import pki, render, rights, signing, users
+from tasks import pki, render, rights, signing, storage, users
 from tasks.inventory import Inventory
 from tasks.layout import (
     AUTH_DIR,
@@ -32,6 +32,8 @@ from tasks.layout import (
     RIGHTS_DIR,
     RIGHTS_FILE,
     RIGHTS_MOUNT,
+    S3_CA_FILE,
+    S3_CA_MOUNT,
     SIGNING_MOUNT,
     SPEC_LABEL,
     TLS_DIR,
@@ -82,6 +84,9 @@ def registry_files(inv: Inventory) -> list[Upload]:
         Upload(PROBE_PASSWORD_FILE, users.probe_credential(inv)[0].encode(), 0o600),
         Upload(inv.registry.certs_d, ca),
     ]
+    s3_ca = storage.s3_ca(inv)
+    if s3_ca:
+        files.append(Upload(S3_CA_FILE, s3_ca))
     return files
 
 
@@ -168,6 +173,7 @@ def registry_spec(inv: Inventory, config_digest: str, image: str = "") -> RunSpe
             "--label", f"{CONFIG_LABEL}={config_digest[:16]}",
             "-v", f"{reg.data_dir}:{REGISTRY_DATA_MOUNT}",
             "-v", f"{config_dir(config_digest)}:{REGISTRY_CONFIG_MOUNT}:ro",
+            *s3_ca_args(inv),
         ),
         # S3 is outside the host: the registry joins the proxy's bridge to reach it, and
         # listens only on BACKEND's address (its config's http.addr).
@@ -176,6 +182,15 @@ def registry_spec(inv: Inventory, config_digest: str, image: str = "") -> RunSpe
         # default and would run their own config (no auth) without it.
         command=(REGISTRY_CONFIG,),
     )  # fmt: skip
+
+
+def s3_ca_args(inv: Inventory) -> tuple[str, ...]:
+    """The S3 service's private CA for the registry, if it has one: mounted, and named in
+    SSL_CERT_FILE (Go's crypto/x509 reads it besides the system's CA folder)."""
+    s3 = inv.registry.storage.s3
+    if s3 is None or not s3.ca_file:
+        return ()
+    return ("-v", f"{S3_CA_FILE}:{S3_CA_MOUNT}:ro", "-e", f"SSL_CERT_FILE={S3_CA_MOUNT}")
 
 
 def nginx_mounts() -> tuple[str, ...]:

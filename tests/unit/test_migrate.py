@@ -29,6 +29,8 @@ def test_the_keys_reach_curl_in_its_config_only(inv: Inventory) -> None:
     assert migrate.curl_config(s3, keys) == (
         b'user = "AKIA1234:the-secret"\naws-sigv4 = "aws:amz:eu-west-1:s3"\n'
     )
+    private = S3(endpoint="https://10.0.0.5:7443", bucket="registry", ca_file="ca.pem")
+    assert migrate.curl_config(private, keys).endswith(b'cacert = "/etc/regkit/s3-ca.crt"\n')
     for mode in ("copy", "check"):
         script = migrate.copy_script(inv, s3, mode)
         assert "the-secret" not in script and "-K /run/regkit-migrate.curl" in script

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks import commands, inventory, render, storage, wanted
+from tasks import commands, inventory, pki, render, storage, wanted
 from tasks.errors import InventoryError, RegkitError, StateError
 from tasks.inventory import Inventory
 from tasks.layout import NETWORK, REGISTRY
@@ -68,6 +69,10 @@ def test_s3_settings_and_their_defaults(write_inventory: Callable[..., Path]) ->
         ({"driver": "s3", "s3": {**S3, "bucket": "Bad_Bucket"}}, r"registry\.storage\.s3\.bucket"),
         ({"driver": "s3", "s3": {**S3, "chunk_size": 1024}}, r"registry\.storage\.s3\.chunk_size"),
         ({"driver": "azure"}, r"registry\.storage\.driver"),
+        (
+            {"driver": "s3", "s3": {**S3, "ca_file": "s3-ca.pem"}},
+            r"registry\.storage\.s3: .*ca_file is for an https endpoint",
+        ),
     ],
 )
 def test_bad_storage_settings_are_one_clear_line(
@@ -127,6 +132,37 @@ def test_the_registry_config_uses_the_bucket_and_the_stored_keys(
     spec = wanted.registry_spec(s3, "ab" * 32)
     assert spec.more_networks == (NETWORK,)
     assert commands.docker_start(spec).endswith(f"docker start {REGISTRY}")
+
+
+def test_a_private_ca_of_the_service_is_trusted_besides_the_systems(
+    write_inventory: Callable[..., Path], pki_inv: Inventory
+) -> None:
+    ca = pki.paths(pki_inv).ca_cert
+    https = {**S3, "endpoint": "https://10.0.0.5:7443", "ca_file": str(ca)}
+    s3 = load(write_inventory, {"driver": "s3", "s3": https}, name="ca.yaml")
+    storage.write_keys(s3, storage.check_keys("AK1", "SK1"))
+    pem = ca.read_bytes()
+    assert storage.s3_ca(s3) == pem
+    config = render.render("config.yml.j2", render.context(s3))
+    assert f"private CA (sha256\n  # {hashlib.sha256(pem).hexdigest()})" in config
+    args = wanted.registry_spec(s3, "ab" * 32).args
+    assert args[-4:] == (
+        "-v",
+        "/etc/regkit/s3-ca.crt:/etc/regkit-s3-ca.crt:ro",
+        "-e",
+        "SSL_CERT_FILE=/etc/regkit-s3-ca.crt",
+    )
+    assert "AWS_CA_BUNDLE" not in " ".join(args)
+    for bad, says in ((b"not a certificate", "holds no PEM certificate"), (None, "cannot read")):
+        target = Path(str(ca) + ".bad")
+        if bad is not None:
+            target.write_bytes(bad)
+        broken = load(
+            write_inventory, {"driver": "s3", "s3": {**https, "ca_file": str(target)}}, "bad.yaml"
+        )
+        with pytest.raises(InventoryError, match=f"registry.storage.s3.ca_file: .*{says}"):
+            storage.s3_ca(broken)
+        target.unlink(missing_ok=True)
 
 
 def test_a_filesystem_config_has_no_s3(inv: Inventory) -> None:
