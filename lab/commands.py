@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from pathlib import Path
 
 from invoke import Collection, Context
 
@@ -35,8 +36,8 @@ from lab.hosts import (
     ssh_port,
 )
 from lab.images import IMAGES, build_images, needed_images, version_ref
-from lab.settings import INVENTORY, LAB_DIR, STATE_DIR, LabError, Settings
-from lab.store import write_s3_state
+from lab.settings import INVENTORY, LAB_DIR, S3_INVENTORY, STATE_DIR, LabError, Settings
+from lab.store import write_s3_inventory, write_s3_state
 from tasks import inventory as inventory_module
 from tasks.cli import task
 from tasks.remote.target import open_target
@@ -149,9 +150,10 @@ def down(c: Context) -> None:
         report.unchanged(
             "lab", "docker engine", f"nothing answers on {settings.socket}: no containers to remove"
         )
-    if INVENTORY.exists():
-        INVENTORY.unlink()
-        report.changed("lab", "inventory", f"removed {INVENTORY.relative_to(LAB_DIR.parent)}")
+    for path in (INVENTORY, S3_INVENTORY):
+        if path.exists():
+            path.unlink()
+            report.changed("lab", "inventory", f"removed {path.relative_to(LAB_DIR.parent)}")
     if STATE_DIR.exists():
         shutil.rmtree(STATE_DIR)
         report.changed(
@@ -240,5 +242,20 @@ def run_on(c: Context, host: str, command: str) -> None:
         raise LabError(f"{host}: the command exited {result.exited}")
 
 
-ns = Collection("lab", up, down, status, reboot, run_on)
+@task(
+    name="s3-inventory",
+    help={
+        "to": "where to write it (default lab/inventory-s3.yaml)",
+        "root": "the registry's root directory in the bucket (default /regkit)",
+        "https": "through the gateway's https endpoint, trusting the lab's S3 CA",
+    },
+)
+def s3_inventory(c: Context, to: str = "", root: str = "/regkit", https: bool = False) -> None:
+    """Write the lab inventory with the registry on store's S3 bucket, and store its keys."""
+    report = Report()
+    write_s3_inventory(Path(to) if to else S3_INVENTORY, root, https, report)
+    _finish(report)
+
+
+ns = Collection("lab", up, down, status, reboot, run_on, s3_inventory)
 ns.configure({"lab": asdict(Settings())})

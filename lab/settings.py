@@ -20,6 +20,8 @@ IMAGES_DIR = LAB_DIR / "images"
 # Files several images copy (lab/images.py: ImageSpec.common); not an image itself.
 COMMON_DIR = IMAGES_DIR / "common"
 INVENTORY = LAB_DIR / "inventory.yaml"
+# The same inventory with the registry on store's bucket (invoke lab.s3-inventory).
+S3_INVENTORY = LAB_DIR / "inventory-s3.yaml"
 STATE_DIR = LAB_DIR / "state"
 SSH_KEY = STATE_DIR / "ssh" / "id_ed25519"
 # Pushes one image with a chosen creation date through the registry's API (see its header).

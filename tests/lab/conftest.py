@@ -31,8 +31,9 @@ from playwright.sync_api import Browser, sync_playwright
 
 from lab.engine import Engine
 from lab.hosts import host_spec, remove_host
-from lab.settings import INVENTORY, LAB_DIR, NETWORK, Settings
-from lab.store import S3_STATE
+from lab.settings import INVENTORY, LAB_DIR, Settings
+from lab.store import S3_STATE, keys_input, storage_settings
+from lab.store import lab_ip as store_ip
 from tasks import inventory as inventory_module
 from tasks import pki, render
 from tasks.inventory import ENV_VAR, Inventory
@@ -128,26 +129,26 @@ def inventory_variant(lab: Lab, name: str, change: Callable[[dict[str, Any]], No
     return Lab(path, inventory_module.load(path), {**lab.env, ENV_VAR: str(path)})
 
 
-def s3_variant(lab: Lab, name: str, root: str) -> Lab:
-    """The lab with its registry on the lab's S3 bucket (under ``root``): an inventory
-    variant, and the bucket's keys stored with ``invoke storage.set-credentials``."""
-    s3 = json.loads(S3_STATE.read_text())
+def s3_variant(lab: Lab, name: str, root: str, https: bool = False) -> Lab:
+    """The lab with its registry on the lab's S3 bucket (under ``root``; with ``https``,
+    through the gateway's https endpoint and its lab CA): an inventory variant, and the
+    bucket's keys stored with ``invoke storage.set-credentials``."""
 
     def on_bucket(data: dict[str, Any]) -> None:
-        settings = {k: s3[k] for k in ("endpoint", "region", "bucket")}
-        data["registry"]["storage"] = {"driver": "s3", "s3": {**settings, "root_directory": root}}
+        data["registry"]["storage"] = storage_settings(root, https)
 
     variant = inventory_variant(lab, name, on_bucket)
+    keys = keys_input()
     stored = subprocess.run(
         [sys.executable, "-m", "invoke", "storage.set-credentials"],
         cwd=REPO,
         env=variant.env,
-        input=f"{s3['access_key']}\n{s3['secret_key']}\n",
+        input=keys,
         capture_output=True,
         text=True,
         check=False,
     )
-    assert s3["secret_key"] not in must(stored)
+    assert keys.split()[1] not in must(stored)
     return variant
 
 
@@ -444,9 +445,7 @@ def served(lab: Lab, field: str) -> str:
 
 def lab_ip(alias: str = "regbox") -> str:
     """A lab host's address on the lab network (regbox's by default)."""
-    info = Engine(Settings()).inspect(host_spec(alias).container)
-    assert info is not None, f"{alias} is not running"
-    return str(info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"])
+    return store_ip(Engine(Settings()), host_spec(alias).container)
 
 
 @pytest.fixture(scope="module")

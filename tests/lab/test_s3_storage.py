@@ -49,7 +49,7 @@ class OnS3:
 def on_s3(registry: Lab, store: Lab) -> Iterator[OnS3]:
     """regbox deployed on S3: a copy of the lab inventory (same state folder) with
     registry.storage set to the lab's bucket, under a root directory of this run."""
-    lab = s3_variant(store, "s3", ROOT)
+    lab = s3_variant(store, "s3-test", ROOT)
     secret = json.loads(S3_STATE.read_text())["secret_key"]
     # At the highest verbosity: Invoke's and Fabric's debug log go to stderr.
     deployed = fab(lab, "--debug", "-H", "regbox", "deploy")

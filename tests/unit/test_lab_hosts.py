@@ -197,6 +197,7 @@ USER_INFO = """{
 def test_s3_json_names_the_ip_endpoint_the_bucket_and_the_users_keys() -> None:
     assert s3_document(USER_INFO, "172.18.0.7") == {
         "endpoint": "http://172.18.0.7:7480",
+        "https_endpoint": "https://172.18.0.7:7443",
         "region": "us-east-1",
         "bucket": "registry",
         "access_key": "Q1W2E3R4T5Y6U7I8O9P0",
