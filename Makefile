@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(CURDIR)/$(VENV)/bin
 
-.PHONY: deps system-deps demo test unit bench lint format clean
+.PHONY: deps system-deps demo demo-scale test unit bench lint format clean
 
 ## deps: Debian packages and the Python virtualenv
 deps: system-deps $(VENV)/.installed
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 ## demo: the lab, a CA, a demo user, and a verified deploy to the lab's regbox
 demo: deps
 	scripts/demo.sh
+
+## demo-scale: the demo, then its images moved to the lab's S3 bucket, served by two hosts
+demo-scale: deps
+	scripts/demo-scale.sh
 
 ## test: the whole suite, unit tests then lab tests on real hosts
 test: deps
