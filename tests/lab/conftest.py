@@ -443,6 +443,17 @@ def served(lab: Lab, field: str) -> str:
     )
 
 
+@contextmanager
+def pinned(conn: fabric.Connection, alias: str) -> Iterator[None]:
+    """``registry.lab.test`` is ``alias``'s address on ``conn`` (its /etc/hosts) while the
+    block runs: a client reaches that one registry host."""
+    sh(conn, f"cp /etc/hosts /etc/hosts.lab && echo '{lab_ip(alias)} {DOMAIN}' >> /etc/hosts")
+    try:
+        yield
+    finally:
+        sh(conn, "cat /etc/hosts.lab > /etc/hosts && rm /etc/hosts.lab")
+
+
 def lab_ip(alias: str = "regbox") -> str:
     """A lab host's address on the lab network (regbox's by default)."""
     return store_ip(Engine(Settings()), host_spec(alias).container)

@@ -10,21 +10,18 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-import fabric
 import pytest
 
 from lab.store import S3_STATE
 from tests.lab.conftest import (
-    DOMAIN,
     Lab,
     Pushed,
     fab,
-    lab_ip,
     login,
     must,
+    pinned,
     pull_digest,
     push_image,
     s3_variant,
@@ -43,16 +40,6 @@ class Moving:
     disk: Lab
     s3: Lab
     images: list[Pushed]
-
-
-@contextmanager
-def pinned(conn: fabric.Connection, alias: str) -> Iterator[None]:
-    """``registry.lab.test`` is ``alias``'s address on ``conn`` while the block runs."""
-    sh(conn, f"cp /etc/hosts /etc/hosts.lab && echo '{lab_ip(alias)} {DOMAIN}' >> /etc/hosts")
-    try:
-        yield
-    finally:
-        sh(conn, "cat /etc/hosts.lab > /etc/hosts && rm /etc/hosts.lab")
 
 
 @pytest.fixture(scope="module")

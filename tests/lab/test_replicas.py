@@ -13,7 +13,6 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,6 @@ from invoke import Context
 
 from tasks import deploy
 from tasks.errors import RemoteError
-from tasks.remote.fanout import each_host
-from tasks.remote.lock import host_lock
-from tasks.remote.target import Target
 from tasks.report import Report
 from tests.lab.conftest import (
     CA_FILE,
@@ -41,6 +37,7 @@ from tests.lab.conftest import (
     lab_ip,
     login,
     must,
+    pinned,
     pull_digest,
     push_image,
     s3_variant,
@@ -75,14 +72,11 @@ def replicas(registry: Lab, store: Lab) -> Iterator[Replicas]:
     lab.inventory_path.unlink()
 
 
-@contextmanager
-def pinned(conn: fabric.Connection, ip: str) -> Iterator[None]:
-    """``registry.lab.test`` is ``ip`` on ``conn`` (its /etc/hosts) while the block runs."""
-    sh(conn, f"cp /etc/hosts /etc/hosts.lab && echo '{ip} {DOMAIN}' >> /etc/hosts")
-    try:
-        yield
-    finally:
-        sh(conn, "cat /etc/hosts.lab > /etc/hosts && rm /etc/hosts.lab")
+def deploy_both(lab: Lab, out: io.StringIO, parallel: bool = False) -> None:
+    """``fab deploy`` (``--parallel``) over both hosts, in this process, so that the
+    ``templates`` fixture's copy is what renders; its lines go to ``out``."""
+    ctx = Context(config=fabric.Config(overrides={"run": {"in_stream": False}}))
+    deploy.deploy_all(ctx, lab.inventory, list(HOSTS), Report(stream=out), parallel=parallel)
 
 
 def test_every_registry_host_is_deployed_in_turn_and_proven(replicas: Replicas) -> None:
@@ -107,9 +101,9 @@ def test_status_shows_each_replica_and_the_bucket(replicas: Replicas) -> None:
 
 def test_a_push_through_regbox_pulls_through_regbox2(replicas: Replicas) -> None:
     c1, c2 = replicas.lab.connect("client1"), replicas.lab.connect("client2")
-    with pinned(c1, replicas.ips["regbox"]):
+    with pinned(c1, "regbox"):
         image = push_image(c1, repo="team/replicated")
-    with pinned(c2, replicas.ips["regbox2"]):
+    with pinned(c2, "regbox2"):
         assert pull_digest(c2, image) == image.digest
 
 
@@ -179,7 +173,7 @@ def test_gc_on_the_shared_bucket_frees_it_and_no_replica_serves_a_deleted_blob(
         manifest = json.loads(sh(c1, f"{curl} {accept} {url}/manifests/{image.digest}", auth))
         layer = manifest["layers"][0]["digest"]
         for alias in HOSTS:  # each replica caches the layer's descriptor
-            with pinned(c2, replicas.ips[alias]):
+            with pinned(c2, alias):
                 assert pull_digest(c2, image) == image.digest
         before = sum(bucket_objects(lab, blobs).values())
         delete = f"{curl} -X DELETE -o /dev/null -w '%{{http_code}}' {url}/manifests/{image.digest}"
@@ -215,9 +209,8 @@ def test_parallel_is_refused_where_a_container_would_be_recreated(
     conf = templates / "nginx.conf.j2"
     conf.write_text(conf.read_text() + "\n# a new proxy image: recreated on every host\n")
     out = io.StringIO()
-    ctx = Context(config=fabric.Config(overrides={"run": {"in_stream": False}}))
     with pytest.raises(RemoteError, match=r"deploy failed on regbox, regbox2$"):
-        deploy.deploy_all(ctx, lab.inventory, list(HOSTS), Report(stream=out), parallel=True)
+        deploy_both(lab, out, parallel=True)
     for alias in HOSTS:
         refused = f"[{alias}] deploy: failed (--parallel, but this deploy recreates regkit-nginx"
         assert refused in out.getvalue()
@@ -248,15 +241,8 @@ def test_a_rolling_proxy_change_fails_no_pull_of_a_client(
     # The roll starts once the loop pulls: every recreation happens while it runs.
     sh(c2, "for _ in $(seq 120); do [ -s /tmp/roll-ok ] && exit 0; sleep 0.5; done; exit 1")
     out = io.StringIO()
-    report = Report(stream=out)
-
-    def work(target: Target) -> None:
-        with host_lock(target, "deploy"):
-            deploy.deploy_host(lab.inventory, target, report, dry_run=False)
-
     try:
-        ctx = Context(config=fabric.Config(overrides={"run": {"in_stream": False}}))
-        each_host(ctx, lab.inventory, list(HOSTS), report, "deploy", work, rolling=True)
+        deploy_both(lab, out)
     finally:
         sh(c2, "touch /tmp/roll-done")
         puller.join(timeout=120)
@@ -275,19 +261,12 @@ def test_a_broken_template_stops_the_roll_with_the_other_host_serving(
     conf = templates / "nginx.conf.j2"
     conf.write_text(conf.read_text() + "\nthis is not nginx;\n")
     out = io.StringIO()
-    report = Report(stream=out)
-
-    def work(target: Target) -> None:
-        with host_lock(target, "deploy"):
-            deploy.deploy_host(lab.inventory, target, report, dry_run=False)
-
-    ctx = Context(config=fabric.Config(overrides={"run": {"in_stream": False}}))
     with pytest.raises(RemoteError, match=r"deploy failed on regbox$"):
-        each_host(ctx, lab.inventory, list(HOSTS), report, "deploy", work, rolling=True)
+        deploy_both(lab, out)
     lines = out.getvalue()
     assert "[regbox] deploy: failed (" in lines
     assert "[regbox2] deploy: skipped (not started: the roll stopped at regbox" in lines
     c2 = lab.connect("client2")
     for alias in HOSTS:
-        with pinned(c2, replicas.ips[alias]):
+        with pinned(c2, alias):
             assert pull_digest(c2, image) == image.digest
