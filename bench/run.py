@@ -30,6 +30,7 @@ from bench.auth import auth
 from bench.backup import backup_bench
 from bench.datapath import data_path
 from bench.prune import prune_bench
+from bench.scaleout import scale_out
 from lab.engine import Engine
 from lab.hosts import host_spec
 from lab.settings import INVENTORY, Settings
@@ -234,6 +235,7 @@ def main() -> None:
         "auth": auth_accounts,
         "prune": retention,
         "backup": backups,
+        "scale_out": lambda: scale_out(ENV, CLIENTS),
     }
     # `python -m bench.run auth data_path` runs those only, and keeps the other results.
     chosen = sys.argv[1:] or list(measures)

@@ -26,18 +26,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
-
 from lab.engine import Engine
 from lab.hosts import host_spec
-from lab.settings import INVENTORY, Settings
-from lab.store import keys_input, lab_ip, storage_settings
+from lab.settings import S3_INVENTORY, Settings
+from lab.store import lab_ip
 from tasks import inventory
 from tasks.inventory import ENV_VAR
 from tasks.remote.target import Target, open_target
 
 ROOT = Path(__file__).resolve().parent.parent
-S3_INVENTORY = INVENTORY.with_name("inventory-bench-s3.yaml")
 REPLICAS = ("regbox", "regbox2")
 USER = ("bench-scale", "bench-scale-password-1")
 
@@ -52,13 +49,10 @@ def run(argv: list[str], env: dict[str, str], stdin: str = "") -> str:
 
 
 def s3_env(env: dict[str, str]) -> dict[str, str]:
-    """The lab inventory with the registry on the bucket, beside it; its keys stored."""
-    data = yaml.safe_load(INVENTORY.read_text())
-    data["registry"]["storage"] = storage_settings(f"/bench-{uuid.uuid4().hex[:8]}")
-    S3_INVENTORY.write_text(yaml.safe_dump(data, sort_keys=False))
-    s3 = {**env, ENV_VAR: str(S3_INVENTORY)}
-    run([sys.executable, "-m", "invoke", "storage.set-credentials"], s3, keys_input())
-    return s3
+    """The lab inventory with the registry on the bucket (``invoke lab.s3-inventory``)."""
+    root = f"/bench-{uuid.uuid4().hex[:8]}"
+    run([sys.executable, "-m", "invoke", "lab.s3-inventory", "--root", root], env)
+    return {**env, ENV_VAR: str(S3_INVENTORY)}
 
 
 def pin(client: Target, domain: str, ip: str) -> None:
