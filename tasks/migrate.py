@@ -27,7 +27,7 @@ from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target, open_target
 from tasks.remote.upload import Upload
-from tasks.report import Report
+from tasks.report import Report, plural
 
 # Where the S3 keys wait for curl on the host while the copy runs (a tmpfs, 0600).
 CURL_CONFIG = "/run/regkit-migrate.curl"
@@ -168,7 +168,7 @@ def migrate_host(c: Context, inv: Inventory, target: Target, report: Report, dry
     before = read_tags(inv, target)
     where = f"{s3.endpoint}/{s3.bucket}{s3.root_directory.rstrip('/')}"
     plan = (
-        f"{values['files']} files ({values.get('bytes', '?')}), {len(before)} tags, "
+        f"{values['files']} files ({values.get('bytes', '?')}), {plural(len(before), 'tag')}, "
         f"from {inv.registry.data_dir} to {where}"
     )
     if dry_run:
@@ -188,7 +188,7 @@ def migrate_host(c: Context, inv: Inventory, target: Target, report: Report, dry
                 f"{other}: after the move, these tags differ: {', '.join(missing)}; the data "
                 f"on {alias}'s disk is untouched: set registry.storage back and deploy"
             )
-        report.ok(other, "tags", f"all {len(before)} with the digests they had")
+        report.ok(other, "tags", f"{plural(len(before), 'tag')}, each with the digest it had")
 
 
 def delete_source_host(inv: Inventory, target: Target, report: Report, dry_run: bool) -> None:
