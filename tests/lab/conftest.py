@@ -155,15 +155,33 @@ def s3_variant(lab: Lab, name: str, root: str, https: bool = False) -> Lab:
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
+def bucket_config(payload: str = EMPTY_SHA256) -> str:
+    """curl's config for the lab's bucket: the keys (fed on stdin, never in argv) and the
+    signed payload hash (the empty body's, or UNSIGNED-PAYLOAD for an upload)."""
+    s3 = json.loads(S3_STATE.read_text())
+    return (
+        f'user = "{s3["access_key"]}:{s3["secret_key"]}"\n'
+        'aws-sigv4 = "aws:amz:us-east-1:s3"\n'
+        f'header = "x-amz-content-sha256: {payload}"\n'
+    )
+
+
+def bucket_request(lab: Lab, method: str, key: str, upload: str = "") -> str:
+    """``method`` on the object ``key`` of the lab's bucket, from regbox (``upload``: a
+    file there to PUT); the HTTP status."""
+    s3 = json.loads(S3_STATE.read_text())
+    body = f"-T {shlex.quote(upload)} " if upload else ""
+    url = f"{s3['endpoint']}/{s3['bucket']}/{key}"
+    curl = f"curl -sS -K - -X {method} {body}-o /dev/null -w '%{{http_code}}' '{url}'"
+    payload = "UNSIGNED-PAYLOAD" if upload else EMPTY_SHA256
+    return sh(lab.connect("regbox"), curl, bucket_config(payload))
+
+
 def bucket_objects(lab: Lab, prefix: str) -> dict[str, int]:
     """Key -> size of every object under ``prefix`` in the lab's bucket, listed through
     the gateway from regbox (the keys reach curl in a config on stdin, not in argv)."""
     s3 = json.loads(S3_STATE.read_text())
-    config = (
-        f'user = "{s3["access_key"]}:{s3["secret_key"]}"\n'
-        'aws-sigv4 = "aws:amz:us-east-1:s3"\n'
-        f'header = "x-amz-content-sha256: {EMPTY_SHA256}"\n'
-    )
+    config = bucket_config()
     objects: dict[str, int] = {}
     token = ""
     while True:

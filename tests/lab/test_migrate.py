@@ -18,6 +18,7 @@ from lab.store import S3_STATE
 from tests.lab.conftest import (
     Lab,
     Pushed,
+    bucket_request,
     fab,
     login,
     must,
@@ -44,7 +45,8 @@ class Moving:
 
 @pytest.fixture(scope="module")
 def moving(registry: Lab, store: Lab) -> Iterator[Moving]:
-    s3 = s3_variant(store, "migrate", ROOT)
+    # Over https, with the lab's private CA: the copy's curl and the registry trust it.
+    s3 = s3_variant(store, "migrate", ROOT, https=True)
     clients = [s3.connect(alias) for alias in ("client1", "client2")]
     for client in clients:
         trust_by_certs_d(s3, client)
@@ -84,8 +86,11 @@ def test_a_corrupt_blob_is_named_and_nothing_switches(moving: Moving) -> None:
     failed = next(line for line in out.stdout.splitlines() if "migrate-storage: failed" in line)
     assert digest in failed and "nothing was switched" in failed, out.stdout
     assert "Traceback" not in out.stderr
-    config = "docker inspect --format '{{range .Mounts}}{{.Destination}} {{end}}' regkit-registry"
-    assert "/var/lib/registry" in sh(regbox, config)
+    label = "docker inspect --format '{{index .Config.Labels \"regkit.config\"}}' regkit-registry"
+    staged = f"/etc/regkit/registry/$({label})/config.yml"
+    assert sh(regbox, f"grep -c '^  filesystem:' {staged}; grep -c '^  s3:' {staged} || true") == (
+        "1\n0"
+    )
     with pinned(moving.s3.connect("client1"), "regbox"):
         push_image(moving.s3.connect("client1"), repo="team/still-writable")
 
@@ -110,6 +115,23 @@ def test_a_second_run_changes_nothing_and_keeps_the_source(moving: Moving) -> No
     out = must(fab(moving.s3, "-H", "regbox", "migrate-storage", "--to", "s3"))
     assert "[regbox] storage: unchanged (already on bucket registry)" in out
     assert "--delete-source' removes it" in out
+
+
+def test_delete_source_keeps_the_disk_when_the_bucket_lacks_a_file(moving: Moving) -> None:
+    tree = f"{moving.disk.inventory.registry.data_dir}/docker/registry/v2"
+    regbox = moving.disk.connect("regbox")
+    link = sh(regbox, f"cd {tree} && find repositories/team/moved0/_manifests -name link | head -1")
+    key = f"{ROOT.lstrip('/')}/docker/registry/v2/{link}"
+    assert bucket_request(moving.s3, "DELETE", key) == "204"
+    try:
+        out = fab(moving.s3, "-H", "regbox", "migrate-storage", "--to", "s3", "--delete-source")
+    finally:
+        assert bucket_request(moving.s3, "PUT", key, f"{tree}/{link}") == "200"
+    assert out.returncode == 1, out.stdout + out.stderr
+    failed = next(line for line in out.stdout.splitlines() if "migrate-storage: failed" in line)
+    assert "not in the bucket with its size" in failed and key in failed, failed
+    assert "the disk's copy is kept" in failed
+    assert sh(regbox, f"test -f {tree}/{link} && echo kept") == "kept"
 
 
 def test_delete_source_removes_the_disk_copy_once_the_bucket_has_it(moving: Moving) -> None:

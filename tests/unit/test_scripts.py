@@ -20,7 +20,6 @@ from tasks import (
     commands,
     health,
     logins,
-    migrate,
     pki,
     render,
     restore,
@@ -34,6 +33,7 @@ from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
 from tasks.plans import deploy_facts, deploy_steps, runtimes
 from tasks.plans import maintenance as maintenance_planner
+from tasks.plans import migrate as migrate_planner
 from tasks.plans import trust as trust_planner
 from tasks.plans import undeploy as undeploy_planner
 from tasks.remote import lock, upload
@@ -113,9 +113,9 @@ def host_scripts(inv: Inventory) -> dict[str, str]:
         ),
         "backup-links": backup.links_script(inv),
         "restore-facts": restore.facts_script(inv),
-        "migrate-facts": migrate.facts_script(inv),
-        "migrate-copy": migrate.copy_script(inv, BUCKET, "copy"),
-        "migrate-copy (check)": migrate.copy_script(inv, BUCKET, "check"),
+        "migrate-facts": migrate_planner.facts_script(inv),
+        "migrate-copy": migrate_planner.copy_script(inv, BUCKET, "copy"),
+        "migrate-copy (check)": migrate_planner.copy_script(inv, BUCKET, "check"),
     }
 
 
