@@ -130,7 +130,10 @@ def status_lines(values: dict[str, str], s3: S3 | None = None) -> list[str]:
 def bucket_state(values: dict[str, str]) -> str:
     """How the bucket looks from the host and from its registry (pure; unit-tested)."""
     answer = values.get("s3", "")
-    reach = "no answer to this host" if answer in ("", "000") else f"answers HTTP {answer}"
+    if answer in ("", "000"):
+        reach = "no answer to this host"
+    else:
+        reach = f"answers HTTP {answer}" if answer.isdigit() else answer
     v2 = values.get("v2", "")
     if v2 == "200":
         return f"{reach}; the registry reads it (/v2/ 200)"

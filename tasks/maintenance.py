@@ -26,7 +26,7 @@ from invoke import Collection, Context
 
 from tasks import commands, inventory, storage, wanted
 from tasks.cli import task
-from tasks.errors import RegkitError, RemoteError
+from tasks.errors import RemoteError
 from tasks.inventory import Inventory
 from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG, probe_tag
 from tasks.plans import maintenance as planner
@@ -155,8 +155,9 @@ def collect_garbage(
     made: list[tuple[Target, HostState]] = []
     try:
         for target, state in states:
-            set_readonly(inv, target, state, True)
+            # Listed first: a restart cut off halfway is restored too.
             made.append((target, state))
+            set_readonly(inv, target, state, True)
         deleted = eligible(collect(collector, dry_run=False, delete_untagged=delete_untagged))
     finally:
         writable_again(inv, made)
@@ -188,7 +189,7 @@ def writable_again(inv: Inventory, made: list[tuple[Target, HostState]]) -> None
     for target, state in made:
         try:
             set_readonly(inv, target, state, False)
-        except RegkitError as exc:
+        except Exception as exc:  # one host's failure must not keep the others read-only
             stuck.append(f"{target.alias} ({exc})")
     if stuck:
         raise RemoteError(
