@@ -28,7 +28,8 @@ for replica in regbox regbox2; do
     ip=$(invoke lab.run -h "$replica" -c "hostname -i" | sed -n "s/^\[$replica\] \([0-9.]*\).*/\1/p")
     invoke lab.run -h client2 -c "cp /etc/hosts /etc/hosts.demo && echo '$ip registry.lab.test' >> /etc/hosts \
       && docker rmi -f $image >/dev/null 2>&1; docker pull -q $image >/dev/null \
-      && docker inspect --format '{{index .RepoDigests 0}}' $image; cat /etc/hosts.demo > /etc/hosts"
+      && docker inspect --format '{{index .RepoDigests 0}}' $image; rc=\$?; \
+      cat /etc/hosts.demo > /etc/hosts; exit \$rc"
 done
 
 say "status of both replicas and the bucket"

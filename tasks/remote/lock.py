@@ -1,9 +1,9 @@
 """One task at a time changes a host: the host lock.
 
-deploy, gc, rollback, undeploy, adduser and deluser take it. It is an flock held
-by a process on the host that lives as long as the task's SSH channel: a task
-that ends, fails, is killed or loses its connection frees it (no stale lock to
-remove by hand). A facts script can run in the same SSH command as soon as the
+deploy, gc, prune, migrate-storage, rollback, undeploy, adduser and deluser take
+it. It is an flock held by a process on the host that lives as long as the task's
+SSH channel: a task that ends, fails, is killed or loses its connection frees it
+(no stale lock to remove by hand). A facts script can run in the same SSH command as soon as the
 lock is held.
 """
 
