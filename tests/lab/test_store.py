@@ -56,9 +56,17 @@ def get_object(conn: fabric.Connection, creds: dict[str, str], key: str) -> str:
 def test_the_keys_are_private_per_lab_and_store_is_no_regkit_host(store: Lab) -> None:
     creds = credentials()
     assert S3_STATE.stat().st_mode & 0o777 == 0o600
-    assert set(creds) == {"endpoint", "region", "bucket", "access_key", "secret_key"}
+    assert set(creds) == {
+        "endpoint",
+        "https_endpoint",
+        "region",
+        "bucket",
+        "access_key",
+        "secret_key",
+    }
     ip = lab_ip(Engine(Settings()), STORE)
     assert creds["endpoint"] == f"http://{ip}:7480"
+    assert creds["https_endpoint"] == f"https://{ip}:7443"
     assert re.fullmatch(r"http://\d+\.\d+\.\d+\.\d+:7480", creds["endpoint"])
     assert creds["bucket"] == "registry"
     assert "store" not in store.inventory.hosts
