@@ -15,6 +15,8 @@ is in the bucket with its size. What runs on the host: :mod:`tasks.plans.migrate
 
 from __future__ import annotations
 
+import time
+
 from invoke import Collection, Context
 
 from tasks import catalog, deploy, inventory, storage
@@ -58,6 +60,17 @@ def read_tags(inv: Inventory, target: Target) -> Tags:
     return {f"{t.repository}:{t.tag}": t.digest for t in tags if t.repository != PROBE_REPO}
 
 
+def read_tags_when_up(inv: Inventory, target: Target, tries: int = 10) -> Tags:
+    """:func:`read_tags`, waiting out a registry just restarted (read-only) and nginx's
+    asynchronous reload, as deploy's proof does."""
+    for _ in range(tries - 1):
+        try:
+            return read_tags(inv, target)
+        except RemoteError:
+            time.sleep(1)
+    return read_tags(inv, target)
+
+
 def with_keys(
     inv: Inventory, target: Target, keys: storage.S3Keys, script: str, what: str, report: Report
 ) -> None:
@@ -77,16 +90,17 @@ def with_keys(
 
 
 def copy(inv: Inventory, target: Target, keys: storage.S3Keys, report: Report) -> Tags:
-    """With the registry read-only, read its tags, verify and copy its tree into the
-    bucket; the tags as they were. On any failure it is writable on its disk again."""
+    """With the registry read-only, verify and copy its tree into the bucket, then read
+    its tags (they cannot move meanwhile); on any failure it is writable on its disk
+    again."""
     alias, disk = target.alias, planner.on_disk(inv)
     state = read_state(target)
     report.info(f"[{alias}] registry read-only while its data is copied: pulls work")
     try:
         set_readonly(disk, target, state, True)
-        before = read_tags(inv, target)
         script = planner.copy_script(inv, bucket(inv), "copy")
         with_keys(inv, target, keys, script, "copying into the bucket", report)
+        before = read_tags_when_up(inv, target)
     except BaseException as exc:
         set_readonly(disk, target, state, False)
         if isinstance(exc, RegkitError):
