@@ -104,13 +104,11 @@ def gc(
 
 def collectors(inv: Inventory, aliases: list[str], report: Report) -> list[str]:
     """The hosts that collect: each of ``aliases``, or where they share a bucket, the first."""
-    shared = storage.sharing(inv)
-    if not shared:
+    shared, s3 = storage.sharing(inv), inv.registry.storage.s3
+    if not shared or s3 is None:
         return aliases
-    s3 = inv.registry.storage.s3
-    bucket = f"bucket {s3.bucket}" if s3 else "one bucket"
     report.info(
-        f"{', '.join(shared)} share {bucket}: {aliases[0]} collects once, "
+        f"{', '.join(shared)} share bucket {s3.bucket}: {aliases[0]} collects once, "
         "with every one of them read-only meanwhile"
     )
     return aliases[:1]

@@ -81,6 +81,13 @@ def bucket_size(engine: Engine, store: str) -> int:
     return int(stats["usage"].get("rgw.main", {}).get("size_actual", 0))
 
 
+def change_proxy(templates: Path, line: str) -> None:
+    """Add ``line`` to the ``templates`` fixture's proxy config: every host's next deploy
+    builds a new proxy image (or fails its nginx -t)."""
+    conf = templates / "nginx.conf.j2"
+    conf.write_text(f"{conf.read_text()}\n{line}\n")
+
+
 def deploy_both(lab: Lab, out: io.StringIO, parallel: bool = False) -> None:
     """``fab deploy`` (``--parallel``) over both hosts, in this process, so that the
     ``templates`` fixture's copy is what renders; its lines go to ``out``."""
@@ -221,8 +228,7 @@ def test_parallel_is_refused_where_a_container_would_be_recreated(
     replicas: Replicas, templates: Path
 ) -> None:
     lab = replicas.lab
-    conf = templates / "nginx.conf.j2"
-    conf.write_text(conf.read_text() + "\n# a new proxy image: recreated on every host\n")
+    change_proxy(templates, "# a new proxy image: recreated on every host")
     out = io.StringIO()
     with pytest.raises(RemoteError, match=r"deploy failed on regbox, regbox2$"):
         deploy_both(lab, out, parallel=True)
@@ -239,8 +245,7 @@ def test_a_rolling_proxy_change_fails_no_pull_of_a_client(
 ) -> None:
     lab = replicas.lab
     image = push_image(lab.connect("client1"), repo="team/rolled")
-    conf = templates / "nginx.conf.j2"
-    conf.write_text(conf.read_text() + "\n# a proxy change: a new image on every host\n")
+    change_proxy(templates, "# a proxy change: a new image on every host")
     loop = (
         "ok=0; failed=0; while [ ! -e /tmp/roll-done ]; do "
         f"docker rmi -f {image.ref} >/dev/null 2>&1; "
@@ -273,8 +278,7 @@ def test_a_broken_template_stops_the_roll_with_the_other_host_serving(
 ) -> None:
     lab = replicas.lab
     image = push_image(lab.connect("client1"), repo="team/roll")
-    conf = templates / "nginx.conf.j2"
-    conf.write_text(conf.read_text() + "\nthis is not nginx;\n")
+    change_proxy(templates, "this is not nginx;")
     out = io.StringIO()
     with pytest.raises(RemoteError, match=r"deploy failed on regbox$"):
         deploy_both(lab, out)
