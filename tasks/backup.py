@@ -36,31 +36,10 @@ from tasks.plans.backup import V2, Metadata, Summary
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
-from tasks.report import Report, human_size
+from tasks.report import Progress, Report, human_size
 from tasks.state import ensure_private_dir
 
 CHUNK = 1 << 20
-PROGRESS_EVERY = 2.0  # seconds between progress lines
-
-
-class Progress:
-    """A line at most every few seconds: bytes so far, of how many, and the rate."""
-
-    def __init__(self, report: Report, alias: str, total: int) -> None:
-        self.report, self.alias, self.total = report, alias, total
-        self.done, self.start = 0, time.monotonic()
-        self.last = self.start
-
-    def add(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY:
-            self.last = now
-            rate = self.done / (now - self.start) / 1e6
-            self.report.info(
-                f"[{self.alias}] blobs: {human_size(self.done)} of {human_size(self.total)}, "
-                f"{rate:.1f} MB/s"
-            )
 
 
 @contextmanager
@@ -193,7 +172,7 @@ def backup_host(inv: Inventory, target: Target, root: Path, report: Report, keep
     report.info(
         f"[{alias}] blobs: {len(fetch)} new ({human_size(size)}), {len(stored)} already here"
     )
-    progress = Progress(report, alias, size)
+    progress = Progress(report, alias, size, "blobs")
     if fetch:
         wanted = "".join(f"sha256/{h[:2]}/{h}/data\n" for h in fetch).encode()
         with target.reading(commands.tar_out(blobs_dir(inv)), "copying blobs", wanted) as stream:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -84,6 +85,30 @@ class Report:
             line += ": no changes"
         self._print(line)
         return line
+
+
+PROGRESS_EVERY = 2.0  # seconds between progress lines
+
+
+class Progress:
+    """A line at most every few seconds for a long transfer: ``[host] what: bytes so
+    far, of how many, and the rate``."""
+
+    def __init__(self, report: Report, alias: str, total: int, what: str) -> None:
+        self.report, self.alias, self.total, self.what = report, alias, total, what
+        self.done, self.start = 0, time.monotonic()
+        self.last = self.start
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            rate = self.done / (now - self.start) / 1e6
+            self.report.info(
+                f"[{self.alias}] {self.what}: {human_size(self.done)} of "
+                f"{human_size(self.total)}, {rate:.1f} MB/s"
+            )
 
 
 def human_size(size: int) -> str:

@@ -19,7 +19,6 @@ from pathlib import Path
 from invoke import Collection, Context
 
 from tasks import cli, commands, deploy, inventory, scripts, storage
-from tasks.backup import Progress
 from tasks.cli import task
 from tasks.errors import RegkitError
 from tasks.facts import parse_values
@@ -30,7 +29,7 @@ from tasks.plans.backup import V2, Metadata
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
-from tasks.report import Report
+from tasks.report import Progress, Report
 
 
 def choose(root: Path, alias: str, name: str) -> tuple[Path, dict[str, int]]:
@@ -111,7 +110,7 @@ def restore_host(
             + commands.join("mv", f"{data_dir}/docker", plan.aside),
             "moving the registry's data aside",
         )
-    progress = Progress(report, alias, plan.bytes_total)
+    progress = Progress(report, alias, plan.bytes_total, "blobs")
     with (
         target.writing(commands.tar_in(data_dir), "sending the snapshot's data") as sink,
         tarfile.open(fileobj=sink, mode="w|", bufsize=1 << 20) as tar,
