@@ -38,6 +38,25 @@ def image_pull(ref: str) -> str:
     return f"{join('docker', 'pull', '-q', ref)} >/dev/null"
 
 
+def image_id(ref: str) -> str:
+    """The ID of the image ``ref`` (its config's digest, the same wherever it is loaded)."""
+    return join("docker", "image", "inspect", "--format", "{{.Id}}", ref)
+
+
+def image_id_size(ref: str) -> str:
+    """``<ID> <size in bytes>`` of the image ``ref``."""
+    return join("docker", "image", "inspect", "--format", "{{.Id}} {{.Size}}", ref)
+
+
+def image_save(ref: str) -> str:
+    return join("docker", "save", ref)
+
+
+def image_load() -> str:
+    """Load the image archive on stdin, quietly."""
+    return join("docker", "load", "-q")
+
+
 def image_build(tag: str, context: str) -> str:
     return join("docker", "build", "-t", tag, context)
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import difflib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from invoke import Collection, Context
 
-from tasks import certificates, commands, inventory, pki, signing, users, wanted
+from tasks import certificates, commands, inventory, pki, ship, signing, users, wanted
 from tasks.cli import task
 from tasks.errors import PkiError, RegkitError, RemoteError
 from tasks.inventory import Inventory
@@ -28,7 +29,7 @@ from tasks.plans.deploy_facts import DeployFacts
 from tasks.plans.deploy_steps import Step
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
-from tasks.remote.target import Target
+from tasks.remote.target import Target, open_target
 from tasks.remote.upload import Upload
 from tasks.report import Report
 
@@ -53,14 +54,18 @@ def ensure_local(inv: Inventory, report: Report, dry_run: bool = False) -> None:
 
 
 def read_plan(
-    inv: Inventory, target: Target, files: list[Upload], facts_output: str | None = None
+    inv: Inventory,
+    target: Target,
+    files: list[Upload],
+    facts_output: str | None = None,
+    ship_images: bool = False,
 ) -> tuple[DeployFacts, DeployPlan]:
     """The host's facts and the plan they make; ``facts_output`` is what the facts
     script printed, if it already ran (with the host lock), else it runs now."""
     if facts_output is None:
         facts_output = target.check(deploy_facts.facts_script(inv, files), "reading facts").stdout
     facts = deploy_facts.parse_facts(facts_output)
-    return facts, planner.plan(inv, target.alias, files, facts)
+    return facts, planner.plan(inv, target.alias, files, facts, ship_images)
 
 
 def deploy_host(
@@ -71,25 +76,32 @@ def deploy_host(
     facts_output: str | None = None,
     files: list[Upload] | None = None,
     parallel: bool = False,
+    source: ship.ImageSource | None = None,
 ) -> DeployPlan:
     """Deploy to one connected host (or, with ``dry_run``, say what that would change).
 
     ``files`` is what :func:`tasks.wanted.registry_files` made, if the caller has it.
     ``parallel``: other hosts deploy at the same time, so this one refuses, before any
-    change, a plan that recreates a container."""
+    change, a plan that recreates a container. ``source``: ship the images the host
+    lacks from there (``--ship-images``), not pull them."""
     alias = target.alias
     files = files if files is not None else wanted.registry_files(inv)
-    facts, plan = read_plan(inv, target, files, facts_output)
+    facts, plan = read_plan(inv, target, files, facts_output, source is not None)
     recreated = planner.recreated(plan)
     if parallel and recreated:
         raise RemoteError(
             f"{alias}: --parallel, but this deploy recreates {', '.join(recreated)}: all "
             "hosts at once could stop serving together; deploy without --parallel (it rolls)"
         )
+    shipped = ship.require(source, alias, plan.ship) if source else {}
     report.ok(alias, "preflight", plan.preflight)
     if plan.warning:
         report.info(f"[{alias}] WARNING: {plan.warning}")
     for step in deploy_steps.steps(inv, plan):
+        if step.kind == "ship" and source and not dry_run:
+            why = ship.ship(target, source, step.command, shipped[step.command], report)
+            report.changed(alias, step.subject, why)
+            continue
         apply_step(target, report, step, dry_run)
     if dry_run:
         show_diffs(target, report, [c.upload for c in plan.files], facts)
@@ -127,6 +139,11 @@ def run(target: Target, report: Report, step: Step) -> None:
     elif step.kind == "build":
         report.info(f"[{target.alias}] {step.subject}: building ...")
         target.check(step.command, step.what, stream=stream_to(report, target.alias, "build: "))
+    elif step.failure:
+        result = target.run(step.command, what=step.what)
+        if result.failed:
+            last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:]
+            raise RemoteError(f"{target.alias}: {step.failure} ({' '.join(last) or 'no output'})")
     else:
         target.check(step.command, step.what or step.subject)
 
@@ -170,13 +187,44 @@ def show_diffs(target: Target, report: Report, changed: list[Upload], facts: Dep
         "parallel": "Every host at once, not one after another; refused where a "
         "container would be recreated (new certificates, users and settings only).",
         "force": "Act on -H hosts whose inventory role is not registry.",
+        "ship-images": "Carry the pinned images a host lacks over SSH (docker save here, "
+        "docker load there), for hosts that cannot pull them.",
+        "images-from": "With --ship-images: take the images from this inventory host's "
+        "Docker, not this machine's.",
     },
 )
-def deploy(c: Context, dry_run: bool = False, parallel: bool = False, force: bool = False) -> None:
+def deploy(
+    c: Context,
+    dry_run: bool = False,
+    parallel: bool = False,
+    force: bool = False,
+    ship_images: bool = False,
+    images_from: str = "",
+) -> None:
     """Deploy the registry and its TLS proxy to the registry host(s), then prove it."""
     inv = inventory.load()
     aliases = hosts_for(c, inv, "registry", "deploy", force)
-    deploy_all(c, inv, aliases, Report(), dry_run, parallel)
+    with image_source(c, inv, ship_images or bool(images_from), images_from) as source:
+        deploy_all(c, inv, aliases, Report(), dry_run, parallel, source)
+
+
+@contextmanager
+def image_source(
+    c: Context, inv: Inventory, wanted_: bool, host: str
+) -> Iterator[ship.ImageSource | None]:
+    """Where ``--ship-images`` takes images from: ``host``'s Docker, connected for the
+    whole deploy, or this machine's; None without it."""
+    if not wanted_:
+        yield None
+    elif not host:
+        yield ship.LocalDocker()
+    else:
+        inv.host(host)
+        target = open_target(inv, host, c)
+        try:
+            yield ship.HostDocker(target)
+        finally:
+            target.conn.close()
 
 
 def deploy_all(
@@ -186,9 +234,11 @@ def deploy_all(
     report: Report,
     dry_run: bool = False,
     parallel: bool = False,
+    source: ship.ImageSource | None = None,
 ) -> None:
     """Deploy to ``aliases``, one at a time, each proven before the next (a roll); or
-    with ``parallel``, all at once where no container is recreated."""
+    with ``parallel``, all at once where no container is recreated. ``source``: where
+    the images hosts lack come from (``--ship-images``)."""
     ensure_local(inv, report, dry_run)
 
     files = wanted.registry_files(inv)
@@ -196,11 +246,11 @@ def deploy_all(
     def work(target: Target) -> None:
         start = time.monotonic()
         if dry_run:
-            deploy_host(inv, target, report, True, files=files)
+            deploy_host(inv, target, report, True, files=files, source=source)
         else:
             facts_script = deploy_facts.facts_script(inv, files)
             with host_lock(target, "deploy", facts_script) as facts:
-                deploy_host(inv, target, report, False, facts, files, parallel)
+                deploy_host(inv, target, report, False, facts, files, parallel, source)
         took = time.monotonic() - start
         report.info(f"[{target.alias}] done in {took:.1f} s, {target.commands} SSH commands")
 

@@ -2,10 +2,12 @@
 
 The facts come from one script (``templates/sh/deploy-facts.sh.j2``); the plan
 lists every step with why, in the order the apply step carries them out: the
-package, the files (and, once, the configs regkit kept before staging them), the
-registry image, the proxy image and its ``nginx -t``, the token service's image, the
-networks, the three containers (token service, registry, proxy), a reload, the
-proof, the deploy record and the removal of configs no record names.
+pinned images the host lacks (pulled, or with ``--ship-images`` carried over SSH:
+first, so that a host that cannot pull them is told before anything changes), the
+package, the files (and, once, the configs regkit kept before staging them), the proxy
+image and its ``nginx -t``, the token service's image, the networks, the three
+containers (token service, registry, proxy), a reload, the proof, the deploy record
+and the removal of configs no record names.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ class DeployPlan:
     package: str
     files: tuple[FileChange, ...]
     file_count: int
-    pull: str  # the registry image to pull, or ""
+    # The pinned images the host lacks and needs: to pull, or to ship (--ship-images).
+    pull: tuple[str, ...]
     build: str  # the proxy image to build, or ""
     create_networks: tuple[str, ...]
     registry: ContainerStep
@@ -145,6 +148,7 @@ class DeployPlan:
     self_name: str = ""
     # The tag the proof pushes (regkit/probe:<tag>): one per host.
     probe_tag: str = PROBE_TAG
+    ship: tuple[str, ...] = ()
 
     @property
     def changes(self) -> bool:
@@ -152,6 +156,7 @@ class DeployPlan:
             self.package == "install"
             or self.files
             or self.pull
+            or self.ship
             or self.build
             or self.build_token
             or self.token.why
@@ -191,8 +196,32 @@ def self_name_line(inv: Inventory) -> str:
     return f"127.0.0.1 {inv.registry.domain} {SELF_NAME_MARK}"
 
 
-def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) -> DeployPlan:
-    """What deploying ``files`` (and the containers they imply) to this host changes."""
+def missing_images(
+    inv: Inventory, facts: DeployFacts, build: bool, build_token: bool
+) -> tuple[str, ...]:
+    """The pinned images the host lacks and this deploy needs: the registry's, and the
+    bases of the images it builds."""
+    images = inv.registry.images
+    needed = (images.registry, *([images.nginx] * build), *([images.token] * build_token))
+    return tuple(ref for ref in needed if ref not in facts.images)
+
+
+def shippable(alias: str, refs: tuple[str, ...]) -> tuple[str, ...]:
+    """``refs``, when ``docker load`` can restore them all: it restores tags, not digests."""
+    pinned = [ref for ref in refs if "@" in ref]
+    if pinned:
+        raise RemoteError(
+            f"{alias}: {pinned[0]} is pinned by digest, and docker load restores tags, not "
+            "digests; pin it by tag in registry.images to ship it with --ship-images"
+        )
+    return refs
+
+
+def plan(
+    inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts, ship: bool = False
+) -> DeployPlan:
+    """What deploying ``files`` (and the containers they imply) to this host changes;
+    with ``ship``, the images it lacks are shipped to it, not pulled."""
     summary = preflight(inv, alias, facts)
     tag = nginx_tag(files)
     image = inv.registry.images.registry
@@ -231,19 +260,23 @@ def plan(inv: Inventory, alias: str, files: list[Upload], facts: DeployFacts) ->
     }
     legacy = legacy_configs(facts)
     record = deploy_record(facts.deployed, now, legacy)
+    build = tag not in facts.images
+    build_token = tokens.image not in facts.images
+    missing = missing_images(inv, facts, build, build_token)
     return DeployPlan(
         preflight=summary,
         warning=forwarding_warning(facts),
         package=package,
         files=changes,
         file_count=len(files),
-        pull="" if image in facts.images else image,
-        build="" if tag in facts.images else tag,
+        pull=() if ship else missing,
+        ship=shippable(alias, missing) if ship else (),
+        build=tag if build else "",
         create_networks=tuple(n for n in NETWORK_OPTIONS if n not in facts.networks),
         registry=ContainerStep(registry, registry_why),
         nginx=ContainerStep(proxy, nginx_why),
         token=ContainerStep(tokens, token_why),
-        build_token="" if tokens.image in facts.images else tokens.image,
+        build_token=tokens.image if build_token else "",
         reload=tuple(reload),
         record=record,
         stage=tuple(

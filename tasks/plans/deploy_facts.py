@@ -96,7 +96,13 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         paths=[*(f.path for f in files), *LEGACY_CONFIG_FILES],
         containers=[REGISTRY, NGINX, TOKEND],
         container_format=CONTAINER_FORMAT,
-        images=[reg.images.registry, nginx_tag(files), token_tag(files)],
+        images=[
+            reg.images.registry,
+            reg.images.nginx,
+            reg.images.token,
+            nginx_tag(files),
+            token_tag(files),
+        ],
         image_format=IMAGE_FORMAT,
     )
 

@@ -35,7 +35,8 @@ class Step:
     ``why`` is empty when the step changes nothing (``unchanged`` then says why not).
     ``kind`` says how it is carried out: ``run`` (``command`` as root), ``build``
     (the same, its output streamed), ``upload`` (``uploads``), ``check`` (a command
-    whose output lines are "ok" lines).
+    whose output lines are "ok" lines), ``ship`` (the image ``command`` names, carried
+    over SSH).
     """
 
     subject: str
@@ -55,16 +56,13 @@ class Step:
 
 def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
     """The plan as the ordered steps the apply step takes."""
-    out = [_package_step(plan), _files_step(plan)]
+    out = [*_image_steps(plan), _package_step(plan), _files_step(plan)]
     if plan.stage:
         stage = " && ".join(
             commands.stage_config(path, config_dir(name)) for path, name in plan.stage
         )
         why = "staged by digest, so rollback can return to them"
         out.append(Step("legacy registry configs", why, command=stage, what="staging configs"))
-    if plan.pull:
-        pull = commands.image_pull(plan.pull)
-        out.append(Step(f"image {plan.pull}", "pulled", command=pull, what=f"pulling {plan.pull}"))
     if plan.build:
         build = commands.image_build(plan.build, NGINX_CONTEXT_DIR)
         what = f"building {plan.build}"
@@ -136,6 +134,22 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
         why = f"removed {len(plan.prune)} that no deploy record names"
         prune = commands.join("rm", "-rf", *plan.prune)
         out.append(Step("old registry configs", why, command=prune, what="removing old configs"))
+    return out
+
+
+def _image_steps(plan: DeployPlan) -> list[Step]:
+    """Pull (or ship) the pinned images the host lacks, before anything else changes."""
+    out = []
+    for ref in plan.pull:
+        failure = (
+            f"image {ref} is not on the host, and the host cannot pull it; deploy with "
+            "--ship-images to carry it over SSH (from this machine's Docker, or --images-from HOST)"
+        )
+        pull = commands.image_pull(ref)
+        out.append(
+            Step(f"image {ref}", "pulled", command=pull, what=f"pulling {ref}", failure=failure)
+        )
+    out += [Step(f"image {ref}", "shipped over SSH", kind="ship", command=ref) for ref in plan.ship]
     return out
 
 

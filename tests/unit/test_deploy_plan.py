@@ -221,7 +221,13 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
             "regkit-nginx": Container("sha256:ngx", nginx.digest, True),
             "regkit-token": Container("sha256:tok", tokend.digest, True),
         },
-        images={image: "sha256:reg", tag: "sha256:ngx", tokend.image: "sha256:tok"},
+        images={
+            image: "sha256:reg",
+            inv.registry.images.nginx: "sha256:ngxbase",
+            inv.registry.images.token: "sha256:pybase",
+            tag: "sha256:ngx",
+            tokend.image: "sha256:tok",
+        },
         networks={"regkit": "false <no value>", "regkit-backend": "true true"},
         deployed={
             "registry": image,
@@ -269,10 +275,15 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
     )
     plan = planner.plan(pki_inv, "regbox", files, facts)
     tag = wanted.nginx_tag(files)
-    assert summary(pki_inv, plan)[0] == ("apache2-utils", "installed with apt")
-    assert [s for s, _ in summary(pki_inv, plan)][1:] == [
+    images = pki_inv.registry.images
+    assert summary(pki_inv, plan)[:4] == [
+        ("image registry:2.8.3", "pulled"),
+        (f"image {images.nginx}", "pulled"),
+        (f"image {images.token}", "pulled"),
+        ("apache2-utils", "installed with apt"),
+    ]
+    assert [s for s, _ in summary(pki_inv, plan)][4:] == [
         *(f"file {f.path}" for f in files),
-        "image registry:2.8.3",
         f"image {tag}",
         f"image {wanted.token_tag(files)}",
         "network regkit",
@@ -293,7 +304,8 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
         "previous": None,
     }
     kinds = [step.kind for step in deploy_steps.steps(pki_inv, plan)]
-    assert kinds.index("build") < kinds.index("check") < kinds.index("upload", 2)
+    files_step = kinds.index("upload")
+    assert kinds.index("build") < kinds.index("check") < kinds.index("upload", files_step + 1)
 
 
 def test_a_plan_says_which_containers_it_recreates(pki_inv: Inventory, files: list[Upload]) -> None:
@@ -348,6 +360,58 @@ def test_an_upgrade_pulls_recreates_the_registry_and_reloads_nginx(
         ("container regkit-registry", "recreated: its image changed"),
         ("nginx reload", "registry recreated"),
     ]
+
+
+def test_with_ship_images_only_the_missing_image_is_shipped_first(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    del facts.images["registry:2.8.3"]
+    plan = planner.plan(pki_inv, "regbox", files, facts, ship=True)
+    assert (plan.pull, plan.ship) == ((), ("registry:2.8.3",))
+    first = deploy_steps.steps(pki_inv, plan)[0]
+    assert (first.subject, first.kind, first.command) == (
+        "image registry:2.8.3",
+        "ship",
+        "registry:2.8.3",
+    )
+    del facts.images[pki_inv.registry.images.nginx]
+    assert planner.plan(pki_inv, "regbox", files, facts, ship=True).ship == ("registry:2.8.3",)
+
+
+def test_a_base_image_is_needed_only_for_a_build(pki_inv: Inventory, files: list[Upload]) -> None:
+    facts = deployed(pki_inv, files)
+    nginx = pki_inv.registry.images.nginx
+    del facts.images[nginx], facts.images[wanted.nginx_tag(files)]
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    assert plan.pull == (nginx,) and plan.build == wanted.nginx_tag(files)
+
+
+def test_a_pull_that_fails_names_the_image_and_the_flag(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    del facts.images["registry:2.8.3"]
+    pull = deploy_steps.steps(pki_inv, planner.plan(pki_inv, "regbox", files, facts))[0]
+    assert pull.command == "docker pull -q registry:2.8.3 >/dev/null"
+    assert pull.failure == (
+        "image registry:2.8.3 is not on the host, and the host cannot pull it; deploy with "
+        "--ship-images to carry it over SSH (from this machine's Docker, or --images-from HOST)"
+    )
+
+
+def test_an_image_pinned_by_digest_cannot_be_shipped(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    digest = "registry@sha256:" + "a" * 64
+    images = pki_inv.registry.images.model_copy(update={"registry": digest})
+    pinned = pki_inv.model_copy(
+        update={"registry": pki_inv.registry.model_copy(update={"images": images})}
+    )
+    facts = deployed(pki_inv, files)
+    with pytest.raises(RemoteError, match="pinned by digest, and docker load restores tags"):
+        planner.plan(pinned, "regbox", files, facts, ship=True)
+    assert planner.plan(pinned, "regbox", files, facts).pull == (digest,)
 
 
 def test_a_new_build_context_rebuilds_tests_and_recreates_the_proxy(

@@ -37,7 +37,9 @@ def test_deploy_to_a_docker_host_that_never_ran_regkit(
     assert plan.warning.startswith("this host forwards packets from other hosts")
     assert plan.package == "install"
     assert len(plan.files) == len(files) and {c.why for c in plan.files} == {"new"}
-    assert plan.pull == "registry:2.8.3" and plan.build == wanted.nginx_tag(files)
+    images = pki_inv.registry.images
+    assert plan.pull == ("registry:2.8.3", images.nginx, images.token)
+    assert plan.build == wanted.nginx_tag(files)
     assert plan.create_networks == ("regkit", "regkit-backend")
     assert (plan.registry.why, plan.nginx.why) == ("created", "created")
     assert plan.prune == ()

@@ -1,0 +1,17 @@
+"""What --ship-images reads of an image at its source (pure)."""
+
+from __future__ import annotations
+
+from tasks.ship import Found, parse_found
+
+ID = "sha256:" + "c" * 64
+
+
+def test_an_image_is_its_id_and_size() -> None:
+    assert parse_found(f"{ID} 25993216\n") == Found(ID, 25993216)
+
+
+def test_anything_else_is_no_image() -> None:
+    assert parse_found("") is None
+    assert parse_found("Error: No such image: registry:2.8.3") is None
+    assert parse_found(f"{ID} <no value>") is None
