@@ -19,6 +19,7 @@ from tasks import (
     inventory,
     maintenance,
     migrate,
+    mirror,
     pki,
     prune,
     render,
@@ -28,7 +29,7 @@ from tasks import (
     trust,
 )
 
-ns = Collection(inventory, pki, render, state_backup, storage)
+ns = Collection(inventory, pki, render, state_backup, storage, mirror)
 REMOTE = (deploy, health, trust, accounts, catalog, maintenance, prune, backup, restore, migrate)
 for module in REMOTE:
     for name, remote_task in module.ns.tasks.items():

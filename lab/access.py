@@ -83,9 +83,14 @@ def ensure_ssh_key(report: Report) -> str:
 
 
 def inventory_data(
-    specs: tuple[HostSpec, ...], ports: dict[str, int], keys: dict[str, str], refs: dict[str, str]
+    specs: tuple[HostSpec, ...],
+    ports: dict[str, int],
+    keys: dict[str, str],
+    refs: dict[str, str],
+    mirror: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The lab's inventory, valid under tasks.inventory's schema."""
+    """The lab's inventory, valid under tasks.inventory's schema; with ``mirror``, the
+    registry hosts run a mirror of it (the lab's hub)."""
     hosts = {
         spec.alias: {
             "hostname": "127.0.0.1",
@@ -99,8 +104,11 @@ def inventory_data(
         }
         for spec in specs
     }
+    registry: dict[str, Any] = {"domain": DOMAIN, "images": refs}
+    if mirror:
+        registry["mirror"] = mirror
     return {
-        "registry": {"domain": DOMAIN, "images": refs},
+        "registry": registry,
         "state_dir": "state/regkit",
         "hosts": hosts,
     }

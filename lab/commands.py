@@ -16,6 +16,7 @@ from pathlib import Path
 
 from invoke import Collection, Context
 
+from lab import hub as lab_hub
 from lab.access import authorize, ensure_ssh_key, host_key, inventory_data, write_inventory
 from lab.engine import Engine, ensure_engine
 from lab.hosts import (
@@ -63,15 +64,19 @@ def _finish(report: Report) -> None:
         "regbox2.",
         "scale_out": "Also start the scale-out hosts: store (Ceph's S3 gateway), regbox2 (a "
         "second registry host).",
+        "hub": "Also start hub, the lab's Docker Hub, and deploy a mirror of it (--all does).",
     }
 )
-def up(c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False) -> None:
+def up(
+    c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False, hub: bool = False
+) -> None:
     """Build the lab's images (cached by content) and start its hosts.
 
     Starts Debian's dockerd for the lab if none answers on the lab's socket, builds
     what is missing, starts regbox, client1..clientN (two unless --clients says
     otherwise) and b2d, with --scale-out store and regbox2, and with --all every
-    optional host (node1, pod1, store, regbox2), loads the registry and nginx
+    optional host (node1, pod1, store, regbox2) and hub (also with --hub: the lab's
+    Docker Hub, which the inventory's registry.mirror caches), loads the registry and nginx
     images into each registry host's engine and writes lab/inventory.yaml, and
     with store lab/state/s3.json (its S3 endpoint and keys, 0600). Optional hosts
     already running that the flags leave out are left as they are (and in the
@@ -117,8 +122,13 @@ def up(c: Context, clients: int = 2, all_: bool = False, scale_out: bool = False
             load_images(engine, spec, settings, report)
         if spec.runtime == "s3":
             write_s3_state(engine, spec.container, report)
+    mirror = None
+    if all_ or hub or lab_hub.running(engine):
+        lab_hub.ensure_hub(engine, settings, report)
+        mirror = lab_hub.mirror_settings(engine)
     managed = tuple(spec for spec in specs + kept if spec.in_inventory)
-    write_inventory(inventory_data(managed, ports, keys, _refs(engine, settings)), report)
+    refs = _refs(engine, settings)
+    write_inventory(inventory_data(managed, ports, keys, refs, mirror), report)
     where = INVENTORY.relative_to(LAB_DIR.parent)
     report.info(f"[lab] up in {time.monotonic() - start:.0f} s; use REGISTRY_INVENTORY={where}")
     _finish(report)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from tasks import inventory, pki, render, state_backup, storage, users
+from tasks import inventory, mirror, pki, render, state_backup, storage, users
 
 
 def __getattr__(name: str) -> Collection:
@@ -29,4 +29,4 @@ def __getattr__(name: str) -> Collection:
         sys.path.insert(0, root)
     from lab.commands import ns as lab
 
-    return Collection(inventory, pki, users, render, state_backup, storage, lab)
+    return Collection(inventory, pki, users, render, state_backup, storage, mirror, lab)

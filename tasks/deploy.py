@@ -284,11 +284,12 @@ def undeploy_host(
         report.changed(alias, f"image {image}", "removed" + suffix)
     if plan.self_name:
         report.changed(alias, f"name {inv.registry.domain}", "removed from /etc/hosts" + suffix)
-    data = inv.registry.data_dir
-    if data in plan.purge:
-        report.changed(alias, f"data {data}", "deleted with /etc/regkit" + suffix)
-    elif data in plan.kept:
-        report.unchanged(alias, f"data {data}", "kept (--purge-data deletes it)")
+    mirror = inv.registry.mirror
+    for data in (inv.registry.data_dir, *([mirror.data_dir] if mirror else [])):
+        if data in plan.purge:
+            report.changed(alias, f"data {data}", "deleted with /etc/regkit" + suffix)
+        elif data in plan.kept:
+            report.unchanged(alias, f"data {data}", "kept (--purge-data deletes it)")
 
 
 @task(

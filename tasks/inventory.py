@@ -24,12 +24,15 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from tasks import rights
 from tasks.cli import task
 from tasks.errors import InventoryError, RegkitError
 from tasks.inventory_file import NoAliasLoader, Strict, format_error
+from tasks.inventory_images import Images
+from tasks.inventory_mirror import Mirror, apart
 from tasks.inventory_storage import Storage
 
 ENV_VAR = "REGISTRY_INVENTORY"
@@ -44,9 +47,6 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REPO = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
 
 
 def check_dns_name(name: str, require_dot: bool = True) -> str:
@@ -72,40 +72,6 @@ def check_dns_name(name: str, require_dot: bool = True) -> str:
     return lowered
 
 
-def check_image_ref(ref: str) -> str:
-    """Accept ``name:tag`` or ``name@sha256:...`` with a pinned (non-latest) tag."""
-    name, _, digest = ref.partition("@")
-    if digest and not _DIGEST.match(digest):
-        raise ValueError(f"{ref!r} has a malformed digest (expected @sha256:<64 hex>)")
-    repo, tag = name, ""
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, tag = name.rsplit(":", 1)
-    if not _REPO.match(repo):
-        raise ValueError(f"{ref!r} is not a valid image reference")
-    if tag and not _TAG.match(tag):
-        raise ValueError(f"{ref!r} has an invalid tag")
-    if not digest and (not tag or tag == "latest"):
-        raise ValueError(
-            f"{ref!r} is not pinned; give an explicit version tag (e.g. registry:2.8.3) "
-            "or a digest, never 'latest'"
-        )
-    return ref
-
-
-class Images(Strict):
-    """Image references, each pinned to a tag or digest."""
-
-    registry: str = "registry:2.8.3"
-    nginx: str = "nginx:1.27.3-bookworm"
-    # The token service's base: an official Python image (its build adds PyJWT).
-    token: str = "python:3.12.8-slim-bookworm"  # noqa: S105 - an image, not a secret
-
-    _check = field_validator("registry", "nginx", "token")(
-        classmethod(lambda cls, v: check_image_ref(v))
-    )
-
-
 class Registry(Strict):
     """What the registry is called, where it listens and keeps its data."""
 
@@ -119,11 +85,18 @@ class Registry(Strict):
     ] = "/var/lib/regkit/registry"
     images: Images = Images()
     storage: Storage = Storage()
+    # A pull-through cache of Docker Hub beside the registry (tasks.inventory_mirror).
+    mirror: Mirror | None = None
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, v: str) -> str:
         return check_dns_name(v)
+
+    @model_validator(mode="after")
+    def _mirror_apart(self) -> Registry:
+        apart(self.data_dir, self.mirror, self.port)
+        return self
 
     @field_validator("extra_names")
     @classmethod
@@ -160,6 +133,13 @@ class Registry(Strict):
     def certs_d(self) -> str:
         """Where Docker looks for this registry's CA: no daemon restart needed."""
         return f"/etc/docker/certs.d/{self.address}/ca.crt"
+
+    @property
+    def mirror_address(self) -> str:
+        """``domain:port`` of the mirror (an error without one)."""
+        if self.mirror is None:
+            raise RegkitError("registry.mirror is not set in the inventory")
+        return f"{self.domain}:{self.mirror.port}"
 
 
 class Pki(Strict):

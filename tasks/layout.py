@@ -17,6 +17,9 @@ On the host (all root-owned):
   certificate, mounted read-only into the token service
 - ``/etc/regkit/rights/``    ``rights.json``: each user's role and patterns (0640, group of
   the token service), mounted read-only into it; read again when it changes
+- ``/etc/regkit/mirror/config.yml`` (0600) the mirror's config (``registry.mirror``),
+  with the upstream's CA beside it if it has a private one; its cache in the
+  inventory's ``registry.mirror.data_dir``
 - ``/etc/regkit/ca.crt``, ``/etc/regkit/probe-password`` (0600)
 - ``/etc/regkit/deployed.json``  what runs now and what ran before (for rollback)
 - ``/etc/regkit/pruned.json``  when ``fab prune`` last deleted on this host, and what it freed
@@ -46,6 +49,14 @@ PROBE_PASSWORD_FILE = f"{REMOTE_DIR}/probe-password"
 # container reads it (SSL_CERT_FILE: Go adds it to the system's CAs, which stay).
 S3_CA_FILE = f"{REMOTE_DIR}/s3-ca.crt"
 S3_CA_MOUNT = "/etc/regkit-s3-ca.crt"
+MIRROR_CONFIG_DIR = f"{REMOTE_DIR}/mirror"
+# The upstream's private CA (registry.mirror.ca_file), beside the mirror's config.
+MIRROR_CA_NAME = "upstream-ca.crt"
+# nginx asks the mirror's clients for a certificate from this CA (trust-ca --mirror);
+# the deploy proves the mirror with a client key and certificate of its own.
+MIRROR_CLIENTS_CA = "mirror-clients-ca.crt"
+MIRROR_PROBE_CERT = f"{REMOTE_DIR}/mirror-probe.crt"
+MIRROR_PROBE_KEY = f"{REMOTE_DIR}/mirror-probe.key"
 DEPLOYED = f"{REMOTE_DIR}/deployed.json"
 PRUNED = f"{REMOTE_DIR}/pruned.json"
 
@@ -61,9 +72,13 @@ NGINX = "regkit-nginx"
 NGINX_IMAGE = "regkit-nginx"
 TOKEND = "regkit-token"
 TOKEND_IMAGE = "regkit-token"
+MIRROR = "regkit-mirror"
 # The names nginx reaches the registry and the token service by, on BACKEND.
 REGISTRY_ALIAS = "registry"
 TOKEND_ALIAS = "token"
+MIRROR_ALIAS = "mirror"
+# Where the mirror's counters (Go's expvar) answer, inside its own network namespace only.
+MIRROR_DEBUG = "127.0.0.1:5001"
 # The token service's user and group (it runs as neither root nor nginx's worker).
 TOKEND_UID = 4431
 # Where the token service reads its key and the rights, inside its container.

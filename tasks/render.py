@@ -8,7 +8,8 @@
 - ``token/Dockerfile``, ``token/service.py``, ``token/requirements.txt``: the token
   service image's build context (its source from ``tokend/``, no secrets);
 - ``registry/config.yml``: the registry's config, with its http secret (0600), and
-  ``registry-readonly/config.yml``, the same in read-only mode (for ``fab gc``).
+  ``registry-readonly/config.yml``, the same in read-only mode (for ``fab gc``);
+- ``mirror/config.yml``: with ``registry.mirror``, the mirror's config (0600).
 
 Templates fail loudly: an undefined variable or a syntax error names the template
 and the line.
@@ -23,11 +24,17 @@ from pathlib import Path
 import jinja2
 from invoke import Collection, Context
 
-from tasks import inventory, signing, state, storage
+from tasks import inventory, mirror, signing, state, storage
 from tasks.cli import task
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
-from tasks.layout import REGISTRY_ALIAS, TOKEND_UID
+from tasks.layout import (
+    MIRROR_ALIAS,
+    MIRROR_CLIENTS_CA,
+    MIRROR_DEBUG,
+    REGISTRY_ALIAS,
+    TOKEND_UID,
+)
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
 
@@ -40,6 +47,8 @@ class Layout:
 
     listen: str = "443"
     upstream: str = "registry:5000"
+    mirror_listen: str = "5443"
+    mirror_upstream: str = f"{MIRROR_ALIAS}:5000"
     tokend_upstream: str = "token:5001"
     resolver: str = "127.0.0.11"  # Docker's DNS on a user-defined network
     tls_dir: str = "/etc/nginx/regkit/tls"
@@ -105,6 +114,27 @@ def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
         "token_cert": signing.fingerprint(inv),
         "s3": s3_settings(inv),
         "registry_alias": REGISTRY_ALIAS,
+        "mirror": mirror_settings(inv),
+    }
+
+
+def mirror_settings(inv: Inventory) -> dict[str, object] | None:
+    """The mirror's settings, the upstream's login included (from the local state), or
+    None without ``registry.mirror``."""
+    m = inv.registry.mirror
+    if m is None:
+        return None
+    login = mirror.read_login(inv)
+    ca = mirror.upstream_ca(inv)
+    return {
+        "upstream": m.upstream,
+        "port": m.port,
+        "alias": MIRROR_ALIAS,
+        "debug": MIRROR_DEBUG,
+        "username": login.username if login else "",
+        "password": login.password if login else "",
+        "ca_sha256": hashlib.sha256(ca).hexdigest() if ca else "",
+        "clients_ca": MIRROR_CLIENTS_CA,
     }
 
 
@@ -151,6 +181,8 @@ def render_all(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, tuple[st
         render("config.yml.j2", {**ctx, "readonly": True}),
         0o600,
     )
+    if ctx["mirror"]:
+        files["mirror/config.yml"] = (render("mirror.yml.j2", ctx), 0o600)
     for name in UI_FILES:
         files[f"nginx/ui/{name}"] = ((TEMPLATES / "ui" / name).read_text(), 0o644)
     for name in TOKEND_FILES:

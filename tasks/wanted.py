@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from tasks import pki, render, rights, signing, storage, users
+from tasks import certificates, mirror, pki, render, rights, signing, storage, users
 from tasks.inventory import Inventory
 from tasks.layout import (
     AUTH_DIR,
@@ -19,6 +19,13 @@ from tasks.layout import (
     BACKEND,
     CA_FILE,
     CONFIG_LABEL,
+    MIRROR,
+    MIRROR_ALIAS,
+    MIRROR_CA_NAME,
+    MIRROR_CLIENTS_CA,
+    MIRROR_CONFIG_DIR,
+    MIRROR_PROBE_CERT,
+    MIRROR_PROBE_KEY,
     NETWORK,
     NGINX,
     NGINX_CONTEXT_DIR,
@@ -87,6 +94,25 @@ def registry_files(inv: Inventory) -> list[Upload]:
     s3_ca = storage.s3_ca(inv)
     if s3_ca:
         files.append(Upload(S3_CA_FILE, s3_ca))
+    if inv.registry.mirror is not None:
+        files += mirror_files(inv, build["mirror/config.yml"])
+    return files
+
+
+def mirror_files(inv: Inventory, config: bytes) -> list[Upload]:
+    """The mirror's config (0600), its upstream's CA if private, and the CA whose client
+    certificates nginx admits to the mirror."""
+    clients_ca = certificates.cert_pem(mirror.client_ca(inv)[1])
+    probe_key, probe_cert = mirror.probe_client(inv)
+    files = [
+        Upload(f"{MIRROR_CONFIG_DIR}/config.yml", config, 0o600),
+        Upload(f"{TLS_DIR}/{MIRROR_CLIENTS_CA}", clients_ca),
+        Upload(MIRROR_PROBE_KEY, probe_key, 0o600),
+        Upload(MIRROR_PROBE_CERT, probe_cert),
+    ]
+    upstream_ca = mirror.upstream_ca(inv)
+    if upstream_ca:
+        files.append(Upload(f"{MIRROR_CONFIG_DIR}/{MIRROR_CA_NAME}", upstream_ca))
     return files
 
 
@@ -106,6 +132,11 @@ def staged_config(content: bytes, token_cert: bytes) -> tuple[Upload, Upload]:
     certificate it trusts (the config names the certificate's fingerprint)."""
     folder = config_dir(sha256(content))
     return Upload(f"{folder}/config.yml", content, 0o600), Upload(f"{folder}/token.crt", token_cert)
+
+
+def mirror_config(files: list[Upload]) -> Upload | None:
+    """The mirror's config among ``files`` (None without a mirror)."""
+    return next((f for f in files if f.path == f"{MIRROR_CONFIG_DIR}/config.yml"), None)
 
 
 def registry_configs(files: list[Upload]) -> tuple[Upload, Upload]:
@@ -193,6 +224,33 @@ def s3_ca_args(inv: Inventory) -> tuple[str, ...]:
     return ("-v", f"{S3_CA_FILE}:{S3_CA_MOUNT}:ro", "-e", f"SSL_CERT_FILE={S3_CA_MOUNT}")
 
 
+def mirror_spec(inv: Inventory, config_digest: str) -> RunSpec | None:
+    """The mirror container (None without ``registry.mirror``): the registry's image in
+    proxy mode, on its own cache folder, with the config of that digest."""
+    m = inv.registry.mirror
+    if m is None:
+        return None
+    ca = ()
+    if m.ca_file:
+        ca = ("-e", f"SSL_CERT_FILE={REGISTRY_CONFIG_MOUNT}/{MIRROR_CA_NAME}")
+    return RunSpec(
+        MIRROR,
+        inv.registry.images.registry,
+        (
+            "--network", BACKEND, "--network-alias", MIRROR_ALIAS,
+            "--restart", "unless-stopped",
+            "--label", f"{CONFIG_LABEL}={config_digest[:16]}",
+            "-v", f"{m.data_dir}:{REGISTRY_DATA_MOUNT}",
+            "-v", f"{MIRROR_CONFIG_DIR}:{REGISTRY_CONFIG_MOUNT}:ro",
+            *ca,
+        ),
+        # The upstream is outside the host: the mirror joins the proxy's bridge to reach
+        # it, and listens only on BACKEND's address (its config's http.addr).
+        more_networks=(NETWORK,),
+        command=(REGISTRY_CONFIG,),
+    )  # fmt: skip
+
+
 def nginx_mounts() -> tuple[str, ...]:
     """The proxy's secrets, as folders (a file mount would keep the old inode on replace)."""
     lay = render.CONTAINER
@@ -210,10 +268,17 @@ def nginx_spec(inv: Inventory, tag: str) -> RunSpec:
             "--network", NETWORK,
             "--restart", "unless-stopped",
             "-p", f"{inv.registry.port}:{render.CONTAINER.listen}",
+            *mirror_port(inv),
             *nginx_mounts(),
         ),
         more_networks=(BACKEND,),
     )  # fmt: skip
+
+
+def mirror_port(inv: Inventory) -> tuple[str, ...]:
+    """nginx publishes the mirror's port too, when there is a mirror."""
+    m = inv.registry.mirror
+    return ("-p", f"{m.port}:{render.CONTAINER.mirror_listen}") if m else ()
 
 
 def token_spec(tag: str) -> RunSpec:

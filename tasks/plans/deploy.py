@@ -25,6 +25,7 @@ from tasks.layout import (
     LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
     MIN_FREE_KB,
+    MIRROR,
     NETWORK,
     NGINX,
     PROBE_TAG,
@@ -39,6 +40,8 @@ from tasks.plans.deploy_facts import BACKEND_WANTED, Container, DeployFacts
 from tasks.remote.upload import Upload, sha256
 from tasks.wanted import (
     RunSpec,
+    mirror_config,
+    mirror_spec,
     nginx_spec,
     nginx_tag,
     registry_configs,
@@ -149,6 +152,10 @@ class DeployPlan:
     # The tag the proof pushes (regkit/probe:<tag>): one per host.
     probe_tag: str = PROBE_TAG
     ship: tuple[str, ...] = ()
+    # The mirror (registry.mirror), or None; and whether a mirror the inventory no
+    # longer names is removed.
+    mirror: ContainerStep | None = None
+    remove_mirror: bool = False
 
     @property
     def changes(self) -> bool:
@@ -167,6 +174,8 @@ class DeployPlan:
             or self.stage
             or self.prune
             or self.self_name
+            or (self.mirror is not None and self.mirror.why)
+            or self.remove_mirror
         )
 
     @property
@@ -188,7 +197,8 @@ NETWORK_OPTIONS = {NETWORK: (), BACKEND: BACKEND_OPTIONS}
 
 def recreated(plan: DeployPlan) -> list[str]:
     """The containers the plan (re)creates or starts: a host that stops serving a while."""
-    return [step.spec.name for step in (plan.token, plan.registry, plan.nginx) if step.why]
+    steps = (plan.token, plan.registry, plan.mirror, plan.nginx)
+    return [step.spec.name for step in steps if step is not None and step.why]
 
 
 def self_name_line(inv: Inventory) -> str:
@@ -251,6 +261,9 @@ def plan(
         reload.append("registry recreated")
     if not nginx_why and token_why:
         reload.append("token service recreated")
+    mirror = mirror_step(inv, files, facts)
+    if not nginx_why and mirror is not None and mirror.why:
+        reload.append("mirror recreated")
     package = "installed" if facts.apache2_utils else ("install" if facts.apt else "no apt")
     now = {
         "registry": image,
@@ -287,7 +300,19 @@ def plan(
         prune=stale_configs(facts, record or facts.deployed),
         self_name="" if facts.self_name == self_name_line(inv) else self_name_line(inv),
         probe_tag=probe_tag(alias),
+        mirror=mirror,
+        remove_mirror=mirror is None and MIRROR in facts.containers,
     )
+
+
+def mirror_step(inv: Inventory, files: list[Upload], facts: DeployFacts) -> ContainerStep | None:
+    """The mirror container and why it changes, or None without ``registry.mirror``."""
+    config = mirror_config(files)
+    spec = mirror_spec(inv, config.digest) if config else None
+    if spec is None:
+        return None
+    why = container_change(facts.containers.get(MIRROR), spec, facts.images.get(spec.image, ""))
+    return ContainerStep(spec, why)
 
 
 RECORD_KEYS = ("registry", "nginx", "config", "readonly_config")

@@ -20,6 +20,7 @@ from tasks.layout import (
     INHIBIT_IPV4,
     LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
+    MIRROR,
     NETWORK,
     NGINX,
     REGISTRY,
@@ -94,7 +95,7 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         hosts=HOSTS_FILE,
         mark=SELF_NAME_MARK,
         paths=[*(f.path for f in files), *LEGACY_CONFIG_FILES],
-        containers=[REGISTRY, NGINX, TOKEND],
+        containers=[REGISTRY, NGINX, TOKEND, MIRROR],
         container_format=CONTAINER_FORMAT,
         images=[
             reg.images.registry,

@@ -16,6 +16,9 @@ from tasks.layout import (
     CA_FILE,
     DEPLOYED,
     HOSTS_FILE,
+    MIRROR,
+    MIRROR_PROBE_CERT,
+    MIRROR_PROBE_KEY,
     NGINX_CONTEXT_DIR,
     PROBE_PASSWORD_FILE,
     PROBE_REPO,
@@ -90,17 +93,7 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
             why = "created (internal)" if options else "created"
         create = commands.network_create(name, options)
         out.append(Step(f"network {name}", why, command=create, what=f"creating network {name}"))
-    # The token service first: nginx resolves its name when it starts.
-    for container in (plan.token, plan.registry, plan.nginx):
-        out.append(
-            Step(
-                f"container {container.spec.name}",
-                container.why,
-                unchanged="running, same image and configuration",
-                command=replace_script(container.spec),
-                what=f"starting {container.spec.name}",
-            )
-        )
+    out += _container_steps(plan)
     if plan.reload:
         reload = commands.nginx_reload()
         out.append(
@@ -120,6 +113,9 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
     proof = verify_script(inv, plan.probe_tag, full=plan.changes)
     what = "verifying the registry" + (" (push/pull)" if plan.changes else "")
     out.append(Step("verify", kind="check", command=proof, what=what))
+    if inv.registry.mirror is not None:
+        mirror = verify_mirror_script(inv)
+        out.append(Step("verify mirror", kind="check", command=mirror, what="verifying the mirror"))
     if plan.record is not None:
         record = (json.dumps(plan.record, sort_keys=True) + "\n").encode()
         out.append(
@@ -134,6 +130,27 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
         why = f"removed {len(plan.prune)} that no deploy record names"
         prune = commands.join("rm", "-rf", *plan.prune)
         out.append(Step("old registry configs", why, command=prune, what="removing old configs"))
+    return out
+
+
+def _container_steps(plan: DeployPlan) -> list[Step]:
+    """Start what must (re)start, the token service first (nginx resolves its name when
+    it starts); remove a mirror the inventory no longer names."""
+    out = [
+        Step(
+            f"container {container.spec.name}",
+            container.why,
+            unchanged="running, same image and configuration",
+            command=replace_script(container.spec),
+            what=f"starting {container.spec.name}",
+        )
+        for container in (plan.token, plan.registry, plan.mirror, plan.nginx)
+        if container is not None
+    ]
+    if plan.remove_mirror:
+        why = "removed: registry.mirror is not in the inventory (its cache stays on disk)"
+        remove = commands.join("docker", "rm", "-f", MIRROR) + " >/dev/null"
+        out.append(Step(f"container {MIRROR}", why, command=remove, what="removing the mirror"))
     return out
 
 
@@ -201,6 +218,19 @@ MANIFEST_ACCEPT = ", ".join(
         "application/vnd.oci.image.manifest.v1+json",
     )
 )
+
+
+def verify_mirror_script(inv: Inventory) -> str:
+    """Prove the mirror from the host: 200 with the deploy's client certificate, 400
+    without one, 405 to a push."""
+    reg = inv.registry
+    return scripts.script(
+        "verify-mirror",
+        url=f"https://{reg.mirror_address}",
+        ca=CA_FILE,
+        cert=MIRROR_PROBE_CERT,
+        key=MIRROR_PROBE_KEY,
+    )
 
 
 def verify_script(inv: Inventory, tag: str, full: bool = True) -> str:

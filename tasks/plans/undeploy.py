@@ -17,6 +17,7 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
     HOSTS_FILE,
+    MIRROR,
     NETWORK,
     NGINX,
     NGINX_IMAGE,
@@ -28,7 +29,7 @@ from tasks.layout import (
 )
 from tasks.plans.deploy_steps import self_name_script
 
-CONTAINERS = (NGINX, REGISTRY, TOKEND)
+CONTAINERS = (NGINX, REGISTRY, TOKEND, MIRROR)
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,11 @@ class UndeployFacts:
 
 
 def purged_paths(inv: Inventory) -> tuple[str, ...]:
-    """What ``--purge-data`` deletes: every pushed image, /etc/regkit, Docker's trust."""
+    """What ``--purge-data`` deletes: every pushed image (and the mirror's cache),
+    /etc/regkit, Docker's trust."""
     reg = inv.registry
-    return (reg.data_dir, REMOTE_DIR, str(PurePosixPath(reg.certs_d).parent))
+    cache = (reg.mirror.data_dir,) if reg.mirror else ()
+    return (reg.data_dir, *cache, REMOTE_DIR, str(PurePosixPath(reg.certs_d).parent))
 
 
 def facts_script(inv: Inventory) -> str:

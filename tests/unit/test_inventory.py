@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tasks import inventory
+from tasks import inventory, inventory_images
 from tasks.errors import InventoryError
 from tests.unit.conftest import base_inventory
 
@@ -172,13 +172,13 @@ def test_non_default_port_is_part_of_the_address(write_inventory: Callable[..., 
     ],
 )
 def test_pinned_image_refs_are_accepted(ref: str) -> None:
-    assert inventory.check_image_ref(ref) == ref
+    assert inventory_images.check_image_ref(ref) == ref
 
 
 @pytest.mark.parametrize("ref", ["nginx", "nginx:latest", "Nginx:1", "nginx@sha256:abc"])
 def test_unpinned_or_malformed_image_refs_are_refused(ref: str) -> None:
     with pytest.raises(ValueError):
-        inventory.check_image_ref(ref)
+        inventory_images.check_image_ref(ref)
 
 
 def test_repo_example_inventory_is_valid() -> None:

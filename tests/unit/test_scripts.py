@@ -28,6 +28,7 @@ from tasks import (
     wanted,
 )
 from tasks.inventory import Inventory
+from tasks.inventory_mirror import Mirror
 from tasks.inventory_storage import S3
 from tasks.plans import accounts as accounts_planner
 from tasks.plans import deploy as planner
@@ -61,7 +62,13 @@ def deploy_scripts(inv: Inventory) -> dict[str, str]:
         "self-name (removed)": deploy_steps.self_name_script(""),
         **{f"deploy step: {s.subject}": s.command for s in steps if s.command},
         "undeploy-facts": undeploy_planner.facts_script(inv),
+        "verify-mirror": deploy_steps.verify_mirror_script(with_mirror(inv)),
     }
+
+
+def with_mirror(inv: Inventory) -> Inventory:
+    """``inv`` with a mirror of Docker Hub (the section's defaults)."""
+    return inv.model_copy(update={"registry": inv.registry.model_copy(update={"mirror": Mirror()})})
 
 
 def trust_scripts(inv: Inventory) -> dict[str, str]:
