@@ -22,6 +22,8 @@ from tasks.inventory_storage import S3
 from tasks.layout import (
     AUTH_FILE,
     CA_FILE,
+    MIRROR,
+    MIRROR_DEBUG,
     NGINX,
     PROBE_PASSWORD_FILE,
     PRUNED,
@@ -46,7 +48,7 @@ def status_script(inv: Inventory) -> str:
     reg = inv.registry
     return scripts.script(
         "status",
-        containers=[REGISTRY, NGINX, TOKEND],
+        containers=[REGISTRY, NGINX, TOKEND, *([MIRROR] if reg.mirror else [])],
         container_format="{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.RestartCount}}",
         auth_file=AUTH_FILE,
         pruned=PRUNED,
@@ -60,6 +62,9 @@ def status_script(inv: Inventory) -> str:
         user=users.PROBE_USER,
         s3_endpoint=reg.storage.s3.endpoint if reg.storage.s3 else "",
         s3_ca=S3_CA_FILE if reg.storage.s3 and reg.storage.s3.ca_file else "",
+        mirror_dir=reg.mirror.data_dir if reg.mirror else "",
+        mirror=MIRROR,
+        mirror_debug=MIRROR_DEBUG,
     )
 
 
@@ -99,7 +104,7 @@ def status_lines(values: dict[str, str], s3: S3 | None = None) -> list[str]:
     """Readable lines from the status script's output (pure; unit-tested); ``s3`` is
     where the registry keeps its data, if in a bucket."""
     lines = []
-    for name in (REGISTRY, NGINX, TOKEND):
+    for name in (REGISTRY, NGINX, TOKEND, *([MIRROR] if f"ctr:{MIRROR}" in values else [])):
         state, started, image, restarts = (
             values.get(f"ctr:{name}", "missing").split("|") + [""] * 3
         )[:4]
@@ -124,7 +129,27 @@ def status_lines(values: dict[str, str], s3: S3 | None = None) -> list[str]:
     if space:
         lines.append(f"disk: {mib(space[0])} free of {mib(space[1])}")
     lines.append(f"prune: {last_prune(values.get('pruned', ''))}")
+    if "mirror_disk" in values:
+        lines.append(mirror_line(values))
     return lines
+
+
+def mirror_line(values: dict[str, str]) -> str:
+    """The mirror's cache and what it served since it started (pure; unit-tested).
+
+    distribution counts every blob or manifest it serves (``Requests``) and each one it
+    had to fetch from the upstream first (``Misses``)."""
+    disk = values.get("mirror_disk") or "empty"
+    try:
+        proxy = json.loads(values.get("mirror_vars", ""))["registry"]["proxy"]
+        counts = [
+            f"{kind}: {proxy[kind]['Requests']} served, {proxy[kind]['Misses']} fetched "
+            "from the upstream"
+            for kind in ("manifests", "blobs")
+        ]
+    except (ValueError, KeyError, TypeError):
+        return f"mirror: cache {disk} on disk; its counters did not answer"
+    return f"mirror: cache {disk} on disk; since it started, {'; '.join(counts)}"
 
 
 def bucket_state(values: dict[str, str]) -> str:

@@ -28,7 +28,16 @@ from tasks import commands, inventory, storage, wanted
 from tasks.cli import task
 from tasks.errors import RemoteError
 from tasks.inventory import Inventory
-from tasks.layout import DEPLOYED, REGISTRY, REGISTRY_CONFIG, probe_tag
+from tasks.layout import (
+    DEPLOYED,
+    MIRROR,
+    MIRROR_CONFIG_DIR,
+    REGISTRY,
+    REGISTRY_CONFIG,
+    REGISTRY_CONFIG_MOUNT,
+    REGISTRY_DATA_MOUNT,
+    probe_tag,
+)
 from tasks.plans import maintenance as planner
 from tasks.plans.deploy_steps import replace_script, verify_script
 from tasks.plans.maintenance import HostState
@@ -98,8 +107,53 @@ def gc(
     def work(target: Target) -> None:
         with replicas_locked(c, inv, target, "gc") as targets:
             collect_garbage(inv, targets, report, dry_run, delete_untagged)
+            for each in targets:
+                collect_mirror(inv, each, report, dry_run)
 
     each_host(c, inv, aliases, report, "gc", work)
+
+
+def collect_mirror(inv: Inventory, target: Target, report: Report, dry_run: bool) -> None:
+    """The mirror's cache, on each host's own disk: collected with the mirror stopped
+    (its clients pull from the upstream meanwhile: every runtime falls back on its own)."""
+    m, alias = inv.registry.mirror, target.alias
+    if m is None:
+        return
+    state = target.run(commands.join("docker", "inspect", "--format", "{{.State.Running}}", MIRROR))
+    if state.stdout.strip() != "true":
+        report.skipped(alias, "mirror gc", f"{MIRROR} is not running; deploy first")
+        return
+    planned = eligible(mirror_collect(inv, target, dry_run=True))
+    report.ok(alias, "mirror gc dry run", f"{planned} blobs eligible for deletion in {m.data_dir}")
+    if dry_run or not planned:
+        report.unchanged(alias, "mirror gc", "dry run only" if dry_run else "nothing to delete")
+        return
+    report.info(f"[{alias}] {MIRROR} stopped while its cache is collected: pulls go upstream")
+    target.check(commands.join("docker", "stop", MIRROR), f"stopping {MIRROR}")
+    try:
+        deleted = eligible(mirror_collect(inv, target, dry_run=False))
+    finally:
+        target.check(commands.join("docker", "start", MIRROR), f"starting {MIRROR}")
+    report.changed(alias, "mirror gc", f"{deleted} blobs deleted from {m.data_dir}; serving again")
+
+
+def mirror_collect(inv: Inventory, target: Target, dry_run: bool) -> str:
+    """garbage-collect on the mirror's cache: in the running mirror for a dry run, else in a
+    container of its image on its folders, with no network (the mirror is stopped)."""
+    flags = ["--dry-run"] if dry_run else []
+    collect = f'exec "$({FIND_BINARY})" garbage-collect {commands.join(*flags, REGISTRY_CONFIG)}'
+    if dry_run:
+        command = commands.join("docker", "exec", MIRROR, "sh", "-c", collect)
+    else:
+        m = inv.registry.mirror
+        assert m is not None
+        command = commands.join(
+            "docker", "run", "--rm", "--network", "none",
+            "-v", f"{m.data_dir}:{REGISTRY_DATA_MOUNT}",
+            "-v", f"{MIRROR_CONFIG_DIR}:{REGISTRY_CONFIG_MOUNT}:ro",
+            "--entrypoint", "sh", inv.registry.images.registry, "-c", collect,
+        )  # fmt: skip
+    return target.check(f"{command} 2>&1", "mirror garbage-collect").stdout
 
 
 def collectors(inv: Inventory, aliases: list[str], report: Report) -> list[str]:

@@ -13,7 +13,7 @@ import time
 
 from invoke import Collection, Context
 
-from tasks import certificates, commands, inventory, logins, pki
+from tasks import certificates, commands, inventory, logins, mirror_trust, pki
 from tasks.cli import read_secret_stdin, task
 from tasks.inventory import Inventory
 from tasks.plans import runtimes
@@ -132,6 +132,7 @@ def trust_host(
     report: Report,
     login: tuple[str, str] | None,
     dry_run: bool = False,
+    mirror: bool = False,
 ) -> TrustPlan:
     pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(inv)]
     bundle = b"".join(pems)
@@ -141,6 +142,8 @@ def trust_host(
     if not plan.system_changed:
         report.unchanged(target.alias, f"system CA store ({flavor})", "CA present once")
     report_runtimes(target, report, plan, dry_run)
+    if mirror:
+        mirror_trust.ensure(inv, target, report, facts, flavor, dry_run)
     if dry_run:
         return plan
     system_bundle = facts.bundle or BUNDLES[0]
@@ -156,6 +159,7 @@ def untrust_host(inv: Inventory, target: Target, report: Report, dry_run: bool =
     pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(inv)]
     flavor, facts = read_facts(inv, target, pems)
     plan = planner.untrust_plan(inv, flavor, facts)
+    mirror_trust.remove(inv, target, report, facts, dry_run)
     apply(inv, target, report, plan, facts, b"", dry_run)
     if not plan.changes:
         report.unchanged(target.alias, "trust", "this CA was not installed")
@@ -169,6 +173,8 @@ def untrust_host(inv: Inventory, target: Target, report: Report, dry_run: bool =
         "password-stdin": "With --login: read the password from standard input.",
         "dry-run": "Read each host and say what would change; change nothing.",
         "force": "Act on -H hosts whose inventory role is not client.",
+        "mirror": "Also pull Docker Hub's images through the registry's mirror "
+        "(registry.mirror): Docker, containerd and podman.",
     },
 )
 def trust_ca(
@@ -177,6 +183,7 @@ def trust_ca(
     password_stdin: bool = False,
     dry_run: bool = False,
     force: bool = False,
+    mirror: bool = False,
 ) -> None:
     """Make hosts trust the registry's CA: Docker, containerd, podman (default: every client)."""
     inv = inventory.load()
@@ -193,7 +200,7 @@ def trust_ca(
         aliases,
         report,
         "trust-ca",
-        lambda target: trust_host(inv, target, report, credentials, dry_run),
+        lambda target: trust_host(inv, target, report, credentials, dry_run, mirror),
         step="trust",
         parallel=True,
     )

@@ -20,6 +20,7 @@ from tasks import (
     commands,
     health,
     logins,
+    mirror_trust,
     pki,
     render,
     restore,
@@ -35,6 +36,7 @@ from tasks.plans import deploy as planner
 from tasks.plans import deploy_facts, deploy_steps, runtimes
 from tasks.plans import maintenance as maintenance_planner
 from tasks.plans import migrate as migrate_planner
+from tasks.plans import mirror_trust as mirror_planner
 from tasks.plans import trust as trust_planner
 from tasks.plans import undeploy as undeploy_planner
 from tasks.remote import lock, upload
@@ -66,6 +68,17 @@ def deploy_scripts(inv: Inventory) -> dict[str, str]:
     }
 
 
+def mirror_scripts(inv: Inventory) -> dict[str, str]:
+    """The scripts trust-ca --mirror and untrust-ca run for the mirror."""
+    rts = mirror_planner.runtimes_of(inv, True, True, True, "/etc/containerd/certs.d")
+    return {
+        "mirror-trust-facts": mirror_planner.facts_script(rts),
+        "docker-mirrors": mirror_trust.reload_script(inv, want=True),
+        "docker-mirrors (removed)": mirror_trust.reload_script(inv, want=False),
+        "mirror-trust-verify": mirror_trust.verify_script(inv, rts[0]),
+    }
+
+
 def with_mirror(inv: Inventory) -> Inventory:
     """``inv`` with a mirror of Docker Hub (the section's defaults)."""
     return inv.model_copy(update={"registry": inv.registry.model_copy(update={"mirror": Mirror()})})
@@ -90,6 +103,7 @@ def trust_scripts(inv: Inventory) -> dict[str, str]:
         "restart-containerd": trust_planner.restart_containerd_script(facts),
         "restart-docker": trust_planner.restart_script("debian", facts),
         "untrust: remove": commands.remove_files(("/a b", "/c"), ("/etc/docker/certs.d/x",)),
+        **mirror_scripts(with_mirror(inv)),
     }
     for flavor in ("debian", "rhel", "boot2docker", "generic"):
         out[f"restart-docker ({flavor})"] = trust_planner.restart_script(flavor, facts)
