@@ -175,7 +175,8 @@ def down(c: Context) -> None:
 @task
 def status(c: Context) -> None:
     """Show each lab host: running or not, its ssh port, whether its container engine
-    (docker; containerd on node1, podman on pod1) or store's S3 gateway answers."""
+    (docker; containerd on node1, podman on pod1) or store's S3 gateway answers; and
+    whether hub, the lab's Docker Hub, answers."""
     settings = Settings.from_context(c)
     engine = Engine(settings)
     if not engine.answers():
@@ -197,6 +198,7 @@ def status(c: Context) -> None:
         version = engine.exec(spec.container, probe, check=False).strip()
         answers = f"{version} answers" if version else "not answering"
         print(f"  {spec.alias:<8} running, {ssh}, {spec.runtime} {answers}")
+    print(f"  {'hub':<8} {lab_hub.describe(engine)}")
 
 
 @task(

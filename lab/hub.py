@@ -80,6 +80,22 @@ def mirror_settings(engine: Engine) -> dict[str, str]:
     }
 
 
+def describe(engine: Engine) -> str:
+    """What ``lab.status`` says of hub: absent, stopped, or whether it answers."""
+    info = engine.inspect(CONTAINER)
+    if info is None:
+        return "absent (optional: lab.up --hub or --all starts it)"
+    if not info["State"]["Running"]:
+        return "stopped"
+    ip = lab_ip(engine, CONTAINER)
+    try:
+        context = ssl.create_default_context(cafile=str(HUB_CA))
+        answers = request(ip, context, "GET", "/v2/").status == 200
+    except (OSError, ssl.SSLError):
+        answers = False
+    return f"running, https://{ip} ({NAME}) {'answers' if answers else 'not answering'}"
+
+
 def ensure_hub(engine: Engine, settings: Settings, report: Report) -> None:
     """Run hub with a certificate for its current address, and its images pushed."""
     ref = image_ref(image_spec("registry"), settings)

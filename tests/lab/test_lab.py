@@ -1,5 +1,6 @@
 """The lab's hosts are real: sshd with pinned keys, sudo, dockerd, isolated disks; and
-with --all, node1 (containerd) and pod1 (podman), without Docker."""
+with --all, node1 (containerd) and pod1 (podman), without Docker, and hub, the lab's
+Docker Hub, which the inventory's mirror caches."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from lab import hub
+from lab.engine import Engine
+from lab.settings import Settings
+from lab.store import lab_ip
 from tasks.errors import RemoteError
 from tests.lab.conftest import Lab, must, sh
 
@@ -267,6 +272,10 @@ def test_all_adds_the_optional_hosts_and_a_plain_up_leaves_them(all_hosts: Lab) 
     status = must(all_hosts.invoke("lab.status"))
     assert re.search(r"node1\s+running, ssh \S+ answers, containerd 1\.6\.\S+ answers", status)
     assert re.search(r"pod1\s+running, ssh \S+ answers, podman 4\.\S+ answers", status)
+    assert re.search(r"hub\s+running, https://\S+ \(hub\.lab\.test\) answers", status)
+    mirror = inv.registry.mirror
+    assert mirror is not None and mirror.ca_file == "state/hub-ca.crt"
+    assert mirror.upstream == f"https://{lab_ip(Engine(Settings()), hub.CONTAINER)}"
     out = must(all_hosts.invoke("lab.up"))
     for alias in OPTIONAL:
         assert f"[{alias}] host: unchanged (optional, running: left as it is" in out
