@@ -38,14 +38,13 @@ def image_pull(ref: str) -> str:
     return f"{join('docker', 'pull', '-q', ref)} >/dev/null"
 
 
-def image_id(ref: str) -> str:
-    """The ID of the image ``ref`` (its config's digest, the same wherever it is loaded)."""
-    return join("docker", "image", "inspect", "--format", "{{.Id}}", ref)
+# An image's ID, size in bytes and layers' digests (a JSON list), on one line.
+IMAGE_FOUND = "{{.Id}} {{.Size}} {{json .RootFS.Layers}}"
 
 
-def image_id_size(ref: str) -> str:
-    """``<ID> <size in bytes>`` of the image ``ref``."""
-    return join("docker", "image", "inspect", "--format", "{{.Id}} {{.Size}}", ref)
+def image_found(ref: str) -> str:
+    """``<ID> <size> <layers>`` of the image ``ref`` (see IMAGE_FOUND)."""
+    return join("docker", "image", "inspect", "--format", IMAGE_FOUND, ref)
 
 
 def image_save(ref: str) -> str:

@@ -17,9 +17,10 @@ On the host (all root-owned):
   certificate, mounted read-only into the token service
 - ``/etc/regkit/rights/``    ``rights.json``: each user's role and patterns (0640, group of
   the token service), mounted read-only into it; read again when it changes
-- ``/etc/regkit/mirror/config.yml`` (0600) the mirror's config (``registry.mirror``),
-  with the upstream's CA beside it if it has a private one; its cache in the
-  inventory's ``registry.mirror.data_dir``
+- ``/etc/regkit/mirror/<digest>/config.yml`` (0600) the mirror's config
+  (``registry.mirror``), one folder per content as for the registry, with the
+  upstream's CA beside it if it has a private one; its cache in the inventory's
+  ``registry.mirror.data_dir``
 - ``/etc/regkit/ca.crt``, ``/etc/regkit/probe-password`` (0600)
 - ``/etc/regkit/deployed.json``  what runs now and what ran before (for rollback)
 - ``/etc/regkit/pruned.json``  when ``fab prune`` last deleted on this host, and what it freed
@@ -124,6 +125,12 @@ LOCK_OWNER = "/run/lock/regkit.owner"
 def config_dir(digest: str) -> str:
     """The folder of the registry config whose content has this SHA-256."""
     return f"{REGISTRY_CONFIGS}/{digest[:16]}"
+
+
+def mirror_config_dir(digest: str) -> str:
+    """The folder of the mirror config whose content has this SHA-256: a mirror that
+    fails to start with a new one gets its old container back, on its old folder."""
+    return f"{MIRROR_CONFIG_DIR}/{digest[:16]}"
 
 
 # Below this much free space under the data directory, deploy refuses to start.

@@ -31,11 +31,8 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     DEPLOYED,
     MIRROR,
-    MIRROR_CONFIG_DIR,
     REGISTRY,
     REGISTRY_CONFIG,
-    REGISTRY_CONFIG_MOUNT,
-    REGISTRY_DATA_MOUNT,
     probe_tag,
 )
 from tasks.plans import maintenance as planner
@@ -139,20 +136,19 @@ def collect_mirror(inv: Inventory, target: Target, report: Report, dry_run: bool
 
 def mirror_collect(inv: Inventory, target: Target, dry_run: bool) -> str:
     """garbage-collect on the mirror's cache: in the running mirror for a dry run, else in a
-    container of its image on its folders, with no network (the mirror is stopped)."""
+    container of its image with its folders (``--volumes-from``), with no network (the
+    mirror is stopped)."""
     flags = ["--dry-run"] if dry_run else []
     collect = f'exec "$({FIND_BINARY})" garbage-collect {commands.join(*flags, REGISTRY_CONFIG)}'
     if dry_run:
         command = commands.join("docker", "exec", MIRROR, "sh", "-c", collect)
     else:
-        m = inv.registry.mirror
-        assert m is not None
-        command = commands.join(
-            "docker", "run", "--rm", "--network", "none",
-            "-v", f"{m.data_dir}:{REGISTRY_DATA_MOUNT}",
-            "-v", f"{MIRROR_CONFIG_DIR}:{REGISTRY_CONFIG_MOUNT}:ro",
-            "--entrypoint", "sh", inv.registry.images.registry, "-c", collect,
+        image = commands.join("docker", "inspect", "--format", "{{.Config.Image}}", MIRROR)
+        run = commands.join(
+            "docker", "run", "--rm", "--network", "none", "--volumes-from", MIRROR,
+            "--entrypoint", "sh",
         )  # fmt: skip
+        command = f'image=$({image}) && {run} "$image" -c {commands.join(collect)}'
     return target.check(f"{command} 2>&1", "mirror garbage-collect").stdout
 
 

@@ -121,7 +121,7 @@ def reload_docker(
     target.check(commands.keep_previous(DAEMON_JSON, PREVIOUS), f"keeping {DAEMON_JSON}")
     reloaded = planner.reload_text(plan.daemon_json)
     target.upload([Upload(DAEMON_JSON, reloaded.encode())])
-    want = f"https://{inv.registry.mirror_address}" in plan.daemon_json
+    want = planner.names_mirror(plan.daemon_json, f"https://{inv.registry.mirror_address}")
     target.check(reload_script(inv, want), "reloading dockerd")
     if not plan.daemon_json:
         target.check(commands.join("rm", "-f", DAEMON_JSON), f"removing {DAEMON_JSON}")

@@ -5,7 +5,8 @@ Hub's limits) gets the images the inventory pins from a source that has them: th
 machine's Docker (``docker`` on PATH, as ``DOCKER_HOST`` says), or with
 ``--images-from HOST`` another inventory host's. ``docker save`` there is streamed
 through the SSH connection into ``docker load`` on the host, with a progress line, and
-the image's ID (its config's digest) on the host is then checked against the source's.
+the image's layers on the host (their digests, ``RootFS.Layers``: the same whichever image
+store holds them, where the ID is not) are then checked against the source's.
 The deploy plan decides which images (only those the host lacks); this module only
 carries them.
 """
@@ -30,10 +31,11 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Found:
-    """An image as its source has it: its ID and its size."""
+    """An image as its source has it: its ID, its size and its layers' digests (JSON)."""
 
     id: str
     size: int
+    layers: str
 
 
 class ImageSource(Protocol):
@@ -49,11 +51,11 @@ class ImageSource(Protocol):
 
 
 def parse_found(output: str) -> Found | None:
-    """``<id> <size>`` as ``docker image inspect`` prints it, or None (pure)."""
-    image_id, _, size = output.strip().partition(" ")
-    if not image_id.startswith("sha256:") or not size.isdigit():
+    """``<id> <size> <layers>`` as ``docker image inspect`` prints it, or None (pure)."""
+    image_id, size, layers = [*output.strip().split(" ", 2), "", ""][:3]
+    if not image_id.startswith("sha256:") or not size.isdigit() or not layers.startswith("["):
         return None
-    return Found(image_id, int(size))
+    return Found(image_id, int(size), layers)
 
 
 class LocalDocker:
@@ -71,23 +73,29 @@ class LocalDocker:
         self.docker = docker
 
     def find(self, ref: str) -> Found | None:
-        inspect = [self.docker, "image", "inspect", "--format", "{{.Id}} {{.Size}}", ref]
+        inspect = [self.docker, "image", "inspect", "--format", commands.IMAGE_FOUND, ref]
         result = subprocess.run(inspect, capture_output=True, text=True, check=False)
         return parse_found(result.stdout) if result.returncode == 0 else None
 
     @contextmanager
     def save(self, ref: str) -> Iterator[BinaryIO]:
+        """``docker save`` here; when the other end fails first, its error is the one
+        raised (this side then only dies of a broken pipe)."""
         save = subprocess.Popen(
             [self.docker, "save", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         assert save.stdout is not None and save.stderr is not None
         try:
             yield save.stdout
+        except BaseException:
+            save.kill()
+            save.wait()
+            raise
         finally:
             save.stdout.close()
-            err = save.stderr.read().decode(errors="replace").strip()
-            if save.wait() != 0:
-                raise RegkitError(f"docker save {ref} failed here: {err or 'no output'}")
+        err = save.stderr.read().decode(errors="replace").strip()
+        if save.wait() != 0:
+            raise RegkitError(f"docker save {ref} failed here: {err or 'no output'}")
 
 
 class HostDocker:
@@ -98,7 +106,7 @@ class HostDocker:
         self.name = f"{target.alias}'s Docker"
 
     def find(self, ref: str) -> Found | None:
-        result = self.target.run(commands.image_id_size(ref), what=f"looking for {ref}")
+        result = self.target.run(commands.image_found(ref), what=f"looking for {ref}")
         return parse_found(result.stdout) if result.ok else None
 
     def save(self, ref: str) -> AbstractContextManager[BinaryIO]:
@@ -121,7 +129,8 @@ def require(source: ImageSource, alias: str, refs: tuple[str, ...]) -> dict[str,
 
 
 def ship(target: Target, source: ImageSource, ref: str, image: Found, report: Report) -> str:
-    """Stream ``ref`` from ``source`` into the host's Docker and check its ID there;
+    """Stream ``ref`` from ``source`` into the host's Docker and check its layers there
+    (an image that arrived otherwise is removed again: the next run ships it anew);
     return what the report says of it."""
     start = time.monotonic()
     progress = Progress(report, target.alias, image.size, f"image {ref}")
@@ -132,14 +141,20 @@ def ship(target: Target, source: ImageSource, ref: str, image: Found, report: Re
         while chunk := stream.read(CHUNK):
             sink.write(chunk)
             progress.add(len(chunk))
-    arrived = target.check(commands.image_id(ref), f"reading {ref}'s ID").stdout.strip()
-    if arrived != image.id:
+    found = target.check(commands.image_found(ref), f"reading {ref}").stdout
+    arrived = parse_found(found)
+    if arrived is None or arrived.layers != image.layers:
+        target.run(commands.join("docker", "rmi", ref), what=f"removing {ref}")
         raise RemoteError(
-            f"{target.alias}: {ref} arrived as {arrived[:19]}, but {source.name} has "
-            f"{image.id[:19]}; ship it again"
+            f"{target.alias}: {ref} arrived with other layers than {source.name} has; it "
+            "was removed again: deploy again to ship it anew"
         )
     took = time.monotonic() - start
     return (
         f"shipped from {source.name} over SSH: {human_size(progress.done)} in {took:.1f} s, "
-        f"{image.id[:19]} as there"
+        f"its {layer_count(image)} layers as there"
     )
+
+
+def layer_count(image: Found) -> int:
+    return image.layers.count("sha256:")

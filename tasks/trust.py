@@ -15,6 +15,7 @@ from invoke import Collection, Context
 
 from tasks import certificates, commands, inventory, logins, mirror_trust, pki
 from tasks.cli import read_secret_stdin, task
+from tasks.errors import RegkitError
 from tasks.inventory import Inventory
 from tasks.plans import runtimes
 from tasks.plans import trust as planner
@@ -155,11 +156,16 @@ def trust_host(
     return plan
 
 
-def untrust_host(inv: Inventory, target: Target, report: Report, dry_run: bool = False) -> None:
+def untrust_host(
+    inv: Inventory, target: Target, report: Report, dry_run: bool = False, mirror: bool = False
+) -> None:
+    """Undo trust-ca on the host; with ``mirror``, only what --mirror added."""
     pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(inv)]
     flavor, facts = read_facts(inv, target, pems)
-    plan = planner.untrust_plan(inv, flavor, facts)
     mirror_trust.remove(inv, target, report, facts, dry_run)
+    if mirror:
+        return
+    plan = planner.untrust_plan(inv, flavor, facts)
     apply(inv, target, report, plan, facts, b"", dry_run)
     if not plan.changes:
         report.unchanged(target.alias, "trust", "this CA was not installed")
@@ -212,11 +218,16 @@ def trust_ca(
     help={
         "dry-run": "Read each host and say what would change; change nothing.",
         "force": "Act on -H hosts whose inventory role is not client.",
+        "mirror": "Only stop pulling through the mirror; keep trusting the registry's CA.",
     },
 )
-def untrust_ca(c: Context, dry_run: bool = False, force: bool = False) -> None:
+def untrust_ca(
+    c: Context, dry_run: bool = False, force: bool = False, mirror: bool = False
+) -> None:
     """Remove what trust-ca installed; restart Docker only where the system store changed."""
     inv = inventory.load()
+    if mirror and inv.registry.mirror is None:
+        raise RegkitError(f"{inv.source}: --mirror, but registry.mirror is not set")
     aliases = hosts_for(c, inv, "client", "untrust-ca", force)
     pki.read_cert(pki.paths(inv).ca_cert)
     report = Report()
@@ -226,7 +237,7 @@ def untrust_ca(c: Context, dry_run: bool = False, force: bool = False) -> None:
         aliases,
         report,
         "untrust-ca",
-        lambda target: untrust_host(inv, target, report, dry_run),
+        lambda target: untrust_host(inv, target, report, dry_run, mirror),
         step="trust",
         parallel=True,
     )

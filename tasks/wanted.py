@@ -23,7 +23,6 @@ from tasks.layout import (
     MIRROR_ALIAS,
     MIRROR_CA_NAME,
     MIRROR_CLIENTS_CA,
-    MIRROR_CONFIG_DIR,
     MIRROR_PROBE_CERT,
     MIRROR_PROBE_KEY,
     NETWORK,
@@ -51,6 +50,7 @@ from tasks.layout import (
     TOKEND_IMAGE,
     TOKEND_UID,
     config_dir,
+    mirror_config_dir,
 )
 from tasks.remote.upload import Upload, sha256
 
@@ -104,15 +104,16 @@ def mirror_files(inv: Inventory, config: bytes) -> list[Upload]:
     certificates nginx admits to the mirror."""
     clients_ca = certificates.cert_pem(mirror.client_ca(inv)[1])
     probe_key, probe_cert = mirror.probe_client(inv)
+    folder = mirror_config_dir(sha256(config))
     files = [
-        Upload(f"{MIRROR_CONFIG_DIR}/config.yml", config, 0o600),
+        Upload(f"{folder}/config.yml", config, 0o600),
         Upload(f"{TLS_DIR}/{MIRROR_CLIENTS_CA}", clients_ca),
         Upload(MIRROR_PROBE_KEY, probe_key, 0o600),
         Upload(MIRROR_PROBE_CERT, probe_cert),
     ]
     upstream_ca = mirror.upstream_ca(inv)
     if upstream_ca:
-        files.append(Upload(f"{MIRROR_CONFIG_DIR}/{MIRROR_CA_NAME}", upstream_ca))
+        files.append(Upload(f"{folder}/{MIRROR_CA_NAME}", upstream_ca))
     return files
 
 
@@ -136,7 +137,7 @@ def staged_config(content: bytes, token_cert: bytes) -> tuple[Upload, Upload]:
 
 def mirror_config(files: list[Upload]) -> Upload | None:
     """The mirror's config among ``files`` (None without a mirror)."""
-    return next((f for f in files if f.path == f"{MIRROR_CONFIG_DIR}/config.yml"), None)
+    return next((f for f in files if f.path == f"{mirror_config_dir(f.digest)}/config.yml"), None)
 
 
 def registry_configs(files: list[Upload]) -> tuple[Upload, Upload]:
@@ -241,7 +242,7 @@ def mirror_spec(inv: Inventory, config_digest: str) -> RunSpec | None:
             "--restart", "unless-stopped",
             "--label", f"{CONFIG_LABEL}={config_digest[:16]}",
             "-v", f"{m.data_dir}:{REGISTRY_DATA_MOUNT}",
-            "-v", f"{MIRROR_CONFIG_DIR}:{REGISTRY_CONFIG_MOUNT}:ro",
+            "-v", f"{mirror_config_dir(config_digest)}:{REGISTRY_CONFIG_MOUNT}:ro",
             *ca,
         ),
         # The upstream is outside the host: the mirror joins the proxy's bridge to reach

@@ -26,6 +26,7 @@ from tasks.layout import (
     LEGACY_CONFIGS,
     MIN_FREE_KB,
     MIRROR,
+    MIRROR_CONFIG_DIR,
     NETWORK,
     NGINX,
     PROBE_TAG,
@@ -34,6 +35,7 @@ from tasks.layout import (
     SELF_NAME_MARK,
     TLS_DIR,
     TOKEND,
+    mirror_config_dir,
     probe_tag,
 )
 from tasks.plans.deploy_facts import BACKEND_WANTED, Container, DeployFacts
@@ -297,12 +299,24 @@ def plan(
             for path, key in zip(LEGACY_CONFIG_FILES, ("config", "readonly_config"), strict=True)
             if legacy and legacy[key] not in facts.configs
         ),
-        prune=stale_configs(facts, record or facts.deployed),
+        prune=(
+            *stale_configs(facts, record or facts.deployed),
+            *stale_mirror_configs(files, facts),
+        ),
         self_name="" if facts.self_name == self_name_line(inv) else self_name_line(inv),
         probe_tag=probe_tag(alias),
         mirror=mirror,
         remove_mirror=mirror is None and MIRROR in facts.containers,
     )
+
+
+def stale_mirror_configs(files: list[Upload], facts: DeployFacts) -> tuple[str, ...]:
+    """Staged mirror configs but the one this deploy runs (all of them without a mirror):
+    removed once the deploy has proved itself."""
+    config = mirror_config(files)
+    current = mirror_config_dir(config.digest) if config else ""
+    stale = (f"{MIRROR_CONFIG_DIR}/{name}" for name in facts.mirror_configs)
+    return tuple(path for path in stale if path != current)
 
 
 def mirror_step(inv: Inventory, files: list[Upload], facts: DeployFacts) -> ContainerStep | None:

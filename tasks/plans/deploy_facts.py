@@ -21,6 +21,7 @@ from tasks.layout import (
     LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
     MIRROR,
+    MIRROR_CONFIG_DIR,
     NETWORK,
     NGINX,
     REGISTRY,
@@ -76,6 +77,8 @@ class DeployFacts:
     # What is in the folder of staged registry configs (names), and the legacy paths.
     configs: tuple[str, ...] = ()
     legacy: tuple[str, ...] = ()
+    # What is in the folder of staged mirror configs (names).
+    mirror_configs: tuple[str, ...] = ()
     # The line of /etc/hosts marked as regkit's (the host naming itself), or "".
     self_name: str = ""
 
@@ -91,6 +94,7 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         network_format=NETWORK_FORMAT,
         deployed=DEPLOYED,
         configs=REGISTRY_CONFIGS,
+        mirror_configs=MIRROR_CONFIG_DIR,
         legacy=LEGACY_CONFIGS,
         hosts=HOSTS_FILE,
         mark=SELF_NAME_MARK,
@@ -132,6 +136,6 @@ def parse_facts(output: str) -> DeployFacts:
             facts.containers[key[4:]] = Container(image_id, spec, running == "true")
         elif key == "deployed":
             facts.deployed = json_object(value)
-        elif key in ("configs", "legacy"):
+        elif key in ("configs", "legacy", "mirror_configs"):
             setattr(facts, key, tuple(value.split()))
     return facts

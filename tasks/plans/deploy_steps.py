@@ -17,12 +17,14 @@ from tasks.layout import (
     DEPLOYED,
     HOSTS_FILE,
     MIRROR,
+    MIRROR_CLIENTS_CA,
     MIRROR_PROBE_CERT,
     MIRROR_PROBE_KEY,
     NGINX_CONTEXT_DIR,
     PROBE_PASSWORD_FILE,
     PROBE_REPO,
     SELF_NAME_MARK,
+    TLS_DIR,
     TOKEND_CONTEXT_DIR,
     config_dir,
 )
@@ -127,9 +129,9 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
             )
         )
     if plan.prune:
-        why = f"removed {len(plan.prune)} that no deploy record names"
+        why = f"removed {len(plan.prune)} that neither runs nor a rollback would return to"
         prune = commands.join("rm", "-rf", *plan.prune)
-        out.append(Step("old registry configs", why, command=prune, what="removing old configs"))
+        out.append(Step("old configs", why, command=prune, what="removing old configs"))
     return out
 
 
@@ -148,8 +150,11 @@ def _container_steps(plan: DeployPlan) -> list[Step]:
         if container is not None
     ]
     if plan.remove_mirror:
-        why = "removed: registry.mirror is not in the inventory (its cache stays on disk)"
-        remove = commands.join("docker", "rm", "-f", MIRROR) + " >/dev/null"
+        why = "removed with its client certificates: registry.mirror is not in the inventory"
+        why += " (its cache stays on disk)"
+        files = (MIRROR_PROBE_KEY, MIRROR_PROBE_CERT, f"{TLS_DIR}/{MIRROR_CLIENTS_CA}")
+        remove = commands.join("docker", "rm", "-f", MIRROR) + " >/dev/null && "
+        remove += commands.join("rm", "-f", *files)
         out.append(Step(f"container {MIRROR}", why, command=remove, what="removing the mirror"))
     return out
 
@@ -159,8 +164,9 @@ def _image_steps(plan: DeployPlan) -> list[Step]:
     out = []
     for ref in plan.pull:
         failure = (
-            f"image {ref} is not on the host, and the host cannot pull it; deploy with "
-            "--ship-images to carry it over SSH (from this machine's Docker, or --images-from HOST)"
+            f"image {ref} is not on the host, and pulling it failed; if the host cannot reach "
+            "its registry, deploy with --ship-images to carry it over SSH (from this machine's "
+            "Docker, or --images-from HOST)"
         )
         pull = commands.image_pull(ref)
         out.append(

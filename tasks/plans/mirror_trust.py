@@ -176,6 +176,11 @@ def without_mirror(text: str | None, url: str) -> str | None:
     return json.dumps(doc, indent=2) + "\n" if doc else ""
 
 
+def names_mirror(text: str, url: str) -> bool:
+    """Whether daemon.json ``text`` lists ``url`` among its registry-mirrors."""
+    return bool(text) and url in _daemon_config(text).get("registry-mirrors", [])  # type: ignore[operator]
+
+
 def reload_text(final: str) -> str:
     """What dockerd reloads from to reach ``final`` ("": no file): dockerd changes its
     mirrors only when the file names ``registry-mirrors``, so an empty list stands in for

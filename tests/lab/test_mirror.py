@@ -131,6 +131,13 @@ def test_a_push_to_the_mirror_is_refused_with_a_clear_error(mirrored: Lab) -> No
     assert f"{MIRROR} is a read-only mirror of {lab.inventory.registry.mirror.upstream}; " \
         f"push to {DOMAIN}" in out + err, out + err  # fmt: skip
 
+    # Back to pulling from Docker Hub, the registry's CA still trusted.
+    out = must(fab(lab, "-H", "client1", "untrust-ca", "--mirror"))
+    assert "[client1] docker daemon: changed (reloaded: registry-mirrors" in out
+    assert sh(client1, f"[ -e {CERTS} ] && echo left || echo gone") == "gone"
+    assert sh(client1, "[ -e /etc/docker/daemon.json ] && echo left || echo gone") == "gone"
+    assert sh(client1, f"cat /etc/docker/certs.d/{DOMAIN}/ca.crt").startswith("-----BEGIN")
+
 
 def test_status_shows_the_cache_and_gc_collects_it(mirrored: Lab) -> None:
     lab = mirrored

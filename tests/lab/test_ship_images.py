@@ -52,7 +52,7 @@ def test_a_host_that_cannot_pull_gets_the_missing_image_over_ssh(registry: Lab) 
     assert plain.returncode != 0
     hint = [line for line in plain.stdout.splitlines() if "--ship-images" in line]
     assert len(hint) == 1, plain.stdout
-    assert f"image {images.registry} is not on the host, and the host cannot pull it" in hint[0]
+    assert f"image {images.registry} is not on the host, and pulling it failed" in hint[0]
     assert "Traceback" not in plain.stdout + plain.stderr
     assert sh(regbox, STATE) == before
 
@@ -60,7 +60,7 @@ def test_a_host_that_cannot_pull_gets_the_missing_image_over_ssh(registry: Lab) 
     assert (
         f"[regbox] image {images.registry}: changed (shipped from this machine's Docker" in shipped
     )
-    assert f"{source_id[:19]} as there" in shipped
+    assert "layers as there" in shipped
     assert shipped.count("shipped from") == 1, shipped
     assert "[regbox] verify: ok" in shipped
     assert sh(regbox, f"docker image inspect --format '{{{{.Id}}}}' {images.registry}") == source_id

@@ -61,13 +61,9 @@ def test_image_pull() -> None:
     assert commands.image_pull("registry:2.8.3") == "docker pull -q registry:2.8.3 >/dev/null"
 
 
-def test_image_id_save_and_load() -> None:
-    assert (
-        commands.image_id("nginx:1.27 x")
-        == "docker image inspect --format '{{.Id}}' 'nginx:1.27 x'"
-    )
-    assert commands.image_id_size("registry:2.8.3") == (
-        "docker image inspect --format '{{.Id}} {{.Size}}' registry:2.8.3"
+def test_image_found_save_and_load() -> None:
+    assert commands.image_found("nginx:1.27 x") == (
+        "docker image inspect --format '{{.Id}} {{.Size}} {{json .RootFS.Layers}}' 'nginx:1.27 x'"
     )
     assert commands.image_save("registry:2.8.3") == "docker save registry:2.8.3"
     assert commands.image_load() == "docker load -q"

@@ -395,8 +395,9 @@ def test_a_pull_that_fails_names_the_image_and_the_flag(
     pull = deploy_steps.steps(pki_inv, planner.plan(pki_inv, "regbox", files, facts))[0]
     assert pull.command == "docker pull -q registry:2.8.3 >/dev/null"
     assert pull.failure == (
-        "image registry:2.8.3 is not on the host, and the host cannot pull it; deploy with "
-        "--ship-images to carry it over SSH (from this machine's Docker, or --images-from HOST)"
+        "image registry:2.8.3 is not on the host, and pulling it failed; if the host cannot "
+        "reach its registry, deploy with --ship-images to carry it over SSH (from this "
+        "machine's Docker, or --images-from HOST)"
     )
 
 
@@ -470,7 +471,7 @@ def test_configs_are_staged_by_digest_and_old_ones_pruned(
         "rm -rf /etc/regkit/registry/0123456789abcdef /etc/regkit/registry/config.yml "
         "/etc/regkit/registry-readonly"
     )
-    assert [s.subject for s in steps][-3:] == ["verify", "deploy record", "old registry configs"]
+    assert [s.subject for s in steps][-3:] == ["verify", "deploy record", "old configs"]
 
 
 def test_the_first_deploy_after_the_upgrade_stages_the_old_configs_for_rollback(
@@ -498,7 +499,7 @@ def test_the_first_deploy_after_the_upgrade_stages_the_old_configs_for_rollback(
     }
     assert plan.prune == ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
     subjects = [step.subject for step in deploy_steps.steps(pki_inv, plan)]
-    assert subjects.index("legacy registry configs") < subjects.index("old registry configs")
+    assert subjects.index("legacy registry configs") < subjects.index("old configs")
 
 
 def test_an_upgrade_that_changes_nothing_still_records_the_staged_configs(

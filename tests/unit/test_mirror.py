@@ -12,7 +12,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tasks import health, inventory, mirror, render, users, wanted
+from tasks import health, inventory, layout, mirror, render, users, wanted
 from tasks.errors import InventoryError
 from tasks.inventory import Inventory
 from tasks.plans import deploy as planner
@@ -124,15 +124,29 @@ def test_a_deploy_adds_the_mirror_and_a_later_one_removes_it(mirror_inv: Invento
     assert "regkit-mirror" in planner.recreated(plan)
     assert "-p" in plan.nginx.spec.args and "5443:5443" in plan.nginx.spec.args
     paths = {f.path: f.mode for f in files}
-    assert paths["/etc/regkit/mirror/config.yml"] == 0o600
-    assert paths["/etc/regkit/mirror-probe.key"] == 0o600
-    # Deployed, then the section is taken out of the inventory: the container goes.
+    config = wanted.mirror_config(files)
+    assert (
+        config is not None
+        and config.path == f"{layout.mirror_config_dir(config.digest)}/config.yml"
+    )
+    assert paths[config.path] == 0o600 and paths["/etc/regkit/mirror-probe.key"] == 0o600
+    assert (
+        f"{layout.mirror_config_dir(config.digest)}:/etc/docker/registry:ro"
+        in plan.mirror.spec.args
+    )
+    # Deployed, with an older config staged too: that one goes once the deploy is proved.
+    current = layout.mirror_config_dir(config.digest).rsplit("/", 1)[1]
+    fresh.mirror_configs = (current, "0123456789abcdef")
+    again = planner.plan(mirror_inv, "regbox", files, fresh)
+    assert again.prune == ("/etc/regkit/mirror/0123456789abcdef",)
+    # Then the section is taken out of the inventory: the container goes, and its files.
     fresh.containers["regkit-mirror"] = deploy_facts.Container("sha256:x", "spec", True)
     bare = mirror_inv.model_copy(
         update={"registry": mirror_inv.registry.model_copy(update={"mirror": None})}
     )
     plan = planner.plan(bare, "regbox", wanted.registry_files(bare), fresh)
     assert plan.mirror is None and plan.remove_mirror
+    assert plan.prune == (f"/etc/regkit/mirror/{current}", "/etc/regkit/mirror/0123456789abcdef")
 
 
 def test_daemon_json_keeps_every_other_key_and_mirror() -> None:
@@ -146,6 +160,8 @@ def test_daemon_json_keeps_every_other_key_and_mirror() -> None:
     assert trust.with_mirror(merged, URL) is None
     assert json.loads(trust.without_mirror(merged, URL) or "") == json.loads(before)
     assert trust.without_mirror(before, URL) is None
+    assert trust.names_mirror(merged, URL) and not trust.names_mirror(before, URL)
+    assert not trust.names_mirror(json.dumps({"registry-mirrors": [URL + "0"]}), URL)
 
 
 def test_a_daemon_json_left_empty_goes_and_dockerd_is_told_first() -> None:
@@ -187,11 +203,12 @@ def test_each_runtime_gets_the_ca_its_pair_and_what_names_the_mirror(
 
 def test_a_second_run_with_everything_in_place_changes_nothing(mirror_inv: Inventory) -> None:
     rts = runtimes(mirror_inv)
+    configs = {rt.config for rt in rts}
     first = trust.plan(mirror_inv, rts, trust.MirrorFacts(), b"CA", (b"KEY", b"CERT"))
     facts = trust.MirrorFacts(
         daemon_json=first.daemon_json,
         files={u.path: u.fact for u in first.uploads},
-        configs={u.path: u.content.decode() for u in first.uploads if "conf" in u.path},
+        configs={u.path: u.content.decode() for u in first.uploads if u.path in configs},
     )
     assert not trust.plan(mirror_inv, rts, facts, b"CA", None).changes
     removed = trust.untrust_plan(mirror_inv, rts, facts)
