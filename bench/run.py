@@ -1,5 +1,6 @@
 """Benchmarks on the lab (issue #10): the no-op redeploy, the fan-out, the data
-path through the proxy, local material; token auth (#15), prune (#16) and backups (#17).
+path through the proxy, local material; token auth (#15), prune (#16), backups (#17),
+replicas on S3 (#19) and the mirror (#20).
 
 Run with ``make bench`` (``python -m bench.run`` from the repository root). It
 brings the lab up with six Debian clients (plus b2d), runs each measurement a
@@ -29,6 +30,7 @@ from bench import seconds
 from bench.auth import auth
 from bench.backup import backup_bench
 from bench.datapath import data_path
+from bench.mirror import mirror_bench
 from bench.prune import prune_bench
 from bench.scaleout import scale_out
 from lab.engine import Engine
@@ -236,6 +238,7 @@ def main() -> None:
         "prune": retention,
         "backup": backups,
         "scale_out": lambda: scale_out(ENV, CLIENTS),
+        "mirror": lambda: mirror_bench(ENV, CLIENTS),
     }
     # `python -m bench.run auth data_path` runs those only, and keeps the other results.
     chosen = sys.argv[1:] or list(measures)

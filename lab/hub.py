@@ -132,6 +132,15 @@ def ensure_hub(engine: Engine, settings: Settings, report: Report) -> None:
         report.unchanged("hub", "registry", f"running at https://{ip} ({NAME}), images present")
 
 
+def push(engine: Engine, name: str, payload: bytes) -> str:
+    """Push ``library/<name>:lab`` holding ``payload`` to the running hub (the benchmarks'
+    images); return hub's address."""
+    ip = lab_ip(engine, CONTAINER)
+    context = ssl.create_default_context(cafile=str(HUB_CA))
+    push_image(ip, context, name, lab_image(name, payload))
+    return ip
+
+
 def write_certificate(ip: str) -> bool:
     """hub's certificate for ``NAME`` and ``ip`` from the lab-only CA (made once); True
     when it was made now."""
@@ -198,15 +207,16 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def lab_image(name: str) -> Image:
-    """``library/<name>:lab``: one layer holding ``/etc/regkit-lab-image``."""
-    content = f"library/{name}:{TAG}, from the lab's hub\n".encode()
+def lab_image(name: str, payload: bytes = b"") -> Image:
+    """``library/<name>:lab``: one layer holding ``/etc/regkit-lab-image`` (``payload``,
+    or a line naming the image)."""
+    content = payload or f"library/{name}:{TAG}, from the lab's hub\n".encode()
     tar = io.BytesIO()
     with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as archive:
         entry = tarfile.TarInfo("etc/regkit-lab-image")
         entry.size, entry.mtime, entry.mode = len(content), 0, 0o644
         archive.addfile(entry, io.BytesIO(content))
-    layer = gzip.compress(tar.getvalue(), mtime=0)
+    layer = gzip.compress(tar.getvalue(), compresslevel=1, mtime=0)
     config = json.dumps(
         {
             "architecture": "amd64",
@@ -239,10 +249,11 @@ def lab_image(name: str) -> Image:
     return Image(layer, config, manifest)
 
 
-def push_image(ip: str, context: ssl.SSLContext, name: str) -> bool:
-    """Push ``library/<name>:lab`` to hub unless it is there; True when pushed."""
+def push_image(ip: str, context: ssl.SSLContext, name: str, image: Image | None = None) -> bool:
+    """Push ``library/<name>:lab`` (``image``, or the small one of that name) to hub unless
+    it is there; True when pushed."""
     path = f"/v2/library/{name}"
-    image = lab_image(name)
+    image = image or lab_image(name)
     head = request(ip, context, "HEAD", f"{path}/manifests/{TAG}", Accept=MANIFEST)
     if head.headers.get("Docker-Content-Digest") == digest(image.manifest):
         return False

@@ -18,8 +18,28 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tasks.errors import PkiError
 
 CLOCK_SKEW = dt.timedelta(minutes=5)
+# Every key usage, off.
+_NO_USAGE = dict.fromkeys(
+    (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    ),
+    False,
+)
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def key_usage(*on: str) -> x509.KeyUsage:
+    """A KeyUsage extension with only the usages named in ``on`` (``"digital_signature"``)."""
+    return x509.KeyUsage(**{**_NO_USAGE, **dict.fromkeys(on, True)})
 
 
 def new_key(key_type: str) -> PrivateKey:
@@ -62,20 +82,7 @@ def build_ca(key: PrivateKey, organization: str, domain: str, days: int) -> x509
     return (
         self_signed(key, name, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage("digital_signature", "key_cert_sign", "crl_sign"), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -112,17 +119,7 @@ def build_server_cert(
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=is_rsa,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage("digital_signature", *(["key_encipherment"] if is_rsa else [])),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

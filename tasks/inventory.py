@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
+from cryptography import x509
 from invoke import Collection, Context
 from pydantic import (
     Field,
@@ -285,6 +286,25 @@ class Inventory(Strict):
         """A path from the file, with ``~`` expanded, relative to the file's folder."""
         p = Path(os.path.expanduser(path))
         return p if p.is_absolute() else (self.source.parent / p)
+
+    def ca_pem(self, key: str, path: str, whose: str) -> bytes:
+        """The PEM file a ``ca_file`` key names (``key``, its path in the file), checked to
+        hold certificates; ``whose`` CA it is, for the message when it does not."""
+        where = self.resolve(path)
+        try:
+            pem = where.read_bytes()
+            x509.load_pem_x509_certificates(pem)
+        except OSError as exc:
+            raise InventoryError(
+                f"{self.source}: {key}: cannot read {where} ({exc.strerror}); "
+                f"give the PEM file of {whose} CA"
+            ) from None
+        except ValueError:
+            raise InventoryError(
+                f"{self.source}: {key}: {where} holds no PEM certificate; "
+                f"give the PEM file of {whose} CA"
+            ) from None
+        return pem
 
     @property
     def state_path(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +22,23 @@ class Strict(BaseModel):
 
     # python-re: the data_dir pattern needs a look-ahead, which the default engine lacks.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, regex_engine="python-re")
+
+
+def base_url(value: str, what: str, no_login: str, whole: str) -> str:
+    """``scheme://host[:port]`` of an http(s) URL of ``what``, or ValueError: ``no_login``
+    for one with a login in it, and one with a path (``whole`` says why not)."""
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        url = None
+    if not url or url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL of {what}")
+    if url.username or url.password:
+        raise ValueError(no_login)
+    if url.path.strip("/") or url.query or url.fragment:
+        raise ValueError(f"{value!r}: give only scheme, host and port ({whole})")
+    return f"{url.scheme}://{url.netloc}"
 
 
 class _Loader(yaml.SafeLoader):

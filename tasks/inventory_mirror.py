@@ -10,11 +10,10 @@ mirror.set-credentials`` keeps it in the local state.
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from tasks.inventory_file import Strict
+from tasks.inventory_file import Strict, base_url
 
 DOCKER_HUB = "https://registry-1.docker.io"
 # A host path two folders deep at least, with no "." or ".." part (as registry.data_dir).
@@ -37,22 +36,13 @@ class Mirror(Strict):
     @field_validator("upstream")
     @classmethod
     def _upstream(cls, v: str) -> str:
-        try:
-            url = urlsplit(v)
-            url.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError:
-            url = None
-        if not url or url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"{v!r} is not an http:// or https:// URL of a registry")
-        if url.username or url.password:
-            raise ValueError(
-                "no login in the URL; it belongs in the local state: invoke mirror.set-credentials"
-            )
-        if url.path.strip("/") or url.query or url.fragment:
-            raise ValueError(
-                f"{v!r}: give only scheme, host and port (a mirror caches a whole registry)"
-            )
-        return f"{url.scheme}://{url.netloc}"
+        login = "no login in the URL; it belongs in the local state: "
+        return base_url(
+            v,
+            "a registry",
+            login + "invoke mirror.set-credentials",
+            "a mirror caches a whole registry",
+        )
 
     @model_validator(mode="after")
     def _ca(self) -> Mirror:

@@ -8,11 +8,10 @@ keeps them in the local state, and they reach a host only inside the registry's
 from __future__ import annotations
 
 from typing import Annotated, Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from tasks.inventory_file import Strict
+from tasks.inventory_file import Strict, base_url
 
 MIB = 1024 * 1024
 
@@ -38,21 +37,13 @@ class S3(Strict):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str) -> str:
-        try:
-            url = urlsplit(v)
-            url.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError:
-            url = None
-        if not url or url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"{v!r} is not an http:// or https:// URL of the S3 service")
-        if url.username or url.password:
-            raise ValueError(
-                "no keys in the endpoint; they belong in the local state: "
-                "invoke storage.set-credentials"
-            )
-        if url.path.strip("/") or url.query or url.fragment:
-            raise ValueError(f"{v!r}: give only scheme, host and port (the bucket is separate)")
-        return f"{url.scheme}://{url.netloc}"
+        keys = "no keys in the endpoint; they belong in the local state: "
+        return base_url(
+            v,
+            "the S3 service",
+            keys + "invoke storage.set-credentials",
+            "the bucket is separate",
+        )
 
     @model_validator(mode="after")
     def _secure(self) -> Self:

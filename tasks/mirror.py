@@ -32,7 +32,7 @@ from invoke import Collection, Context
 
 from tasks import certificates, inventory, pki
 from tasks.cli import task
-from tasks.errors import InventoryError, RegkitError, StateError
+from tasks.errors import RegkitError, StateError
 from tasks.inventory import Inventory
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
@@ -42,21 +42,6 @@ CLIENT_CA_DAYS = 3650
 CLIENT_NAME = "regkit mirror client"
 # The name in the deploy's own client certificate (no inventory alias can hold a space).
 PROBE = "regkit probe"
-# Key usages a certificate does not have, by name (each certificate adds its own).
-NO_USAGE = dict.fromkeys(
-    (
-        "digital_signature",
-        "content_commitment",
-        "key_encipherment",
-        "data_encipherment",
-        "key_agreement",
-        "key_cert_sign",
-        "crl_sign",
-        "encipher_only",
-        "decipher_only",
-    ),
-    False,
-)
 
 
 @dataclass(frozen=True)
@@ -100,21 +85,7 @@ def upstream_ca(inv: Inventory) -> bytes | None:
     mirror = inv.registry.mirror
     if mirror is None or not mirror.ca_file:
         return None
-    path = inv.resolve(mirror.ca_file)
-    try:
-        pem = path.read_bytes()
-        x509.load_pem_x509_certificates(pem)
-    except OSError as exc:
-        raise InventoryError(
-            f"{inv.source}: registry.mirror.ca_file: cannot read {path} ({exc.strerror}); "
-            "give the PEM file of the upstream registry's CA"
-        ) from None
-    except ValueError:
-        raise InventoryError(
-            f"{inv.source}: registry.mirror.ca_file: {path} holds no PEM certificate; give "
-            "the PEM file of the upstream registry's CA"
-        ) from None
-    return pem
+    return inv.ca_pem("registry.mirror.ca_file", mirror.ca_file, "the upstream registry's")
 
 
 def client_ca_paths(inv: Inventory) -> tuple[Path, Path]:
@@ -125,11 +96,11 @@ def client_ca_paths(inv: Inventory) -> tuple[Path, Path]:
 def build_client_ca(key: ec.EllipticCurvePrivateKey, domain: str) -> x509.Certificate:
     """The CA that signs the mirror's client certificates, and nothing else."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{CLIENT_NAME}s of {domain}")])
-    usage = {**NO_USAGE, "digital_signature": True, "key_cert_sign": True, "crl_sign": True}
+    usage = certificates.key_usage("digital_signature", "key_cert_sign", "crl_sign")
     return (
         certificates.self_signed(key, name, CLIENT_CA_DAYS)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(**usage), critical=True)
+        .add_extension(usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -165,7 +136,7 @@ def issue_client(inv: Inventory, host: str) -> tuple[bytes, bytes]:
         .not_valid_before(now - certificates.CLOCK_SKEW)
         .not_valid_after(min(now + days, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(**{**NO_USAGE, "digital_signature": True}), critical=True)
+        .add_extension(certificates.key_usage("digital_signature"), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )

@@ -36,23 +36,10 @@ def cert_path(inv: Inventory) -> Path:
 def build_cert(key: ec.EllipticCurvePrivateKey, domain: str, days: int = DAYS) -> x509.Certificate:
     """A self-signed certificate for the token key, valid for signatures only."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{ISSUER} for {domain}")])
-    usage = dict.fromkeys(
-        (
-            "content_commitment",
-            "key_encipherment",
-            "data_encipherment",
-            "key_agreement",
-            "key_cert_sign",
-            "crl_sign",
-            "encipher_only",
-            "decipher_only",
-        ),
-        False,
-    )
     return (
         certificates.self_signed(key, name, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, **usage), critical=True)
+        .add_extension(certificates.key_usage("digital_signature"), critical=True)
         .sign(key, hashes.SHA256())
     )
 

@@ -14,12 +14,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
 from invoke import Collection, Context
 
 from tasks import inventory
 from tasks.cli import task
-from tasks.errors import InventoryError, RegkitError, StateError
+from tasks.errors import RegkitError, StateError
 from tasks.inventory import Inventory
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
@@ -97,21 +96,7 @@ def s3_ca(inv: Inventory) -> bytes | None:
     s3 = inv.registry.storage.s3
     if s3 is None or not s3.ca_file:
         return None
-    path = inv.resolve(s3.ca_file)
-    try:
-        pem = path.read_bytes()
-        x509.load_pem_x509_certificates(pem)
-    except OSError as exc:
-        raise InventoryError(
-            f"{inv.source}: registry.storage.s3.ca_file: cannot read {path} "
-            f"({exc.strerror}); give the PEM file of the S3 service's CA"
-        ) from None
-    except ValueError:
-        raise InventoryError(
-            f"{inv.source}: registry.storage.s3.ca_file: {path} holds no PEM certificate; "
-            "give the PEM file of the S3 service's CA"
-        ) from None
-    return pem
+    return inv.ca_pem("registry.storage.s3.ca_file", s3.ca_file, "the S3 service's")
 
 
 def needs_filesystem(inv: Inventory, what: str) -> None:

@@ -51,12 +51,14 @@ class RuntimeMirror:
     key: str
 
 
+def certs_d(name: str, folder: str, config: str) -> RuntimeMirror:
+    """A runtime that reads ``ca.crt``, ``client.cert`` and ``client.key`` from ``folder``."""
+    files = (f"{folder}/{part}" for part in ("ca.crt", "client.cert", "client.key"))
+    return RuntimeMirror(name, folder, config, *files)
+
+
 def docker(inv: Inventory) -> RuntimeMirror:
-    folder = f"{DOCKER_CERTS}/{inv.registry.mirror_address}"
-    return RuntimeMirror(
-        "Docker", folder, DAEMON_JSON, f"{folder}/ca.crt", f"{folder}/client.cert",
-        f"{folder}/client.key",
-    )  # fmt: skip
+    return certs_d("Docker", f"{DOCKER_CERTS}/{inv.registry.mirror_address}", DAEMON_JSON)
 
 
 def containerd(hosts_dir: str) -> RuntimeMirror:
@@ -69,10 +71,7 @@ def containerd(hosts_dir: str) -> RuntimeMirror:
 
 def containers(inv: Inventory) -> RuntimeMirror:
     folder = f"{CONTAINERS_CERTS}/{inv.registry.mirror_address}"
-    return RuntimeMirror(
-        "podman/buildah/skopeo", folder, DROP_IN, f"{folder}/ca.crt", f"{folder}/client.cert",
-        f"{folder}/client.key",
-    )  # fmt: skip
+    return certs_d("podman/buildah/skopeo", folder, DROP_IN)
 
 
 def runtimes_of(
