@@ -120,6 +120,10 @@ def collect_mirror(inv: Inventory, target: Target, report: Report, dry_run: bool
     if state.stdout.strip() != "true":
         report.skipped(alias, "mirror gc", f"{MIRROR} is not running; deploy first")
         return
+    repositories = f"{m.data_dir.rstrip('/')}/docker/registry/v2/repositories"
+    if target.run(commands.join("test", "-d", repositories)).failed:
+        report.unchanged(alias, "mirror gc", "its cache is empty: nothing to collect")
+        return
     planned = eligible(mirror_collect(inv, target, dry_run=True))
     report.ok(alias, "mirror gc dry run", f"{planned} blobs eligible for deletion in {m.data_dir}")
     if dry_run or not planned:
