@@ -1,14 +1,17 @@
 """The task decorator every module uses, and the small prompts tasks share.
 
-``task`` is :func:`invoke.task` with two additions: a :class:`~tasks.errors.RegkitError`
+``task`` is :func:`invoke.task` with three additions: a :class:`~tasks.errors.RegkitError`
 raised inside the task becomes :class:`invoke.Exit` with the error's message, so the
-user sees one line and an exit code instead of a traceback; and ``role=`` marks a
-task that acts on inventory hosts of that role (see :mod:`tasks.remote.fanout`).
+user sees one line and an exit code instead of a traceback; ``role=`` marks a task
+that acts on inventory hosts of that role (see :mod:`tasks.remote.fanout`); and
+``--help`` after a task's name prints its help, where invoke would pass it to the task
+as the value of a positional argument (pyinvoke/invoke#982, open).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +32,8 @@ def task(*args: Any, role: str | None = None, **kwargs: Any) -> Any:
     def decorate(body: Callable[..., Any]) -> invoke.Task:
         @functools.wraps(body)
         def run(*a: Any, **kw: Any) -> Any:
+            if HELP & {v for v in (*a[1:], *kw.values()) if isinstance(v, str)}:
+                show_help(made.name)
             try:
                 return body(*a, **kw)
             except RegkitError as exc:
@@ -44,6 +49,19 @@ def task(*args: Any, role: str | None = None, **kwargs: Any) -> Any:
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
     return decorate
+
+
+HELP = {"--help", "-h"}
+
+
+def show_help(name: str) -> None:
+    """Run the same program again as ``<program> --help <task>``, which prints the task's
+    help and exits 0: before the task does anything."""
+    argv = sys.argv[1:]
+    token = next((a for a in argv if a == name or a.endswith(f".{name}")), name)
+    program = sys.orig_argv[: len(sys.orig_argv) - len(argv)]
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *program[1:], "--help", token])  # noqa: S606 - no shell wanted
 
 
 def read_secret_stdin(what: str) -> str:

@@ -180,3 +180,28 @@ def test_deployed_file_refuses_no_users_and_malformed_lines(inv: Inventory) -> N
     users.password_file(inv).write_text("alice:$2y$12$abc\njust-a-name\n")
     with pytest.raises(UsersError, match=r"malformed password file \(line 2 is not user:hash\)"):
         users.deployed_htpasswd(inv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [sys.executable, "-m", "invoke", "users.remove", "--help"],
+        [sys.executable, "-m", "invoke", "users.remove", "-h"],
+        [str(Path(sys.executable).parent / "fab"), "deluser", "--help"],
+    ],
+)
+def test_help_after_a_task_with_a_positional_argument_is_its_help(
+    inv: Inventory, argv: list[str]
+) -> None:
+    users.set_password(inv, "alice", GOOD)
+    users.set_password(inv, "bob", GOOD)
+    before = users.password_file(inv).read_bytes()
+    env = {**os.environ, inventory.ENV_VAR: str(inv.source)}
+    result = subprocess.run(
+        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("Usage: ") and "--username" in result.stdout
+    assert "Remove" in result.stdout and "?" not in result.stdout
+    assert users.password_file(inv).read_bytes() == before
