@@ -2,7 +2,8 @@
 
 ``task`` is :func:`invoke.task` with three additions: a :class:`~tasks.errors.RegkitError`
 raised inside the task becomes :class:`invoke.Exit` with the error's message, so the
-user sees one line and an exit code instead of a traceback; ``role=`` marks a task
+user sees one line and an exit code instead of a traceback (so does input that ends
+where an answer was expected, and output piped into ``head`` ends quietly); ``role=`` marks a task
 that acts on inventory hosts of that role (see :mod:`tasks.remote.fanout`); and
 ``--help`` after a task's name prints its help, where invoke would pass it to the task
 as the value of a positional argument (pyinvoke/invoke#982, open).
@@ -40,6 +41,16 @@ def task(*args: Any, role: str | None = None, **kwargs: Any) -> Any:
                 raise invoke.Exit(f"error: {exc}", code=exc.exit_code) from None
             except KeyboardInterrupt:
                 raise invoke.Exit("interrupted", code=130) from None
+            except EOFError:
+                raise invoke.Exit(
+                    "error: standard input ended where an answer was expected; run this at "
+                    "a terminal, or give the task's option for scripts (see its --help)",
+                    code=1,
+                ) from None
+            except BrokenPipeError:
+                # Output piped into `head` that stopped reading: end quietly, as cat does.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise invoke.Exit(code=141) from None
 
         made = invoke.task(**kwargs)(run)
         if role is not None:

@@ -139,11 +139,26 @@ def _intact_encrypted_pem(data: bytes) -> bool:
     return int.from_bytes(der[2 : 2 + size], "big") + 2 + size == len(der)
 
 
+def has_terminal() -> bool:
+    """Whether a prompt can be answered: getpass asks at /dev/tty (else it would read
+    stdin, echoing, and end in an EOFError where stdin is closed)."""
+    try:
+        with open("/dev/tty", "rb"):
+            return True
+    except OSError:
+        return False
+
+
 def ask_passphrase(confirm: bool) -> str:
     """The CA passphrase: from the environment, else asked (twice when ``confirm``)."""
     value = os.environ.get(PASSPHRASE_ENV)
     if value is None:
-        value = getpass.getpass("CA passphrase: ")
+        if not has_terminal():
+            raise PkiError(
+                f"the CA passphrase is needed and there is no terminal to ask it at; set "
+                f"{PASSPHRASE_ENV} (scripts, CI) or run this at a terminal"
+            )
+        value = getpass.getpass(f"CA passphrase (scripts set {PASSPHRASE_ENV}): ")
         if confirm and getpass.getpass("CA passphrase (again): ") != value:
             raise PkiError("the two passphrases differ; nothing was written")
     if len(value) < MIN_PASSPHRASE:
