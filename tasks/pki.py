@@ -311,7 +311,11 @@ def check_server(inv: Inventory) -> None:
     }
 )
 def init(c: Context, force: bool = False) -> None:
-    """Create the CA and the registry's server certificate (asks for the CA passphrase)."""
+    """Create the CA and the registry's server certificate (asks for the CA passphrase).
+
+    At a terminal the passphrase is asked twice; scripts and CI give it in the
+    environment variable REGISTRY_CA_PASSPHRASE instead (never on the command line).
+    """
     inv = inventory.load()
     report = Report()
     p = paths(inv)
