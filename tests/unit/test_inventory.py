@@ -197,3 +197,41 @@ def test_data_dir_that_purge_or_docker_would_mishandle_is_refused(
         InventoryError, match=r"registry\.data_dir: expected an absolute path at least two"
     ):
         inventory.load(write_inventory(changed("registry.data_dir", data_dir)))
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+@pytest.mark.parametrize(
+    ("line", "port"),
+    [
+        (f"registry.example.com {KEY}", None),
+        (f"registry.example.com,192.0.2.10 {KEY}", None),
+        (f"[registry.example.com]:2222 {KEY}", 2222),
+        (f"|1|aGFzaA==|c2FsdA== {KEY}", None),
+        (KEY, 2222),
+    ],
+)
+def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(
+    write_inventory: Callable[..., Path], line: str, port: int | None
+) -> None:
+    data = base_inventory()
+    data["hosts"]["regbox"] = {"hostname": "registry.example.com", "host_key": line}
+    if port:
+        data["hosts"]["regbox"]["port"] = port
+    assert inventory.load(write_inventory(data)).hosts["regbox"].host_key == KEY
+
+
+@pytest.mark.parametrize(
+    ("line", "port"),
+    [(f"other.example.com {KEY}", None), (f"registry.example.com {KEY}", 2222)],
+)
+def test_a_keyscan_line_of_another_host_is_refused(
+    write_inventory: Callable[..., Path], line: str, port: int | None
+) -> None:
+    data = base_inventory()
+    data["hosts"]["regbox"] = {"hostname": "registry.example.com", "host_key": line}
+    if port:
+        data["hosts"]["regbox"]["port"] = port
+    with pytest.raises(InventoryError, match=r"the ssh-keyscan line is for .*, but this host is"):
+        inventory.load(write_inventory(data))
