@@ -264,16 +264,29 @@ def deploy_all(
 
 
 def undeploy_host(
-    inv: Inventory, target: Target, report: Report, purge_data: bool, dry_run: bool = False
+    inv: Inventory,
+    target: Target,
+    report: Report,
+    purge_data: bool,
+    dry_run: bool = False,
+    keep_config: bool = False,
 ) -> None:
-    """Remove the containers, networks and images built here; the data only with ``purge_data``."""
+    """Remove the containers, networks, images, configuration and secrets; the data only
+    with ``purge_data``; say what was kept."""
     alias = target.alias
     output = target.check(undeploy_planner.facts_script(inv), "reading the host").stdout
-    plan = undeploy_planner.plan(inv, undeploy_planner.parse_facts(output), purge_data)
+    facts = undeploy_planner.parse_facts(output)
+    plan = undeploy_planner.plan(inv, facts, purge_data, keep_config)
     if not dry_run:
         for what, command in plan.commands():
             target.check(command, what)
-    suffix = " (dry run)" if dry_run else ""
+    report_undeploy(inv, alias, report, plan, " (dry run)" if dry_run else "")
+
+
+def report_undeploy(
+    inv: Inventory, alias: str, report: Report, plan: undeploy_planner.UndeployPlan, suffix: str
+) -> None:
+    """One line per thing undeploy removed, and per thing it kept (and why)."""
     for container in plan.containers:
         report.changed(alias, f"container {container}", "removed" + suffix)
     for network in plan.networks:
@@ -284,18 +297,28 @@ def undeploy_host(
         report.changed(alias, f"image {image}", "removed" + suffix)
     if plan.self_name:
         report.changed(alias, f"name {inv.registry.domain}", "removed from /etc/hosts" + suffix)
-    mirror = inv.registry.mirror
-    for data in (inv.registry.data_dir, *([mirror.data_dir] if mirror else [])):
-        if data in plan.purge:
-            report.changed(alias, f"data {data}", "deleted with /etc/regkit" + suffix)
-        elif data in plan.kept:
-            report.unchanged(alias, f"data {data}", "kept (--purge-data deletes it)")
+    holds = ("configuration and secrets (server key, token key, probe password)",
+             "Docker's trust of the registry")  # fmt: skip
+    for path, what in zip(undeploy_planner.config_paths(inv), holds, strict=True):
+        if path in plan.config:
+            report.changed(alias, f"config {path}", f"removed{suffix}: {what}")
+    for path in plan.purge:
+        report.changed(alias, f"data {path}", "deleted" + suffix)
+    data = undeploy_planner.data_paths(inv)
+    for path in plan.kept:
+        if path in data:
+            report.unchanged(alias, f"data {path}", "kept (--purge-data deletes it)")
+        else:
+            report.unchanged(alias, f"config {path}", "kept (--keep-config)")
 
 
 @task(
     role="registry",
     help={
-        "purge-data": "Also delete the registry's data (every pushed image) and /etc/regkit.",
+        "purge-data": "Also delete the registry's data: every pushed image (and the mirror's "
+        "cache).",
+        "keep-config": "Keep /etc/regkit (configuration and secrets) and Docker's trust of the "
+        "registry on the host.",
         "yes": "Do not ask for confirmation of --purge-data.",
         "dry-run": "Read each host and say what would be removed; remove nothing.",
         "force": "Act on -H hosts whose inventory role is not registry.",
@@ -307,8 +330,9 @@ def undeploy(
     yes: bool = False,
     dry_run: bool = False,
     force: bool = False,
+    keep_config: bool = False,
 ) -> None:
-    """Stop and remove the registry and proxy containers; keep pushed images unless told."""
+    """Remove the registry and its secrets from the host(s); keep pushed images unless told."""
     inv = inventory.load()
     aliases = hosts_for(c, inv, "registry", "undeploy", force)
     report = Report()
@@ -324,7 +348,7 @@ def undeploy(
 
     def work(target: Target) -> None:
         with host_lock(target, "undeploy"):
-            undeploy_host(inv, target, report, purge_data, dry_run)
+            undeploy_host(inv, target, report, purge_data, dry_run, keep_config)
 
     each_host(c, inv, aliases, report, "undeploy", work)
 

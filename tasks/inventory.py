@@ -32,6 +32,7 @@ from tasks import rights
 from tasks.cli import task
 from tasks.errors import InventoryError, RegkitError
 from tasks.inventory_file import NoAliasLoader, Strict, format_error
+from tasks.inventory_hosts import Host, Port, Role
 from tasks.inventory_images import Images
 from tasks.inventory_mirror import Mirror, apart
 from tasks.inventory_storage import Storage
@@ -40,18 +41,10 @@ ENV_VAR = "REGISTRY_INVENTORY"
 DEFAULT_PATH = "inventory.yaml"
 MAX_BYTES = 1024 * 1024
 
-Flavor = Literal["debian", "rhel", "alpine", "boot2docker"]
-Role = Literal["registry", "client"]
 KeyType = Literal["ec-p256", "rsa-2048", "rsa-4096"]
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_KEY_TYPE = r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521))"
-_HOST_KEY = re.compile(rf"^{_KEY_TYPE} [A-Za-z0-9+/]+=*$")
-# A line as ssh-keyscan prints it: the host field (a name, "[name]:port", or several
-# separated by commas), then the key.
-_KEYSCAN_LINE = re.compile(rf"^(?P<hosts>\S+) (?P<key>{_KEY_TYPE} \S+)$")
 
 
 def check_dns_name(name: str, require_dot: bool = True) -> str:
@@ -236,50 +229,6 @@ class Backup(Strict):
 
     dir: str = ""
     keep: Annotated[int, Field(ge=0)] = 0
-
-
-class Host(Strict):
-    """One SSH host. Unset fields fall back to ~/.ssh/config, then SSH defaults."""
-
-    hostname: str | None = None
-    port: Port | None = None
-    user: str | None = None
-    key_file: str | None = None
-    host_key: str | None = None
-    sudo: bool = True
-    role: Role = "client"
-    flavor: Flavor | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _keyscan_line(cls, data: object) -> object:
-        """A ``host_key`` pasted as ssh-keyscan prints it: the host field is checked
-        against the host (a line for another host is refused), then dropped."""
-        if not isinstance(data, dict) or not isinstance(data.get("host_key"), str):
-            return data
-        line = _KEYSCAN_LINE.match(" ".join(data["host_key"].split()))
-        if not line:
-            return data
-        names = set(line["hosts"].split(","))
-        hostname, port = data.get("hostname"), data.get("port") or 22
-        ours = f"[{hostname}]:{port}" if port != 22 else str(hostname)
-        hashed = line["hosts"].startswith("|")
-        if hostname is not None and not hashed and ours not in names:
-            raise ValueError(
-                f"host_key: the ssh-keyscan line is for {line['hosts']}, but this host is "
-                f"{ours}; scan this host (ssh-keyscan -p {port} {hostname})"
-            )
-        return {**data, "host_key": line["key"]}
-
-    @field_validator("host_key")
-    @classmethod
-    def _host_key(cls, v: str | None) -> str | None:
-        if v is not None and not _HOST_KEY.match(v.strip()):
-            raise ValueError(
-                "expected a public host key line such as 'ssh-ed25519 AAAA...' "
-                "(a line as ssh-keyscan prints it, with the host in front, is taken too)"
-            )
-        return v.strip() if v else v
 
 
 class Inventory(Strict):

@@ -1,9 +1,11 @@
 """The undeploy plan: what of regkit is on a registry host, and what goes (pure).
 
 The containers, networks, the images built on the host (proxy, token service) and
-the host's own line for the registry's name in /etc/hosts always go; the registry's
-data,
-/etc/regkit and Docker's trust of the registry only with ``--purge-data``.
+the deploy's probe image, and the host's own line for the registry's name in
+/etc/hosts always go; so do the configuration and the secrets (/etc/regkit: the
+server key, the token key, the probe's password; Docker's trust of the registry)
+unless ``--keep-config``. The registry's data (and the mirror's cache) go only with
+``--purge-data``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tasks.layout import (
     NETWORK,
     NGINX,
     NGINX_IMAGE,
+    PROBE_REPO,
     REGISTRY,
     REMOTE_DIR,
     SELF_NAME_MARK,
@@ -41,12 +44,15 @@ class UndeployFacts:
     self_name: bool = False
 
 
-def purged_paths(inv: Inventory) -> tuple[str, ...]:
-    """What ``--purge-data`` deletes: every pushed image (and the mirror's cache),
-    /etc/regkit, Docker's trust."""
+def data_paths(inv: Inventory) -> tuple[str, ...]:
+    """What ``--purge-data`` deletes: every pushed image, and the mirror's cache."""
     reg = inv.registry
-    cache = (reg.mirror.data_dir,) if reg.mirror else ()
-    return (reg.data_dir, *cache, REMOTE_DIR, str(PurePosixPath(reg.certs_d).parent))
+    return (reg.data_dir, *((reg.mirror.data_dir,) if reg.mirror else ()))
+
+
+def config_paths(inv: Inventory) -> tuple[str, ...]:
+    """What undeploy deletes unless ``--keep-config``: /etc/regkit, Docker's trust."""
+    return (REMOTE_DIR, str(PurePosixPath(inv.registry.certs_d).parent))
 
 
 def facts_script(inv: Inventory) -> str:
@@ -54,11 +60,11 @@ def facts_script(inv: Inventory) -> str:
         "undeploy-facts",
         containers=CONTAINERS,
         networks=[NETWORK, BACKEND],
-        built_images=[NGINX_IMAGE, TOKEND_IMAGE],
+        built_images=[NGINX_IMAGE, TOKEND_IMAGE, f"{inv.registry.address}/{PROBE_REPO}"],
         # By reference, not ID: untagging an image that a later build was made FROM
         # works where deleting it by ID is refused; docker rmi then prunes what is left.
         image_format="{{.Repository}}:{{.Tag}}",
-        paths=purged_paths(inv),
+        paths=[*data_paths(inv), *config_paths(inv)],
         hosts=HOSTS_FILE,
         mark=SELF_NAME_MARK,
     )
@@ -87,13 +93,16 @@ class UndeployPlan:
     purge: tuple[str, ...]
     kept: tuple[str, ...]
     self_name: bool = False
+    config: tuple[str, ...] = ()
 
     def commands(self) -> list[tuple[str, str]]:
-        """(what, command) in order: containers, then networks, images, purged paths."""
+        """(what, command) in order: containers, then networks, images, configuration,
+        purged data."""
         steps = [
             ("removing containers", ("docker", "rm", "-f"), self.containers),
             ("removing networks", ("docker", "network", "rm"), self.networks),
             ("removing the images built here", ("docker", "rmi"), self.images),
+            ("removing configuration and secrets", ("rm", "-rf"), self.config),
             ("purging data", ("rm", "-rf"), self.purge),
         ]
         out = [(what, commands.join(*verb, *args)) for what, verb, args in steps if args]
@@ -102,14 +111,17 @@ class UndeployPlan:
         return out
 
 
-def plan(inv: Inventory, facts: UndeployFacts, purge_data: bool) -> UndeployPlan:
-    wanted = purged_paths(inv)
-    present = tuple(p for p in wanted if p in facts.paths)
+def plan(
+    inv: Inventory, facts: UndeployFacts, purge_data: bool, keep_config: bool = False
+) -> UndeployPlan:
+    data = tuple(p for p in data_paths(inv) if p in facts.paths)
+    config = tuple(p for p in config_paths(inv) if p in facts.paths)
     return UndeployPlan(
         containers=tuple(c for c in CONTAINERS if c in facts.containers),
         networks=tuple(n for n in (NETWORK, BACKEND) if n in facts.networks),
         images=facts.images,
-        purge=present if purge_data else (),
-        kept=() if purge_data else present,
+        purge=data if purge_data else (),
+        kept=(*(() if purge_data else data), *(config if keep_config else ())),
         self_name=facts.self_name,
+        config=() if keep_config else config,
     )

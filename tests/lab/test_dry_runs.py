@@ -27,10 +27,8 @@ def test_undeploy_dry_run_removes_nothing(registry: Lab) -> None:
     before = state(regbox)
     out = must(fab(registry, "-H", "regbox", "undeploy", "--purge-data", "--dry-run"))
     assert "[regbox] container regkit-registry: changed (removed (dry run))" in out
-    assert (
-        "[regbox] data /var/lib/regkit/registry: changed (deleted with /etc/regkit (dry run))"
-        in (out)
-    )
+    assert "[regbox] data /var/lib/regkit/registry: changed (deleted (dry run))" in out
+    assert "[regbox] config /etc/regkit: changed (removed (dry run): configuration and" in out
     assert state(regbox) == before
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from tests.lab.conftest import Lab, fab, inventory_variant, must
+from tasks import pki, signing, users
+from tests.lab.conftest import Lab, fab, inventory_variant, must, sh
 
 
 def test_a_host_key_pasted_as_ssh_keyscan_prints_it_pins_the_host(lab: Lab) -> None:
@@ -26,3 +27,37 @@ def test_a_host_key_pasted_as_ssh_keyscan_prints_it_pins_the_host(lab: Lab) -> N
         assert "[client1] " in out and "failed" not in out
     finally:
         variant.inventory_path.unlink()
+
+
+def secrets_on(lab: Lab, alias: str) -> str:
+    """Files on the host's whole file system holding a line of the server key or of the
+    token key, or the probe's password (what a deploy put there)."""
+    inv = lab.inventory
+    needles = [
+        pki.paths(inv).server_key.read_text().splitlines()[1],
+        signing.key_path(inv).read_text().splitlines()[1],
+        users.probe_credential(inv)[0],
+    ]
+    grep = " ".join(f"-e '{needle}'" for needle in needles)
+    return sh(
+        lab.connect(alias),
+        f"grep -rlF {grep} / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
+        "2>/dev/null | sort || true",
+    )
+
+
+def test_undeploy_leaves_no_secret_on_the_host_unless_keep_config(registry: Lab) -> None:
+    lab = registry
+    assert "/etc/regkit/tls/server.key" in secrets_on(lab, "regbox")
+    out = must(fab(lab, "-H", "regbox", "undeploy", "--keep-config"))
+    assert "[regbox] config /etc/regkit: unchanged (kept (--keep-config))" in out
+    kept = secrets_on(lab, "regbox")
+    assert "/etc/regkit/tls/server.key" in kept and "/etc/regkit/probe-password" in kept
+    try:
+        out = must(fab(lab, "-H", "regbox", "undeploy"))
+        assert "[regbox] config /etc/regkit: changed (removed: configuration and secrets" in out
+        assert "[regbox] data /var/lib/regkit/registry: unchanged (kept (--purge-data" in out
+        assert secrets_on(lab, "regbox") == ""
+        assert sh(lab.connect("regbox"), "docker image ls -q '*/regkit/probe'") == ""
+    finally:
+        must(fab(lab, "-H", "regbox", "deploy"))

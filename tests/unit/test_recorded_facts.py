@@ -143,6 +143,8 @@ def test_undeploy_the_recorded_registry_host(pki_inv: Inventory) -> None:
         "removing containers",
         "removing networks",
         "removing the images built here",
+        "removing configuration and secrets",
     ]
+    assert kept.kept == ("/var/lib/regkit/registry",)
     # The lab's data and trust folders, found where regkit keeps them by default.
     assert "/var/lib/regkit/registry" in facts.paths and "/etc/regkit" in facts.paths

@@ -12,7 +12,8 @@ DEPLOYED = "\n".join(
         "container:regkit-token\tyes",
         "network:regkit\tyes",
         "network:regkit-backend\tyes",
-        "images\t regkit-nginx:aa regkit-nginx:bb  regkit-token:cc ",
+        "images\t regkit-nginx:aa regkit-nginx:bb  regkit-token:cc "
+        "registry.unit.test/regkit/probe:deploy-regbox ",
         "path:/var/lib/regkit/registry\tyes",
         "path:/etc/regkit\tyes",
         "path:/etc/docker/certs.d/registry.unit.test\tyes",
@@ -20,7 +21,7 @@ DEPLOYED = "\n".join(
 )
 
 
-def test_undeploy_removes_containers_networks_and_images_and_keeps_the_data(
+def test_undeploy_removes_containers_images_and_secrets_and_keeps_the_data(
     inv: Inventory,
 ) -> None:
     plan = planner.plan(inv, planner.parse_facts(DEPLOYED), purge_data=False)
@@ -29,8 +30,23 @@ def test_undeploy_removes_containers_networks_and_images_and_keeps_the_data(
         ("removing networks", "docker network rm regkit regkit-backend"),
         (
             "removing the images built here",
-            "docker rmi regkit-nginx:aa regkit-nginx:bb regkit-token:cc",
+            "docker rmi regkit-nginx:aa regkit-nginx:bb regkit-token:cc "
+            "registry.unit.test/regkit/probe:deploy-regbox",
         ),
+        (
+            "removing configuration and secrets",
+            "rm -rf /etc/regkit /etc/docker/certs.d/registry.unit.test",
+        ),
+    ]
+    assert plan.kept == ("/var/lib/regkit/registry",)
+
+
+def test_keep_config_keeps_the_configuration_and_secrets(inv: Inventory) -> None:
+    plan = planner.plan(inv, planner.parse_facts(DEPLOYED), purge_data=False, keep_config=True)
+    assert [what for what, _ in plan.commands()] == [
+        "removing containers",
+        "removing networks",
+        "removing the images built here",
     ]
     assert plan.kept == (
         "/var/lib/regkit/registry",
@@ -39,12 +55,9 @@ def test_undeploy_removes_containers_networks_and_images_and_keeps_the_data(
     )
 
 
-def test_purge_data_deletes_the_data_and_configuration_too(inv: Inventory) -> None:
+def test_purge_data_deletes_the_data_too(inv: Inventory) -> None:
     plan = planner.plan(inv, planner.parse_facts(DEPLOYED), purge_data=True)
-    assert plan.commands()[-1] == (
-        "purging data",
-        "rm -rf /var/lib/regkit/registry /etc/regkit /etc/docker/certs.d/registry.unit.test",
-    )
+    assert plan.commands()[-1] == ("purging data", "rm -rf /var/lib/regkit/registry")
     assert plan.kept == ()
 
 
