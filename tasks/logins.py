@@ -38,6 +38,27 @@ def login_script(inv: Inventory, tool: str, user: str, password: str) -> tuple[s
     return script, f"{wanted}\n{password}\n"
 
 
+def logout_script(inv: Inventory, tool: str, dry_run: bool = False) -> str:
+    """The script that removes ``tool``'s stored login for the registry, if any (with
+    ``dry_run``, only says whether there is one)."""
+    return scripts.script(
+        "registry-logout", tool=tool, address=inv.registry.address, dry_run=dry_run
+    )
+
+
+def remove(
+    inv: Inventory, target: Target, report: Report, facts: TrustFacts, dry_run: bool
+) -> None:
+    """Log each runtime out of the registry (untrust-ca): what trust-ca --login stored."""
+    tools = (["docker"] if facts.docker else []) + ([facts.login_tool] if facts.login_tool else [])
+    suffix = " (dry run)" if dry_run else ""
+    for tool in tools:
+        out = target.check(logout_script(inv, tool, dry_run), f"{tool} logout").stdout.strip()
+        status, _, where = out.partition(" ")
+        if status == "removed":
+            report.changed(target.alias, f"{tool} login", f"removed from {where}{suffix}")
+
+
 def kubernetes_secret(inv: Inventory, user: str) -> str:
     """Commands that give Kubernetes this login with the password never in argv.
 

@@ -165,6 +165,7 @@ def untrust_host(
     mirror_trust.remove(inv, target, report, facts, dry_run)
     if mirror:
         return
+    logins.remove(inv, target, report, facts, dry_run)
     plan = planner.untrust_plan(inv, flavor, facts)
     apply(inv, target, report, plan, facts, b"", dry_run)
     if not plan.changes:

@@ -6,7 +6,7 @@ import subprocess
 from typing import Any
 
 from tasks import pki, signing, users
-from tests.lab.conftest import Lab, fab, inventory_variant, must, sh
+from tests.lab.conftest import DOMAIN, PASSWORD, USER, Lab, fab, inventory_variant, must, sh
 
 
 def test_a_host_key_pasted_as_ssh_keyscan_prints_it_pins_the_host(lab: Lab) -> None:
@@ -61,3 +61,20 @@ def test_undeploy_leaves_no_secret_on_the_host_unless_keep_config(registry: Lab)
         assert sh(lab.connect("regbox"), "docker image ls -q '*/regkit/probe'") == ""
     finally:
         must(fab(lab, "-H", "regbox", "deploy"))
+
+
+def test_untrust_ca_takes_the_login_away_too(registry: Lab) -> None:
+    lab = registry
+    client1 = lab.connect("client1")
+    configs = "/root/.docker/config.json /home/*/.docker/config.json"
+    out = must(fab(lab, "-H", "client1", "trust-ca", "--login", USER, "--password-stdin",
+                   stdin=PASSWORD + "\n"))  # fmt: skip
+    assert "[client1] docker login: " in out
+    assert sh(client1, f"grep -lF {DOMAIN} {configs} 2>/dev/null || true") != ""
+    try:
+        out = must(fab(lab, "-H", "client1", "untrust-ca"))
+        assert "[client1] docker login: changed (removed from /root/.docker/config.json)" in out
+        assert "restarting the Docker daemon" in out
+        assert sh(client1, f"grep -lF {DOMAIN} {configs} 2>/dev/null || true") == ""
+    finally:
+        must(fab(lab, "-H", "client1", "trust-ca"))

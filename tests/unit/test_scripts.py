@@ -100,6 +100,8 @@ def trust_scripts(inv: Inventory) -> dict[str, str]:
         ),
         "registry-login": logins.login_script(inv, "docker", "alice", "secret")[0],
         "registry-login (podman)": logins.login_script(inv, "podman", "alice", "secret")[0],
+        "registry-logout": logins.logout_script(inv, "docker"),
+        "registry-logout (podman, dry run)": logins.logout_script(inv, "podman", dry_run=True),
         "restart-containerd": trust_planner.restart_containerd_script(facts),
         "restart-docker": trust_planner.restart_script("debian", facts),
         "untrust: remove": commands.remove_files(("/a b", "/c"), ("/etc/docker/certs.d/x",)),
