@@ -68,6 +68,10 @@ def status_script(inv: Inventory) -> str:
     )
 
 
+# The containers every deployed registry host runs.
+CORE = (REGISTRY, NGINX, TOKEND)
+
+
 def served_certificate(value: str) -> tuple[dt.datetime, str] | None:
     """(not after, serial) from ``notAfter=...;serial=...;``, or None (pure; unit-tested)."""
     fields = dict(part.split("=", 1) for part in value.split(";") if "=" in part)
@@ -104,7 +108,7 @@ def status_lines(values: dict[str, str], s3: S3 | None = None) -> list[str]:
     """Readable lines from the status script's output (pure; unit-tested); ``s3`` is
     where the registry keeps its data, if in a bucket."""
     lines = []
-    for name in (REGISTRY, NGINX, TOKEND, *([MIRROR] if f"ctr:{MIRROR}" in values else [])):
+    for name in (*CORE, *([MIRROR] if f"ctr:{MIRROR}" in values else [])):
         state, started, image, restarts = (
             values.get(f"ctr:{name}", "missing").split("|") + [""] * 3
         )[:4]
@@ -165,6 +169,19 @@ def bucket_state(values: dict[str, str]) -> str:
     if v2 == "503":
         return f"{reach}; FAILING: the registry's storage check fails (/v2/ answered 503)"
     return f"{reach}; the registry's view unknown (/v2/ answered {v2 or 'nothing'})"
+
+
+def deployed_here(values: dict[str, str]) -> bool:
+    """Whether any of regkit's containers is on the host (pure)."""
+    return any(values.get(f"ctr:{name}", "missing") != "missing" for name in CORE)
+
+
+def not_serving(values: dict[str, str]) -> str:
+    """Why a deployed host does not serve, in a few words (pure)."""
+    down = [name for name in CORE if not values.get(f"ctr:{name}", "").startswith("running")]
+    ping, v2 = values.get("ping") or "nothing", values.get("v2") or "nothing"
+    parts = [f"{', '.join(down)} not running"] if down else []
+    return "; ".join([*parts, f"/_ping answered {ping}, /v2/ with a token {v2}"])
 
 
 def serving(values: dict[str, str]) -> bool:
@@ -233,9 +250,15 @@ def status(c: Context, force: bool = False) -> None:
     replicas = [alias for alias in storage.sharing(inv) if alias in aliases]
     healthy: list[str] = []
 
+    unhealthy: list[str] = []
+
     def work(target: Target) -> None:
         alias = target.alias
         values = parse_values(target.check(status_script(inv), "reading status").stdout)
+        if not deployed_here(values):
+            why = f"not deployed: no regkit container on this host ('fab -H {alias} deploy')"
+            report.skipped(alias, "status", why)
+            return
         if serving(values):
             healthy.append(alias)
         for line in status_lines(values, s3):
@@ -248,7 +271,11 @@ def status(c: Context, force: bool = False) -> None:
             report.info(f"[{alias}] WARNING: {problem}")
         drift = "" if values.get("htpasswd") == wanted_auth else " (host differs: run deploy)"
         report.info(f"[{alias}] users: {', '.join(local_users) or 'none'}{drift}")
-        report.ok(alias, "status", "read")
+        if alias in healthy:
+            report.ok(alias, "status", "serving")
+        else:
+            unhealthy.append(alias)
+            report.failed(alias, "status", f"deployed, but not serving: {not_serving(values)}")
 
     each_host(c, inv, aliases, report, "status", work)
     if replicas and s3:
@@ -258,6 +285,8 @@ def status(c: Context, force: bool = False) -> None:
             report.info(f"replicas: WARNING: {serve} bucket {s3.bucket}; not: {', '.join(down)}")
         else:
             report.info(f"replicas: {serve} bucket {s3.bucket}")
+    if unhealthy:
+        raise RemoteError(f"not serving: {', '.join(unhealthy)} (see the lines above)")
 
 
 @task(

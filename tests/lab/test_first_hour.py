@@ -78,3 +78,27 @@ def test_untrust_ca_takes_the_login_away_too(registry: Lab) -> None:
         assert sh(client1, f"grep -lF {DOMAIN} {configs} 2>/dev/null || true") == ""
     finally:
         must(fab(lab, "-H", "client1", "trust-ca"))
+
+
+def test_status_says_not_deployed_and_fails_for_a_host_that_does_not_serve(
+    registry: Lab,
+) -> None:
+    lab = registry
+    regbox = lab.connect("regbox")
+    try:
+        must(fab(lab, "-H", "regbox", "undeploy"))
+        out = must(fab(lab, "-H", "regbox", "status"))
+        assert "[regbox] status: skipped (not deployed: no regkit container on this host" in out
+        assert "answered 000" not in out
+        must(fab(lab, "-H", "regbox", "deploy"))
+        sh(regbox, "docker stop regkit-registry >/dev/null")
+        failing = fab(lab, "-H", "regbox", "status")
+        assert failing.returncode != 0
+        assert (
+            "[regbox] status: failed (deployed, but not serving: regkit-registry not running"
+            in (failing.stdout)
+        )
+        assert failing.stderr.strip() == "error: not serving: regbox (see the lines above)"
+    finally:
+        sh(regbox, "docker start regkit-registry >/dev/null 2>&1 || true")
+        must(fab(lab, "-H", "regbox", "deploy"))

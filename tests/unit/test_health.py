@@ -140,3 +140,23 @@ def test_disk_problems(space: str, warning: str | None) -> None:
     else:
         assert len(problems) == 1 and problems[0].startswith(warning)
         assert problems[0].endswith("free space there, or delete tags and run 'fab gc'")
+
+
+RUNNING = "running|2026-11-30T01:00:00Z|registry:2.8.3|0"
+
+
+def test_a_host_without_regkit_containers_is_not_deployed() -> None:
+    missing = {f"ctr:{name}": "missing" for name in health.CORE}
+    assert not health.deployed_here(missing)
+    assert not health.deployed_here({})
+    assert health.deployed_here({**missing, "ctr:regkit-nginx": RUNNING})
+
+
+def test_why_a_deployed_host_does_not_serve() -> None:
+    values = {f"ctr:{name}": RUNNING for name in health.CORE}
+    values |= {"ctr:regkit-registry": "exited|2026-11-30T01:00:00Z|registry:2.8.3|0"}
+    values |= {"ping": "200", "v2": "502"}
+    assert not health.serving(values)
+    assert health.not_serving(values) == (
+        "regkit-registry not running; /_ping answered 200, /v2/ with a token 502"
+    )
