@@ -31,6 +31,7 @@ from tasks import inventory, pki, users
 from tasks.cli import task
 from tasks.errors import RegkitError, RemoteError
 from tasks.inventory import Inventory, Registry
+from tasks.layout import PROBE_REPO
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.target import Target
 from tasks.report import Report, aligned, human_size
@@ -200,10 +201,11 @@ def tags_of(api: RegistryApi, repo: str) -> list[str]:
 
 
 def read_catalog(api: RegistryApi) -> list[Tag]:
-    """Every tag of every repository, with its details."""
+    """Every tag of every repository but the deploy's own probe, with its details."""
     return [
         api.tag(repo, tag)
         for repo in api.paged("/v2/_catalog", "repositories", "registry:catalog:*")
+        if repo != PROBE_REPO
         for tag in tags_of(api, repo)
     ]
 
@@ -212,7 +214,7 @@ def table(tags: list[Tag], address: str) -> str:
     """The catalog as an aligned text table (pure; unit-tested)."""
     if not tags:
         return f"no repositories yet; push one: docker push {address}/<name>:<tag>"
-    rows = [("REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED")]
+    rows = [("REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "CREATED")]
     for t in tags:
         platform = ", ".join(t.platforms) or "-"
         if t.index:

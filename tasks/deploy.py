@@ -242,6 +242,7 @@ def deploy_all(
     ensure_local(inv, report, dry_run)
 
     files = wanted.registry_files(inv)
+    first: list[str] = []
 
     def work(target: Target) -> None:
         start = time.monotonic()
@@ -250,7 +251,9 @@ def deploy_all(
         else:
             facts_script = deploy_facts.facts_script(inv, files)
             with host_lock(target, "deploy", facts_script) as facts:
-                deploy_host(inv, target, report, False, facts, files, parallel, source)
+                plan = deploy_host(inv, target, report, False, facts, files, parallel, source)
+            if plan.registry.why == "created":
+                first.append(target.alias)
         took = time.monotonic() - start
         report.info(f"[{target.alias}] done in {took:.1f} s, {target.commands} SSH commands")
 
@@ -260,7 +263,8 @@ def deploy_all(
     ca = pki.read_cert(pki.paths(inv).ca_cert)
     report.info(f"registry: {inv.registry.url}")
     report.info(f"CA SHA-256 fingerprint: {certificates.fingerprint(ca)}")
-    report.info("next: make Docker hosts trust it with 'fab -H <client> trust-ca'")
+    if first:
+        report.info("next: make Docker hosts trust it with 'fab -H <client> trust-ca'")
 
 
 def undeploy_host(

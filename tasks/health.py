@@ -26,6 +26,7 @@ from tasks.layout import (
     MIRROR_DEBUG,
     NGINX,
     PROBE_PASSWORD_FILE,
+    PROBE_REPO,
     PRUNED,
     REGISTRY,
     S3_CA_FILE,
@@ -120,7 +121,8 @@ def status_lines(values: dict[str, str], s3: S3 | None = None) -> list[str]:
         left = (served[0] - dt.datetime.now(dt.UTC)).days
         lines.append(f"served certificate: serial {served[1]}, {left} days left")
     try:
-        repos = len(json.loads(values.get("catalog", "")).get("repositories") or [])
+        names = json.loads(values.get("catalog", "")).get("repositories") or []
+        repos = len([name for name in names if name != PROBE_REPO])
         catalog = f"{repos}{'+' if repos == 1000 else ''} repositories"
     except (ValueError, AttributeError):
         catalog = "unknown"

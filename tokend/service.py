@@ -164,6 +164,10 @@ def token_response(token: str, now: float) -> dict[str, Any]:
     }
 
 
+# The deploy's own test image (tasks.layout.PROBE_REPO): not shown on the catalog page.
+PROBE_REPO = "regkit/probe"
+
+
 def registry_catalog(registry: str, token: str) -> list[str]:
     """Every repository in the registry, following the catalog's pages."""
     names: list[str] = []
@@ -224,7 +228,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(502, {"errors": [{"code": "UNAVAILABLE", "message": message}]})
             return
         role = rights.get("role", "")
-        visible = [n for n in names if role and covers(list(rights.get("repos", [])), n)]
+        mine = [n for n in names if n != PROBE_REPO]
+        visible = [n for n in mine if role and covers(list(rights.get("repos", [])), n)]
         self.log_message("catalog user=%s repositories=%d", user, len(visible))
         body = {"user": user, "role": role, "service": srv.signer.service, "repositories": visible}
         self._send(200, body)

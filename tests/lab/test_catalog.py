@@ -158,7 +158,7 @@ def test_fab_catalog_matches_the_registry_api(registry: Lab, pushed: dict[str, P
 
 def test_fab_catalog_table(registry: Lab, pushed: dict[str, Pushed]) -> None:
     lines = must(fab(registry, "-H", "regbox", "catalog")).splitlines()
-    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED"]
+    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "CREATED"]
     repo, tag = split_ref(pushed["app"])
     row = next(line for line in lines if line.split()[:2] == [repo, tag])
     assert pushed["app"].digest[:19] in row and "linux/amd64" in row

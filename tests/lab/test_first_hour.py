@@ -102,3 +102,13 @@ def test_status_says_not_deployed_and_fails_for_a_host_that_does_not_serve(
     finally:
         sh(regbox, "docker start regkit-registry >/dev/null 2>&1 || true")
         must(fab(lab, "-H", "regbox", "deploy"))
+
+
+def test_no_next_step_on_a_redeploy_and_no_probe_in_the_catalog(registry: Lab) -> None:
+    lab = registry
+    again = must(fab(lab, "-H", "regbox", "deploy"))
+    assert ": no changes" in again and "next:" not in again
+    listed = must(fab(lab, "-H", "regbox", "catalog"))
+    assert "regkit/probe" not in listed and listed.splitlines()[0].split()[-1] == "CREATED"
+    shown = must(fab(lab, "-H", "regbox", "catalog", "--json"))
+    assert "regkit/probe" not in shown

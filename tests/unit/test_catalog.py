@@ -29,7 +29,7 @@ def test_catalog_table() -> None:
         catalog.Tag("team/notes", "v1", "sha256:" + "c" * 64, 99, artifact="application/x.n+json"),
     ]
     lines = catalog.table(tags, "registry.unit.test").splitlines()
-    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "PUSHED"]
+    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "CREATED"]
     assert lines[1].split() == [
         "team/app",
         "1.0",

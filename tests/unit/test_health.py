@@ -45,7 +45,7 @@ def test_status_lines() -> None:
         "ctr:regkit-token": "running|2026-11-28T04:02:08.5Z|regkit-token:ab|1",
         "ping": "200",
         "served": near(20),
-        "catalog": '{"repositories":["a","b"]}',
+        "catalog": '{"repositories":["a","b","regkit/probe"]}',
         "disk": "25M",
         "space": "1048576 20971520",
     }

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tasks import certificates, signing
+from tasks import certificates, layout, signing
 from tokend import service
 
 PUSH_TEAM_A = {"role": "push", "repos": ["team-a/*"]}
@@ -116,3 +116,7 @@ def test_a_new_signing_key_is_used_from_the_next_token(tmp_path: Path) -> None:
     jwt.decode(token, second.public_key(), algorithms=["ES256"], audience="registry.unit.test")
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(token, first.public_key(), algorithms=["ES256"], audience="registry.unit.test")
+
+
+def test_the_page_leaves_out_the_probe_regkit_deploys() -> None:
+    assert service.PROBE_REPO == layout.PROBE_REPO
