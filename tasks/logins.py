@@ -19,8 +19,11 @@ from tasks.remote.target import Target
 from tasks.report import Report
 
 
-def login_script(inv: Inventory, tool: str, user: str, password: str) -> tuple[str, str]:
-    """The script that logs ``tool`` in (docker, podman, skopeo or buildah), and its stdin.
+def login_script(
+    inv: Inventory, tool: str, user: str, password: str, local_user: str = ""
+) -> tuple[str, str]:
+    """The script that logs ``tool`` in (docker, podman, skopeo or buildah), and its stdin;
+    Docker into ``local_user``'s config rather than root's, if given.
 
     Only if the stored credential differs: it is compared by the SHA-256 of its
     ``auth`` value, so nothing secret comes back, and the password travels on stdin.
@@ -34,6 +37,7 @@ def login_script(inv: Inventory, tool: str, user: str, password: str) -> tuple[s
         auth_pattern=f'"{addr}":{{"auth":"[^"]*"',
         user=user,
         address=addr,
+        local_user=local_user,
     )
     return script, f"{wanted}\n{password}\n"
 
@@ -49,14 +53,15 @@ def logout_script(inv: Inventory, tool: str, dry_run: bool = False) -> str:
 def remove(
     inv: Inventory, target: Target, report: Report, facts: TrustFacts, dry_run: bool
 ) -> None:
-    """Log each runtime out of the registry (untrust-ca): what trust-ca --login stored."""
+    """Log each runtime out of the registry (untrust-ca): what trust-ca --login stored,
+    for root and, for Docker, for every local user."""
     tools = (["docker"] if facts.docker else []) + ([facts.login_tool] if facts.login_tool else [])
     suffix = " (dry run)" if dry_run else ""
     for tool in tools:
-        out = target.check(logout_script(inv, tool, dry_run), f"{tool} logout").stdout.strip()
-        status, _, where = out.partition(" ")
-        if status == "removed":
-            report.changed(target.alias, f"{tool} login", f"removed from {where}{suffix}")
+        out = target.check(logout_script(inv, tool, dry_run), f"{tool} logout").stdout
+        for line in out.splitlines():
+            if line.startswith("removed "):
+                report.changed(target.alias, f"{tool} login", f"{line}{suffix}")
 
 
 def kubernetes_secret(inv: Inventory, user: str) -> str:
@@ -75,12 +80,19 @@ def kubernetes_secret(inv: Inventory, user: str) -> str:
 
 
 def log_in(
-    inv: Inventory, target: Target, report: Report, tool: str, user: str, password: str
+    inv: Inventory,
+    target: Target,
+    report: Report,
+    tool: str,
+    user: str,
+    password: str,
+    local_user: str = "",
 ) -> None:
-    script, stdin = login_script(inv, tool, user, password)
+    script, stdin = login_script(inv, tool, user, password, local_user)
     out = target.feed(script, stdin.encode(), f"{tool} login as {user}").strip()
     status, _, where = out.partition(" ")
-    why = f"{user} at {inv.registry.address} ({where})"
+    whose = f"{local_user}'s" if local_user else "root's"
+    why = f"{user} at {inv.registry.address}, in {whose} {where}"
     if status == "unchanged":
         report.unchanged(target.alias, f"{tool} login", why)
     else:
@@ -95,11 +107,13 @@ def ensure(
     facts: TrustFacts,
     user: str,
     password: str,
+    local_user: str = "",
 ) -> None:
-    """Log every runtime on the host in as ``user``; say where, or why nothing is stored."""
+    """Log every runtime on the host in as ``user`` (Docker for ``local_user`` if given,
+    else for root); say where, or why nothing is stored."""
     names = {runtime.name for runtime in plan.runtimes}
     if "Docker" in names:
-        log_in(inv, target, report, "docker", user, password)
+        log_in(inv, target, report, "docker", user, password, local_user)
     if facts.login_tool:
         log_in(inv, target, report, facts.login_tool, user, password)
     if "containerd" in names:

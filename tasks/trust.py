@@ -134,6 +134,7 @@ def trust_host(
     login: tuple[str, str] | None,
     dry_run: bool = False,
     mirror: bool = False,
+    login_user: str = "",
 ) -> TrustPlan:
     pems = [certificates.cert_pem(ca) for ca in pki.trusted_cas(inv)]
     bundle = b"".join(pems)
@@ -152,7 +153,7 @@ def trust_host(
     proof = target.check(verify, "verifying trust")
     report.ok(target.alias, "verify", proof.stdout.strip())
     if login:
-        logins.ensure(inv, target, report, plan, facts, *login)
+        logins.ensure(inv, target, report, plan, facts, *login, login_user)
     return plan
 
 
@@ -176,7 +177,9 @@ def untrust_host(
     name="trust-ca",
     role="client",
     help={
-        "login": "Also log each runtime on each host in as this registry user.",
+        "login": "Also log each runtime on each host in as this registry user (Docker: "
+        "root's config, or --login-user's).",
+        "login-user": "With --login: log this local user's Docker in, not root's.",
         "password-stdin": "With --login: read the password from standard input.",
         "dry-run": "Read each host and say what would change; change nothing.",
         "force": "Act on -H hosts whose inventory role is not client.",
@@ -191,6 +194,7 @@ def trust_ca(
     dry_run: bool = False,
     force: bool = False,
     mirror: bool = False,
+    login_user: str = "",
 ) -> None:
     """Make hosts trust the registry's CA: Docker, containerd, podman (default: every client)."""
     inv = inventory.load()
@@ -207,7 +211,7 @@ def trust_ca(
         aliases,
         report,
         "trust-ca",
-        lambda target: trust_host(inv, target, report, credentials, dry_run, mirror),
+        lambda target: trust_host(inv, target, report, credentials, dry_run, mirror, login_user),
         step="trust",
         parallel=True,
     )

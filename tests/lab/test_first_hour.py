@@ -69,11 +69,20 @@ def test_untrust_ca_takes_the_login_away_too(registry: Lab) -> None:
     configs = "/root/.docker/config.json /home/*/.docker/config.json"
     out = must(fab(lab, "-H", "client1", "trust-ca", "--login", USER, "--password-stdin",
                    stdin=PASSWORD + "\n"))  # fmt: skip
-    assert "[client1] docker login: " in out
-    assert sh(client1, f"grep -lF {DOMAIN} {configs} 2>/dev/null || true") != ""
+    assert f"[client1] docker login: changed ({USER} at {DOMAIN}, in root's " in out
+    out = must(fab(lab, "-H", "client1", "trust-ca", "--login", USER, "--login-user", "admin",
+                   "--password-stdin", stdin=PASSWORD + "\n"))  # fmt: skip
+    assert "in admin's /home/admin/.docker/config.json" in out
+    owner = sh(client1, "stat -c %U /home/admin/.docker/config.json")
+    assert owner == "admin"
+    assert sh(client1, f"grep -lF {DOMAIN} {configs} 2>/dev/null || true").split() == [
+        "/root/.docker/config.json",
+        "/home/admin/.docker/config.json",
+    ]
     try:
         out = must(fab(lab, "-H", "client1", "untrust-ca"))
-        assert "[client1] docker login: changed (removed from /root/.docker/config.json)" in out
+        assert "[client1] docker login: changed (removed /root/.docker/config.json)" in out
+        assert "[client1] docker login: changed (removed /home/admin/.docker/config.json)" in out
         assert "restarting the Docker daemon" in out
         assert sh(client1, f"grep -lF {DOMAIN} {configs} 2>/dev/null || true") == ""
     finally:

@@ -100,6 +100,7 @@ def trust_scripts(inv: Inventory) -> dict[str, str]:
         ),
         "registry-login": logins.login_script(inv, "docker", "alice", "secret")[0],
         "registry-login (podman)": logins.login_script(inv, "podman", "alice", "secret")[0],
+        "registry-login (as admin)": logins.login_script(inv, "docker", "a", "s", "admin")[0],
         "registry-logout": logins.logout_script(inv, "docker"),
         "registry-logout (podman, dry run)": logins.logout_script(inv, "podman", dry_run=True),
         "restart-containerd": trust_planner.restart_containerd_script(facts),
