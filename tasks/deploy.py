@@ -95,8 +95,8 @@ def deploy_host(
         )
     shipped = ship.require(source, alias, plan.ship) if source else {}
     report.ok(alias, "preflight", plan.preflight)
-    if plan.warning:
-        report.info(f"[{alias}] WARNING: {plan.warning}")
+    for warning in plan.warnings:
+        report.info(f"[{alias}] WARNING: {warning}")
     for step in deploy_steps.steps(inv, plan):
         if step.kind == "ship" and source and not dry_run:
             why = ship.ship(target, source, step.command, shipped[step.command], report)

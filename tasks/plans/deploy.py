@@ -22,6 +22,7 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
     BACKEND_OPTIONS,
+    HOSTS_FILE,
     LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
     MIN_FREE_KB,
@@ -130,7 +131,7 @@ class DeployPlan:
     """Everything one deploy does on one host, in order."""
 
     preflight: str
-    warning: str
+    warnings: tuple[str, ...]
     # "installed", "install" or "no apt": apache2-utils
     package: str
     files: tuple[FileChange, ...]
@@ -201,6 +202,25 @@ def recreated(plan: DeployPlan) -> list[str]:
     """The containers the plan (re)creates or starts: a host that stops serving a while."""
     steps = (plan.token, plan.registry, plan.mirror, plan.nginx)
     return [step.spec.name for step in steps if step is not None and step.why]
+
+
+def other_name_warning(inv: Inventory, facts: DeployFacts) -> str:
+    """A warning when another line of /etc/hosts names the registry's domain."""
+    if not facts.other_name:
+        return ""
+    return (
+        f"{HOSTS_FILE} has another line for {inv.registry.domain} ({facts.other_name!r}); "
+        "regkit's own line comes first, so this host reaches its own proxy, but remove the "
+        "other if it is stale"
+    )
+
+
+def self_name_change(inv: Inventory, facts: DeployFacts) -> str:
+    """The host's own line to write ("" when it stands): when it is missing or differs,
+    or when another line for the name comes before it (a lookup would find that one)."""
+    line = self_name_line(inv)
+    first_is_ours = facts.first_name in ("", line) or not facts.other_name
+    return "" if facts.self_name == line and first_is_ours else line
 
 
 def self_name_line(inv: Inventory) -> str:
@@ -280,7 +300,7 @@ def plan(
     missing = missing_images(inv, facts, build, build_token)
     return DeployPlan(
         preflight=summary,
-        warning=forwarding_warning(facts),
+        warnings=tuple(w for w in (forwarding_warning(facts), other_name_warning(inv, facts)) if w),
         package=package,
         files=changes,
         file_count=len(files),
@@ -303,7 +323,7 @@ def plan(
             *stale_configs(facts, record or facts.deployed),
             *stale_mirror_configs(files, facts),
         ),
-        self_name="" if facts.self_name == self_name_line(inv) else self_name_line(inv),
+        self_name=self_name_change(inv, facts),
         probe_tag=probe_tag(alias),
         mirror=mirror,
         remove_mirror=mirror is None and MIRROR in facts.containers,

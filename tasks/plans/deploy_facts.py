@@ -81,6 +81,10 @@ class DeployFacts:
     mirror_configs: tuple[str, ...] = ()
     # The line of /etc/hosts marked as regkit's (the host naming itself), or "".
     self_name: str = ""
+    # The first line of /etc/hosts that names the registry's domain (what a lookup
+    # finds), and the first such line that is not regkit's; "" for none.
+    first_name: str = ""
+    other_name: str = ""
 
 
 def facts_script(inv: Inventory, files: list[Upload]) -> str:
@@ -98,6 +102,7 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         legacy=LEGACY_CONFIGS,
         hosts=HOSTS_FILE,
         mark=SELF_NAME_MARK,
+        domain=reg.domain,
         paths=[*(f.path for f in files), *LEGACY_CONFIG_FILES],
         containers=[REGISTRY, NGINX, TOKEND, MIRROR],
         container_format=CONTAINER_FORMAT,
@@ -124,7 +129,15 @@ def parse_facts(output: str) -> DeployFacts:
         prefix = key[: key.find(":") + 1]
         if key in _FLAGS:
             setattr(facts, key, value == "yes")
-        elif key in ("os", "docker", "port_holder", "forwarding", "self_name"):
+        elif key in (
+            "os",
+            "docker",
+            "port_holder",
+            "forwarding",
+            "self_name",
+            "first_name",
+            "other_name",
+        ):
             setattr(facts, key, value)
         elif key == "disk_free_kb":
             facts.disk_free_kb = int(value) if value.isdigit() else 0

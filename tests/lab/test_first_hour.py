@@ -121,3 +121,20 @@ def test_no_next_step_on_a_redeploy_and_no_probe_in_the_catalog(registry: Lab) -
     assert "regkit/probe" not in listed and listed.splitlines()[0].split()[-1] == "CREATED"
     shown = must(fab(lab, "-H", "regbox", "catalog", "--json"))
     assert "regkit/probe" not in shown
+
+
+def test_a_stale_hosts_line_for_the_domain_is_warned_about_and_loses(registry: Lab) -> None:
+    lab = registry
+    regbox = lab.connect("regbox")
+    stale = f"203.0.113.7 {DOMAIN}"
+    sh(regbox, f"cp /etc/hosts /etc/hosts.first-hour && sed -i '1i {stale}' /etc/hosts")
+    try:
+        out = must(fab(lab, "-H", "regbox", "deploy"))
+        assert f"[regbox] WARNING: /etc/hosts has another line for {DOMAIN} ('{stale}')" in out
+        assert "[regbox] verify: ok" in out
+        assert f"[regbox] name {DOMAIN}: changed (127.0.0.1 in /etc/hosts" in out
+        first = sh(regbox, f"grep -n -w {DOMAIN} /etc/hosts | head -1")
+        assert first.startswith(f"1:127.0.0.1 {DOMAIN} # regkit"), first
+        assert sh(regbox, f"getent hosts {DOMAIN} | cut -d' ' -f1") == "127.0.0.1"
+    finally:
+        sh(regbox, "cat /etc/hosts.first-hour > /etc/hosts && rm /etc/hosts.first-hour")

@@ -540,3 +540,26 @@ def test_a_new_token_service_is_built_and_swapped_and_nginx_looks_it_up_again(
         ("nginx reload", "token service recreated"),
     ]
     assert not plan.registry.why and not plan.nginx.why
+
+
+def test_another_hosts_line_for_the_domain_is_warned_about(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    facts.other_name = "203.0.113.7 registry.unit.test"
+    warnings = planner.plan(pki_inv, "regbox", files, facts).warnings
+    assert warnings == (
+        "/etc/hosts has another line for registry.unit.test ('203.0.113.7 registry.unit.test'); "
+        "regkit's own line comes first, so this host reaches its own proxy, but remove the "
+        "other if it is stale",
+    )
+
+
+def test_the_hosts_own_line_is_written_again_when_another_comes_first(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    facts.other_name = facts.first_name = "203.0.113.7 registry.unit.test"
+    assert planner.plan(pki_inv, "regbox", files, facts).self_name == facts.self_name
+    facts.first_name = facts.self_name
+    assert planner.plan(pki_inv, "regbox", files, facts).self_name == ""

@@ -34,7 +34,7 @@ def test_deploy_to_a_docker_host_that_never_ran_regkit(
     facts = deploy_facts.parse_facts(recorded("deploy-facts-client1.txt"))
     plan = deploy_plan.plan(pki_inv, "client1", files, facts)
     assert plan.preflight.startswith("debian, docker 20.10.24+dfsg1, ")
-    assert plan.warning.startswith("this host forwards packets from other hosts")
+    assert plan.warnings[0].startswith("this host forwards packets from other hosts")
     assert plan.package == "install"
     assert len(plan.files) == len(files) and {c.why for c in plan.files} == {"new"}
     images = pki_inv.registry.images
