@@ -132,7 +132,8 @@ class DeployPlan:
 
     preflight: str
     warnings: tuple[str, ...]
-    # "installed", "install" or "no apt": apache2-utils
+    # apache2-utils: "installed", "install", "no apt", or "unreachable <uri>" when apt
+    # cannot reach its source
     package: str
     files: tuple[FileChange, ...]
     file_count: int
@@ -202,6 +203,17 @@ def recreated(plan: DeployPlan) -> list[str]:
     """The containers the plan (re)creates or starts: a host that stops serving a while."""
     steps = (plan.token, plan.registry, plan.mirror, plan.nginx)
     return [step.spec.name for step in steps if step is not None and step.why]
+
+
+def package_state(facts: DeployFacts) -> str:
+    """What becomes of apache2-utils on this host (see DeployPlan.package)."""
+    if facts.apache2_utils:
+        return "installed"
+    if not facts.apt:
+        return "no apt"
+    if facts.apt_source.startswith("no "):
+        return f"unreachable {facts.apt_source[3:]}"
+    return "install"
 
 
 def other_name_warning(inv: Inventory, facts: DeployFacts) -> str:
@@ -286,7 +298,7 @@ def plan(
     mirror = mirror_step(inv, files, facts)
     if not nginx_why and mirror is not None and mirror.why:
         reload.append("mirror recreated")
-    package = "installed" if facts.apache2_utils else ("install" if facts.apt else "no apt")
+    package = package_state(facts)
     now = {
         "registry": image,
         "nginx": tag,

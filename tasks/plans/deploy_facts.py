@@ -63,6 +63,8 @@ class DeployFacts:
     os: str = "unknown"
     apt: bool = False
     apache2_utils: bool = False
+    # "yes", "no <uri>" when apt could not reach its source, "" when not asked.
+    apt_source: str = ""
     docker: str = ""
     disk_free_kb: int = 0
     port_holder: str = ""

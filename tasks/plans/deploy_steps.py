@@ -179,6 +179,13 @@ def _image_steps(plan: DeployPlan) -> list[Step]:
 def _package_step(plan: DeployPlan) -> Step:
     if plan.package == "no apt":
         return Step("apache2-utils", "no apt on this host; htpasswd not installed", skipped=True)
+    if plan.package.startswith("unreachable "):
+        why = (
+            f"apt cannot reach its source ({plan.package.split(' ', 1)[1]}); not installed. "
+            "Nothing regkit runs needs it (htpasswd for checking passwords by hand): install "
+            "it when the host has a package source"
+        )
+        return Step("apache2-utils", why, skipped=True)
     why = "installed with apt" if plan.package == "install" else ""
     install = commands.apt_install("apache2-utils")
     return Step(

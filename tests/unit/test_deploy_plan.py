@@ -563,3 +563,19 @@ def test_the_hosts_own_line_is_written_again_when_another_comes_first(
     assert planner.plan(pki_inv, "regbox", files, facts).self_name == facts.self_name
     facts.first_name = facts.self_name
     assert planner.plan(pki_inv, "regbox", files, facts).self_name == ""
+
+
+def test_apt_that_cannot_reach_its_source_skips_the_package_and_says_so(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    facts = deployed(pki_inv, files)
+    facts.apache2_utils, facts.apt_source = False, "no http://deb.debian.org/debian"
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    step = next(s for s in deploy_steps.steps(pki_inv, plan) if s.subject == "apache2-utils")
+    assert step.skipped and step.why.startswith(
+        "apt cannot reach its source (http://deb.debian.org/debian); not installed. Nothing "
+        "regkit runs needs it"
+    )
+    assert not plan.changes
+    facts.apt_source = "yes"
+    assert planner.plan(pki_inv, "regbox", files, facts).package == "install"
