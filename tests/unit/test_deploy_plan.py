@@ -10,7 +10,7 @@ from tasks import commands, layout, pki, signing, users, wanted
 from tasks.errors import RemoteError, StateError
 from tasks.inventory import Inventory
 from tasks.plans import deploy as planner
-from tasks.plans import deploy_facts, deploy_steps
+from tasks.plans import deploy_facts, deploy_steps, preflight
 from tasks.plans.deploy import DeployPlan
 from tasks.plans.deploy_facts import Container, DeployFacts
 from tasks.remote.upload import Upload
@@ -102,16 +102,16 @@ def test_the_registry_is_only_on_the_internal_network(pki_inv: Inventory) -> Non
     ],
 )
 def test_a_host_that_forwards_into_containers_is_warned_of(forwarding: str, warns: bool) -> None:
-    assert bool(planner.forwarding_warning(DeployFacts(forwarding=forwarding))) is warns
+    assert bool(preflight.forwarding_warning(DeployFacts(forwarding=forwarding))) is warns
 
 
 def test_a_backend_network_that_is_not_internal_stops_the_deploy() -> None:
     facts = DeployFacts(docker="20.10", disk_free_kb=2 * layout.MIN_FREE_KB)
     inv = Inventory.model_validate({"registry": {"domain": "r.unit.test"}})
-    assert planner.preflight(inv, "regbox", facts)
+    assert preflight.preflight(inv, "regbox", facts)
     facts.networks["regkit-backend"] = "false <no value>"
     with pytest.raises(RemoteError, match="regkit-backend exists but is not internal"):
-        planner.preflight(inv, "regbox", facts)
+        preflight.preflight(inv, "regbox", facts)
 
 
 def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
@@ -197,7 +197,7 @@ def test_preflight_refuses_a_busy_port(inv: Inventory) -> None:
         port_holder='LISTEN 0 511 *:443 users:(("apache2",pid=1))',
     )
     with pytest.raises(RemoteError, match=r"port 443 is already in use .*apache2"):
-        planner.preflight(inv, "regbox", facts)
+        preflight.preflight(inv, "regbox", facts)
 
 
 def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
@@ -236,7 +236,7 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
             "readonly_config": readonly.digest[:16],
         },
         configs=(config.digest[:16], readonly.digest[:16]),
-        self_name=planner.self_name_line(inv),
+        self_name=preflight.self_name_line(inv),
     )
 
 
