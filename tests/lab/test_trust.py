@@ -125,4 +125,6 @@ def test_untrust_brings_the_x509_error_back(registry: Lab, pushed: Pushed) -> No
     assert "x509: certificate signed by unknown authority" in result.stderr
     again = must(fab(registry, "-H", "client1", "trust-ca"))
     assert "[client1] verify: ok" in again
+    # untrust-ca took root's login away too (#21): log in again.
+    login(c1)
     assert pull_digest(c1, pushed) == pushed.digest
