@@ -212,14 +212,20 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
         (KEY, 2222),
     ],
 )
-def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(
-    write_inventory: Callable[..., Path], line: str, port: int | None
-) -> None:
+def with_host_key(line: str, port: int | None) -> dict[str, Any]:
+    """The unit inventory with regbox at registry.example.com (on ``port``) and ``line``."""
     data = base_inventory()
     data["hosts"]["regbox"] = {"hostname": "registry.example.com", "host_key": line}
     if port:
         data["hosts"]["regbox"]["port"] = port
-    assert inventory.load(write_inventory(data)).hosts["regbox"].host_key == KEY
+    return data
+
+
+def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(
+    write_inventory: Callable[..., Path], line: str, port: int | None
+) -> None:
+    inv = inventory.load(write_inventory(with_host_key(line, port)))
+    assert inv.hosts["regbox"].host_key == KEY
 
 
 @pytest.mark.parametrize(
@@ -229,9 +235,5 @@ def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(
 def test_a_keyscan_line_of_another_host_is_refused(
     write_inventory: Callable[..., Path], line: str, port: int | None
 ) -> None:
-    data = base_inventory()
-    data["hosts"]["regbox"] = {"hostname": "registry.example.com", "host_key": line}
-    if port:
-        data["hosts"]["regbox"]["port"] = port
     with pytest.raises(InventoryError, match=r"the ssh-keyscan line is for .*, but this host is"):
-        inventory.load(write_inventory(data))
+        inventory.load(write_inventory(with_host_key(line, port)))
