@@ -202,6 +202,15 @@ def test_data_dir_that_purge_or_docker_would_mishandle_is_refused(
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
+def with_host_key(line: str, port: int | None) -> dict[str, Any]:
+    """The unit inventory with regbox at registry.example.com (on ``port``) and ``line``."""
+    data = base_inventory()
+    data["hosts"]["regbox"] = {"hostname": "registry.example.com", "host_key": line}
+    if port:
+        data["hosts"]["regbox"]["port"] = port
+    return data
+
+
 @pytest.mark.parametrize(
     ("line", "port"),
     [
@@ -212,15 +221,6 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
         (KEY, 2222),
     ],
 )
-def with_host_key(line: str, port: int | None) -> dict[str, Any]:
-    """The unit inventory with regbox at registry.example.com (on ``port``) and ``line``."""
-    data = base_inventory()
-    data["hosts"]["regbox"] = {"hostname": "registry.example.com", "host_key": line}
-    if port:
-        data["hosts"]["regbox"]["port"] = port
-    return data
-
-
 def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(
     write_inventory: Callable[..., Path], line: str, port: int | None
 ) -> None:
