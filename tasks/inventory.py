@@ -362,4 +362,7 @@ def check(c: Context) -> None:
         print(f"  {alias:<12} {h.role:<8} {h.flavor or 'detect':<11} {target} ({pinned})")
 
 
-ns = Collection("inventory", check)
+# Last: inventory_init's task reads this module's load() when it runs.
+from tasks.inventory_init import init  # noqa: E402
+
+ns = Collection("inventory", check, init)

@@ -64,12 +64,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for item in items if item not in last + late] + late + last
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def invoke(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``invoke ARGS`` from the repository as a user would; never raises."""
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args],
         cwd=REPO,
         env=env or dict(os.environ),
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=1800,

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from lab.settings import SSH_KEY
 from tasks import pki, signing, users
-from tests.lab.conftest import DOMAIN, PASSWORD, USER, Lab, fab, inventory_variant, must, sh
+from tasks.inventory import ENV_VAR
+from tests.lab.conftest import (
+    DOMAIN,
+    PASSPHRASE,
+    PASSWORD,
+    USER,
+    Lab,
+    fab,
+    inventory_variant,
+    invoke,
+    must,
+    sh,
+)
 
 
 def test_a_host_key_pasted_as_ssh_keyscan_prints_it_pins_the_host(registry: Lab) -> None:
@@ -142,3 +158,32 @@ def test_a_stale_hosts_line_for_the_domain_is_warned_about_and_loses(registry: L
         assert sh(regbox, f"getent hosts {DOMAIN} | head -1 | cut -d' ' -f1") == "127.0.0.1"
     finally:
         sh(regbox, "cat /etc/hosts.first-hour > /etc/hosts && rm /etc/hosts.first-hour")
+
+
+def test_the_real_server_path_from_inventory_init(registry: Lab, tmp_path: Path) -> None:
+    """README's "A real server, step by step", on regbox under a name nothing resolves:
+    inventory.init (a real ssh-keyscan), pki.init, users.add, deploy and its proof."""
+    lab, domain = registry, "first-hour.lab.test"
+    path = tmp_path / "inventory.yaml"
+    port = lab.inventory.hosts["regbox"].port
+    env = {**lab.env, ENV_VAR: str(path), pki.PASSPHRASE_ENV: PASSPHRASE}
+    out = must(invoke("inventory.init", "--path", str(path), "--domain", domain,
+                      "--host", f"admin@127.0.0.1:{port}", "--key-file", str(SSH_KEY), "--yes",
+                      env=env))  # fmt: skip
+    assert f"127.0.0.1 presented: [127.0.0.1]:{port} ssh-ed25519 " in out
+    # The lab has no Docker Hub: its own images, as a real server's inventory pins others.
+    data = yaml.safe_load(path.read_text())
+    data["registry"]["images"] = lab.inventory.registry.images.model_dump()
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    must(invoke("pki.init", env=env))
+    must(invoke("users.add", "--username", USER, "--password-stdin", env=env,
+                stdin=PASSWORD + "\n"))  # fmt: skip
+    regbox = lab.connect("regbox")
+    assert sh(regbox, f"getent hosts {domain} || echo unknown") == "unknown"
+    try:
+        out = must(fab(lab, "-H", "regbox", "deploy", env=env))
+        assert f"[regbox] name {domain}: changed (127.0.0.1 in /etc/hosts" in out
+        assert f"[regbox] verify: ok (push/pull: {domain}/regkit/probe:deploy-regbox" in out
+    finally:
+        must(fab(lab, "-H", "regbox", "undeploy", env=env))
+        must(fab(lab, "-H", "regbox", "deploy"))
