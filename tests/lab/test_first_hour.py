@@ -187,3 +187,25 @@ def test_the_real_server_path_from_inventory_init(registry: Lab, tmp_path: Path)
     finally:
         must(fab(lab, "-H", "regbox", "undeploy", env=env))
         must(fab(lab, "-H", "regbox", "deploy"))
+
+
+def test_a_host_whose_apt_cannot_reach_its_source_deploys_without_apache2_utils(
+    registry: Lab,
+) -> None:
+    lab = registry
+    regbox = lab.connect("regbox")
+    source = "http://203.0.113.1/debian"  # TEST-NET: nothing answers
+    sh(regbox, "cp -a /etc/apt /etc/apt.first-hour && mv /var/lib/apt/lists /var/lib/apt/lists.fh"
+       " && mkdir -p /var/lib/apt/lists/partial && rm -f /etc/apt/sources.list.d/*"
+       f" && echo 'deb {source} bookworm main' > /etc/apt/sources.list"
+       " && dpkg -r apache2-utils >/dev/null")  # fmt: skip
+    try:
+        skipped = f"[regbox] apache2-utils: skipped (apt cannot reach its source ({source});"
+        dry = must(fab(lab, "-H", "regbox", "deploy", "--dry-run"))
+        assert skipped in dry
+        out = must(fab(lab, "-H", "regbox", "deploy"))
+        assert skipped in out and "[regbox] verify: ok" in out
+    finally:
+        sh(regbox, "rm -rf /etc/apt /var/lib/apt/lists && mv /etc/apt.first-hour /etc/apt"
+           " && mv /var/lib/apt/lists.fh /var/lib/apt/lists")  # fmt: skip
+        must(fab(lab, "-H", "regbox", "deploy"))
