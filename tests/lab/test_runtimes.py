@@ -186,7 +186,7 @@ def test_podman_pushes_and_pulls_after_trust_ca_with_no_restart(
     ca = f"/etc/containers/certs.d/{DOMAIN}/ca.crt"
     assert f"[pod1] podman/buildah/skopeo trust: changed (configured: {ca}, read per call" in first
     auth = AUTH_FILE
-    assert f"[pod1] podman login: changed ({USER} at {DOMAIN} ({auth}))" in first
+    assert f"[pod1] podman login: changed ({USER} at {DOMAIN}, in root's {auth})" in first
     assert "restart" not in first and "Docker trust" not in first
 
     sh(pod, f"podman rmi -f {docker_image.ref} >/dev/null 2>&1; podman pull -q {docker_image.ref}")
@@ -203,7 +203,7 @@ def test_podman_pushes_and_pulls_after_trust_ca_with_no_restart(
     assert pushed == skopeo_digest(pod, f"{REPO}:podman")
 
     again = must(fab(hosts, "-H", "pod1", *login_args, stdin=PASSWORD + "\n"))
-    assert f"[pod1] podman login: unchanged ({USER} at {DOMAIN} ({auth}))" in again
+    assert f"[pod1] podman login: unchanged ({USER} at {DOMAIN}, in root's {auth})" in again
     assert again.strip().endswith(": no changes"), again
 
 
