@@ -120,6 +120,16 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
 
 
 _FLAGS = ("apt", "apache2_utils")
+_TEXT = (
+    "os",
+    "docker",
+    "port_holder",
+    "forwarding",
+    "self_name",
+    "first_name",
+    "other_name",
+    "apt_source",
+)
 _PREFIXED = {"file:": "files", "img:": "images", "net:": "networks"}
 
 
@@ -131,15 +141,7 @@ def parse_facts(output: str) -> DeployFacts:
         prefix = key[: key.find(":") + 1]
         if key in _FLAGS:
             setattr(facts, key, value == "yes")
-        elif key in (
-            "os",
-            "docker",
-            "port_holder",
-            "forwarding",
-            "self_name",
-            "first_name",
-            "other_name",
-        ):
+        elif key in _TEXT:
             setattr(facts, key, value)
         elif key == "disk_free_kb":
             facts.disk_free_kb = int(value) if value.isdigit() else 0

@@ -579,3 +579,13 @@ def test_apt_that_cannot_reach_its_source_skips_the_package_and_says_so(
     assert not plan.changes
     facts.apt_source = "yes"
     assert planner.plan(pki_inv, "regbox", files, facts).package == "install"
+
+
+def test_the_facts_script_s_lines_for_the_hosts_file_and_apt_are_read() -> None:
+    facts = deploy_facts.parse_facts(
+        "apt\tyes\napt_source\tno http://203.0.113.1/debian/dists/bookworm/Release\n"
+        "first_name\t203.0.113.7 registry.unit.test\nother_name\t203.0.113.7 registry.unit.test"
+    )
+    assert facts.apt_source == "no http://203.0.113.1/debian/dists/bookworm/Release"
+    assert facts.first_name == facts.other_name == "203.0.113.7 registry.unit.test"
+    assert preflight.package_state(facts).startswith("unreachable http://203.0.113.1/")
