@@ -105,3 +105,19 @@ def test_output_closed_after_a_line_ends_quietly(env: dict[str, str], kind: str,
     err = proc.stderr.read()
     proc.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_no_passphrase_and_no_terminal_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    inventory_path = tmp_path / "inventory.yaml"
+    inventory_path.write_text(Path(env[inventory.ENV_VAR]).read_text())
+    bare = {k: v for k, v in env.items() if k != pki.PASSPHRASE_ENV}
+    result = subprocess.run(
+        [*INVOKE, "pki.init"], cwd=ROOT, env={**bare, inventory.ENV_VAR: str(inventory_path)},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        start_new_session=True,  # no controlling terminal, as under cron or CI
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: the CA passphrase is needed and there is no terminal to ask it at; set "
+        "REGISTRY_CA_PASSPHRASE (scripts, CI) or run this at a terminal"
+    )
