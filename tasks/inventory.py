@@ -139,6 +139,11 @@ class Registry(Strict):
             raise RegkitError("registry.mirror is not set in the inventory")
         return f"{self.domain}:{self.mirror.port}"
 
+    @property
+    def mirror_url(self) -> str:
+        """``https://domain:port`` of the mirror, as runtimes name it."""
+        return f"https://{self.mirror_address}"
+
 
 class Pki(Strict):
     """How keys and certificates are made."""

@@ -76,7 +76,9 @@ def fingerprint(line: str) -> str:
     return done.stdout.split()[1] if done.returncode == 0 and done.stdout else "unknown"
 
 
-def starter(domain: str, alias: str, target: Target, key_line: str, key_file: str) -> str:
+def starter(
+    domain: str, alias: str, target: Target, key_line: str, key_file: str, fingerprint: str
+) -> str:
     """The starter inventory's text (pure)."""
     return render.render(
         "inventory.yaml.j2",
@@ -89,7 +91,7 @@ def starter(domain: str, alias: str, target: Target, key_line: str, key_file: st
             "user": target.user,
             "key_file": key_file,
             "host_key": key_line,
-            "fingerprint": fingerprint(key_line),
+            "fingerprint": fingerprint,
         },
     )
 
@@ -136,13 +138,13 @@ def init(
     domain = ask("domain", domain)
     target = parse_target(ask("host", host))
     line = host_key or keyscan(target)
-    report = Report()
+    report, shown = Report(), fingerprint(line)
     if not host_key:
         report.info(f"{target.hostname} presented: {line}")
-        report.info(f"fingerprint: {fingerprint(line)} (compare it out of band)")
+        report.info(f"fingerprint: {shown} (compare it out of band)")
         if not yes:
-            confirm("Pin this host key?", "confirmation needed: add --yes when not at a terminal")
-    atomic_write(where, starter(domain, alias, target, line, key_file), mode=0o644)
+            confirm("Pin this host key?")
+    atomic_write(where, starter(domain, alias, target, line, key_file, shown), mode=0o644)
     try:
         inventory.load(where)
     except InventoryError as exc:

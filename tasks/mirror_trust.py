@@ -121,7 +121,7 @@ def reload_docker(
     target.check(commands.keep_previous(DAEMON_JSON, PREVIOUS), f"keeping {DAEMON_JSON}")
     reloaded = planner.reload_text(plan.daemon_json)
     target.upload([Upload(DAEMON_JSON, reloaded.encode())])
-    want = planner.names_mirror(plan.daemon_json, f"https://{inv.registry.mirror_address}")
+    want = planner.names_mirror(plan.daemon_json, inv.registry.mirror_url)
     target.check(reload_script(inv, want), "reloading dockerd")
     if not plan.daemon_json:
         target.check(commands.join("rm", "-f", DAEMON_JSON), f"removing {DAEMON_JSON}")
@@ -143,7 +143,7 @@ def report_runtimes(
     suffix = " (dry run)" if dry_run else ""
     placed = {u.path for u in plan.uploads}
     for rt in rts:
-        url = f"https://{inv.registry.mirror_address}"
+        url = inv.registry.mirror_url
         where = f"{rt.config} names {url}; client certificate in {rt.folder}"
         changed = {rt.ca, rt.cert, rt.key, rt.config} & placed
         if rt.config == DAEMON_JSON and plan.daemon_json is not None:
@@ -169,7 +169,7 @@ def verify_script(inv: Inventory, rt: RuntimeMirror) -> str:
     """The mirror answers this host's client certificate (curl, where the host has it)."""
     return scripts.script(
         "mirror-trust-verify",
-        url=f"https://{inv.registry.mirror_address}",
+        url=inv.registry.mirror_url,
         ca=rt.ca,
         cert=rt.cert,
         key=rt.key,

@@ -239,7 +239,7 @@ def verify_mirror_script(inv: Inventory) -> str:
     reg = inv.registry
     return scripts.script(
         "verify-mirror",
-        url=f"https://{reg.mirror_address}",
+        url=reg.mirror_url,
         ca=CA_FILE,
         cert=MIRROR_PROBE_CERT,
         key=MIRROR_PROBE_KEY,

@@ -193,7 +193,7 @@ def hosts_toml(inv: Inventory, rt: RuntimeMirror) -> bytes:
     """containerd's hosts.toml for docker.io: the mirror first, Docker Hub after it."""
     ctx = {
         "mark": MARK,
-        "mirror": f"https://{inv.registry.mirror_address}",
+        "mirror": inv.registry.mirror_url,
         "ca": rt.ca,
         "cert": rt.cert,
         "key": rt.key,
@@ -237,7 +237,7 @@ def plan(
 ) -> MirrorPlan:
     """Point each of ``rts`` at the mirror. ``client`` is a fresh key and certificate
     when the host's are missing or no longer current, else None (they stay)."""
-    url = f"https://{inv.registry.mirror_address}"
+    url = inv.registry.mirror_url
     wanted: list[Upload] = []
     for rt in rts:
         if foreign(rt, facts):
@@ -262,7 +262,7 @@ def plan(
 
 def untrust_plan(inv: Inventory, rts: list[RuntimeMirror], facts: MirrorFacts) -> MirrorPlan:
     """Remove what trust-ca --mirror placed (a foreign config file stays)."""
-    url = f"https://{inv.registry.mirror_address}"
+    url = inv.registry.mirror_url
     remove = [
         path
         for rt in rts

@@ -39,7 +39,9 @@ def test_the_starter_loads_and_pins_the_key_as_keyscan_printed_it(tmp_path: Path
     path = tmp_path / "inventory.yaml"
     target = Target("192.0.2.10", "admin", 2222)
     path.write_text(
-        starter("registry.example.com", "regbox", target, f"[192.0.2.10]:2222 {KEY}", "")
+        starter(
+            "registry.example.com", "regbox", target, f"[192.0.2.10]:2222 {KEY}", "", "SHA256:x"
+        )
     )
     inv = inventory.load(path)
     assert inv.registry.domain == "registry.example.com"
