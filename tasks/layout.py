@@ -11,7 +11,10 @@ On the host (all root-owned):
   now and of what ran before, so that ``fab rollback`` returns to an image with the
   configuration it ran with
 - ``/etc/regkit/tls/``       ``server.crt`` and ``server.key`` (0600), mounted read-only
-- ``/etc/regkit/auth/``      ``htpasswd`` (0640, group of nginx's worker), mounted read-only
+- ``/etc/regkit/auth/``      ``htpasswd`` (0640, group of the token service, which checks
+  passwords), mounted read-only into it
+- ``/etc/regkit/maintenance/``  ``gc`` exists while ``fab gc`` collects (nginx then answers
+  writes with a message saying so), mounted read-only into nginx
 - ``/etc/regkit/token-image/``  the token service's build context (its source, no secrets)
 - ``/etc/regkit/token/``     the token signing key (0600, owned by the service's user) and
   certificate, mounted read-only into the token service
@@ -40,6 +43,8 @@ LEGACY_CONFIG_FILES = (LEGACY_CONFIGS[0], f"{LEGACY_CONFIGS[1]}/config.yml")
 TLS_DIR = f"{REMOTE_DIR}/tls"
 AUTH_DIR = f"{REMOTE_DIR}/auth"
 AUTH_FILE = f"{AUTH_DIR}/htpasswd"
+MAINTENANCE_DIR = f"{REMOTE_DIR}/maintenance"
+GC_FLAG = f"{MAINTENANCE_DIR}/gc"
 TOKEND_CONTEXT_DIR = f"{REMOTE_DIR}/token-image"
 TOKEND_DIR = f"{REMOTE_DIR}/token"
 RIGHTS_DIR = f"{REMOTE_DIR}/rights"
@@ -82,9 +87,10 @@ MIRROR_ALIAS = "mirror"
 MIRROR_DEBUG = "127.0.0.1:5001"
 # The token service's user and group (it runs as neither root nor nginx's worker).
 TOKEND_UID = 4431
-# Where the token service reads its key and the rights, inside its container.
+# Where the token service reads its key, the rights and the passwords, inside its container.
 SIGNING_MOUNT = "/etc/regkit-token"
 RIGHTS_MOUNT = "/etc/regkit-rights"
+AUTH_MOUNT = "/etc/regkit-auth"
 
 # nginx publishes its port through NETWORK; the registry is only on BACKEND, an
 # internal network without an address on the host: no route reaches it, from a

@@ -52,7 +52,7 @@ class Layout:
     tokend_upstream: str = "token:5001"
     resolver: str = "127.0.0.11"  # Docker's DNS on a user-defined network
     tls_dir: str = "/etc/nginx/regkit/tls"
-    auth_dir: str = "/etc/nginx/regkit/auth"
+    maintenance_dir: str = "/etc/nginx/regkit/maintenance"
     site_conf: str = "/etc/nginx/regkit/registry.conf"
     ui_dir: str = "/usr/share/regkit/ui"
     pid_file: str = "/run/nginx.pid"
@@ -64,6 +64,23 @@ class Layout:
 
 
 CONTAINER = Layout()
+
+
+@dataclass(frozen=True)
+class LoginLimit:
+    """How many logins (bcrypt checks) nginx passes on per client address: ``rate``
+    sustained, ``burst`` more at once (the first ``delay`` of them without waiting),
+    ``connections`` open at once. At the default cost a check takes a core for about
+    a quarter of a second, so once its burst is spent one address takes at most a
+    quarter of a core (and the token service serves clients in turns)."""
+
+    rate: str = "1r/s"
+    burst: int = 20
+    delay: int = 10
+    connections: int = 20
+
+
+LOGIN_LIMIT = LoginLimit()
 
 # file in the build folder -> (template, mode)
 FILES: dict[str, tuple[str, int]] = {
@@ -102,6 +119,10 @@ def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
         "domain": reg.domain,
         "server_names": names,
         "realm": f"Registry {reg.domain}",
+        "login_limit": asdict(LOGIN_LIMIT),
+        # What the registry's Location headers name: the host the client asked for,
+        # with the published port unless it is HTTPS's own.
+        "port_suffix": "" if reg.port == 443 else f":{reg.port}",
         "images": reg.images.model_dump(),
         "layout": asdict(layout),
         "http_secret": state.http_secret(inv.state_path),

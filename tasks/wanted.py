@@ -16,9 +16,11 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     AUTH_DIR,
     AUTH_FILE,
+    AUTH_MOUNT,
     BACKEND,
     CA_FILE,
     CONFIG_LABEL,
+    MAINTENANCE_DIR,
     MIRROR,
     MIRROR_ALIAS,
     MIRROR_CA_NAME,
@@ -118,8 +120,8 @@ def mirror_files(inv: Inventory, config: bytes) -> list[Upload]:
 
 
 def password_file(inv: Inventory) -> Upload:
-    """The password file as the hosts get it: 0640, group of nginx's worker."""
-    return Upload(AUTH_FILE, users.deployed_htpasswd(inv), 0o640, 0, render.CONTAINER.worker_gid)
+    """The password file as the hosts get it: 0640, group of the token service."""
+    return Upload(AUTH_FILE, users.deployed_htpasswd(inv), 0o640, 0, TOKEND_UID)
 
 
 def rights_file(inv: Inventory) -> Upload:
@@ -253,11 +255,12 @@ def mirror_spec(inv: Inventory, config_digest: str) -> RunSpec | None:
 
 
 def nginx_mounts() -> tuple[str, ...]:
-    """The proxy's secrets, as folders (a file mount would keep the old inode on replace)."""
+    """The proxy's key and the gc flag's folder, as folders (a file mount would keep the
+    old inode on replace)."""
     lay = render.CONTAINER
     return (
         "-v", f"{TLS_DIR}:{lay.tls_dir}:ro",
-        "-v", f"{AUTH_DIR}:{lay.auth_dir}:ro",
+        "-v", f"{MAINTENANCE_DIR}:{lay.maintenance_dir}:ro",
     )  # fmt: skip
 
 
@@ -284,7 +287,8 @@ def mirror_port(inv: Inventory) -> tuple[str, ...]:
 
 def token_spec(tag: str) -> RunSpec:
     """The token service: non-root (its image's USER), read-only root, no capabilities,
-    reachable only on BACKEND; its key and the rights are mounted read-only."""
+    reachable only on BACKEND; its key, the rights and the passwords are mounted
+    read-only."""
     return RunSpec(
         TOKEND,
         tag,
@@ -294,5 +298,6 @@ def token_spec(tag: str) -> RunSpec:
             "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "-v", f"{TOKEND_DIR}:{SIGNING_MOUNT}:ro",
             "-v", f"{RIGHTS_DIR}:{RIGHTS_MOUNT}:ro",
+            "-v", f"{AUTH_DIR}:{AUTH_MOUNT}:ro",
         ),
     )  # fmt: skip

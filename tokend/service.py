@@ -1,7 +1,11 @@
 """regkit's token service (distribution's token authentication, docs/spec/auth/token.md).
 
-nginx checks the user's password (``auth_basic`` on ``/auth/``) and passes the
-name it checked as ``X-Regkit-User``; the password never reaches this process.
+This service checks passwords (bcrypt, against the htpasswd file regkit deploys),
+so that nginx's workers never do: a bcrypt check takes a worker's event loop for
+its whole length, and a flood of wrong passwords would stall every pull with it.
+Here checks run on a bounded number of threads, a core is left for the data path,
+and a name that does not exist costs the same time as a wrong password for one
+that does (no oracle for user names). nginx limits the rate of logins per client.
 This service answers:
 
 - ``GET /auth/token?service=...&scope=...``: a JWT, signed with the token key
@@ -10,10 +14,14 @@ This service answers:
   registry then says "denied".
 - ``GET /auth/catalog``: the user, their role and the repositories they may pull
   (read from the registry with a catalog token the service signs for itself).
+- ``GET /auth/check``: 204 for a valid login, else 401 (nginx's ``auth_request`` for
+  the catalog page's files).
 - ``GET /healthz``: "ok".
 
-Rights are read from a JSON file on every request (when it changed), so a change
-reaches the next token without a restart. Standard library and PyJWT only.
+Every ``/auth/`` answer but ``/healthz`` needs a valid basic login; a wrong one
+gets 401 and a ``Basic`` challenge. The password file and the rights are read
+again whenever they change, so a change reaches the next request without a
+restart. Standard library, PyJWT and bcrypt only.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 import urllib.request
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,7 +54,10 @@ ROLES: dict[str, tuple[str, ...]] = {
 }
 LIFETIME = 300  # seconds a token is valid
 LEEWAY = 10  # seconds of clock skew a token's nbf allows
-USER_HEADER = "X-Regkit-User"
+BCRYPT = (b"$2a$", b"$2b$", b"$2y$")
+DEFAULT_COST = 12  # the cost of a name's stand-in hash when the file has no bcrypt entry
+BCRYPT_MAX = 72  # bytes of a password bcrypt reads (crypt(3) and nginx ignore the rest)
+SLOT_WAIT = 30  # seconds a login waits for a free check before it is told to retry
 
 
 def parse_scope(scope: str) -> tuple[str, str, tuple[str, ...]] | None:
@@ -99,6 +112,152 @@ def stamp(path: str) -> tuple[int, int, int]:
     """What changes when a file is replaced or rewritten: inode, mtime, size."""
     st = os.stat(path)
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def parse_htpasswd(text: bytes) -> dict[str, bytes]:
+    """``user:hash`` lines as a mapping (blank lines and comments skipped)."""
+    entries: dict[str, bytes] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(b"#") or b":" not in line:
+            continue
+        name, _, hashed = line.partition(b":")
+        entries[name.decode("utf-8", "replace")] = hashed.strip()
+    return entries
+
+
+def bcrypt_cost(hashed: bytes) -> int | None:
+    """The cost of a bcrypt hash; None for anything else."""
+    if len(hashed) != 60 or not hashed.startswith(BCRYPT) or not hashed[4:6].isdigit():
+        return None
+    return int(hashed[4:6])
+
+
+def usual_cost(hashes: list[bytes]) -> int:
+    """The cost most entries use (the higher on a tie): what an unknown name costs."""
+    counts = Counter(c for c in map(bcrypt_cost, hashes) if c is not None)
+    if not counts:
+        return DEFAULT_COST
+    return max(counts, key=lambda cost: (counts[cost], cost))
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) from a basic ``Authorization`` header; None for anything else."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon and user else None
+
+
+def check_slots() -> int:
+    """How many bcrypt checks may run at once: every core this process may use but one."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+class FairSlots:
+    """At most ``slots`` holders at once; waiters are served round-robin by client, so
+    a client that floods waits behind itself, and any other client waits for at most
+    one turn of each client ahead of it."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._cond = threading.Condition()
+        self._waiting: dict[str, deque[object]] = {}
+        self._turns: deque[str] = deque()
+
+    def acquire(self, client: str, timeout: float) -> bool:
+        ticket = object()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if client not in self._waiting:
+                self._waiting[client] = deque()
+                self._turns.append(client)
+            self._waiting[client].append(ticket)
+            while not (self._free and self._waiting[self._turns[0]][0] is ticket):
+                if not self._cond.wait(deadline - time.monotonic()):
+                    self._leave(client, ticket)
+                    return False
+            self._leave(client, ticket)
+            self._free -= 1
+            return True
+
+    def _leave(self, client: str, ticket: object) -> None:
+        """Take ``ticket`` out of the queue; its client goes to the back of the turns."""
+        self._waiting[client].remove(ticket)
+        self._turns.remove(client)
+        if self._waiting[client]:
+            self._turns.append(client)
+        else:
+            del self._waiting[client]
+        self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
+class Passwords:
+    """The password file, read again when it changes, and the checks against it.
+
+    At most ``slots`` checks run at once (the others wait, in turns by client), so
+    logins never take every core and a flood from one client does not hold the others
+    up. A name that is not in the file (or whose entry is not bcrypt) is checked
+    against a stand-in hash of the file's usual cost, so it takes as long as a wrong
+    password for a real name.
+    """
+
+    def __init__(self, path: str, slots: int) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] = (0, 0, 0)
+        self._entries: dict[str, bytes] = {}
+        self._stand_in = b""
+        self._lock = threading.Lock()
+        self._slots = FairSlots(slots)
+
+    def _read(self) -> tuple[dict[str, bytes], bytes]:
+        with self._lock:
+            try:
+                now = stamp(self.path)
+            except OSError:
+                now, self._entries = (0, 0, 0), {}
+            if now != self._stamp:
+                if now != (0, 0, 0):
+                    with open(self.path, "rb") as f:
+                        self._entries = parse_htpasswd(f.read())
+                self._stamp = now
+                self._stand_in = b""
+            if not self._stand_in:
+                cost = usual_cost(list(self._entries.values()))
+                self._stand_in = bcrypt_hash(secrets.token_hex(16).encode(), cost)
+            return self._entries, self._stand_in
+
+    def check(self, user: str, password: str, client: str = "") -> bool | None:
+        """Whether the login is valid; None when no check came free in time."""
+        import bcrypt
+
+        entries, stand_in = self._read()
+        hashed = entries.get(user, b"")
+        known = bcrypt_cost(hashed) is not None
+        if not self._slots.acquire(client, SLOT_WAIT):
+            return None
+        try:
+            matched = bcrypt.checkpw(password.encode()[:BCRYPT_MAX], hashed if known else stand_in)
+        except ValueError:  # a NUL byte in the password
+            matched = False
+        finally:
+            self._slots.release()
+        return matched and known
+
+
+def bcrypt_hash(secret: bytes, cost: int) -> bytes:
+    import bcrypt
+
+    return bcrypt.hashpw(secret, bcrypt.gensalt(cost))
 
 
 @dataclass
@@ -192,16 +351,36 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/healthz":
             self._send(200, {"status": "ok"})
             return
-        user = self.headers.get(USER_HEADER, "")
-        if not user:
-            self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "no user"}]})
+        if url.path not in ("/auth/token", "/auth/catalog", "/auth/check"):
+            self._send(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+            return
+        user = self._login()
+        if user is None:
             return
         if url.path == "/auth/token":
             self._token(user, parse_qs(url.query))
         elif url.path == "/auth/catalog":
             self._catalog(user)
         else:
-            self._send(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+            self._send(204, None)
+
+    def _login(self) -> str | None:
+        """The user of a valid basic login; otherwise answers 401 (or 503) and None."""
+        credentials = basic_credentials(self.headers.get("Authorization", ""))
+        client = self.headers.get("X-Real-IP", self.client_address[0])
+        valid = self.server.passwords.check(*credentials, client) if credentials else False
+        if valid is None:
+            message = "too many logins are being checked; try again in a few seconds"
+            self._send(503, {"errors": [{"code": "UNAVAILABLE", "message": message}]})
+            return None
+        if not valid or credentials is None:
+            if credentials:
+                self.log_message("login refused user=%r client=%s", credentials[0], client)
+            challenge = {"WWW-Authenticate": f'Basic realm="{self.server.realm}"'}
+            message = "a valid user name and password are needed"
+            self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": message}]}, challenge)
+            return None
+        return credentials[0]
 
     def _token(self, user: str, query: dict[str, list[str]]) -> None:
         srv = self.server
@@ -234,12 +413,17 @@ class Handler(BaseHTTPRequestHandler):
         body = {"user": user, "role": role, "service": srv.signer.service, "repositories": visible}
         self._send(200, body)
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+    def _send(
+        self, status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None
+    ) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -278,11 +462,19 @@ class KeyFiles:
 class TokenServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], keys: KeyFiles, rights: Rights, registry: str):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        keys: KeyFiles,
+        access: tuple[Passwords, Rights],
+        registry: str,
+        realm: str,
+    ):
         super().__init__(address, Handler)
         self._keys = keys
-        self.rights = rights
+        self.passwords, self.rights = access
         self.registry = registry
+        self.realm = realm
 
     @property
     def signer(self) -> Signer:
@@ -295,6 +487,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--key", default="/etc/regkit-token/token.key")
     p.add_argument("--cert", default="/etc/regkit-token/token.crt")
     p.add_argument("--rights", default="/etc/regkit-rights/rights.json")
+    p.add_argument("--passwords", default="/etc/regkit-auth/htpasswd")
+    p.add_argument("--realm", default="Registry")
     p.add_argument("--registry", default="http://registry:5000")
     p.add_argument("--issuer", default="regkit")
     p.add_argument("--service", required="--health" not in (argv or sys.argv))
@@ -314,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     keys = KeyFiles(args.key, args.cert, args.issuer, args.service)
     keys.signer()  # fail at start, not at the first request, if the key is unreadable
-    server = TokenServer((host, int(port)), keys, Rights(args.rights), args.registry)
+    access = (Passwords(args.passwords, check_slots()), Rights(args.rights))
+    server = TokenServer((host, int(port)), keys, access, args.registry, args.realm)
     # As PID 1 in its container, SIGTERM (docker stop, a daemon restart) would be
     # ignored and end in SIGKILL after 10 s: stop at once instead.
     signal.signal(signal.SIGTERM, stop)

@@ -140,7 +140,7 @@ def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
         "regkit-probe": {"role": "admin", "repos": ["*"]},
     }
     auth = files["/etc/regkit/auth/htpasswd"]
-    assert (auth.mode, auth.uid, auth.gid) == (0o640, 0, 4430)
+    assert (auth.mode, auth.uid, auth.gid) == (0o640, 0, 4431)
     assert auth.content.count(b"\n") == 2
     assert auth.content.startswith(b"alice:$2y$")
     assert b"\nregkit-probe:$2y$" in auth.content

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,14 +37,25 @@ from tokend import service
 PASSWORD = "correct horse battery"
 
 
+NOT_ALLOWED = b'{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}'
 CHALLENGE = 'Bearer realm="https://registry.unit.test/auth/token",service="registry.unit.test"'
 
 
 class StubRegistry(BaseHTTPRequestHandler):
     """Answers /v2/ like a registry with token auth: 401 and a challenge without a
-    bearer token, 200 with one; records the forwarded headers."""
+    bearer token, 200 with one; a POST gets the registry's own 405; records the
+    forwarded headers."""
 
     seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        StubRegistry.seen.append(dict(self.headers))
+        body = NOT_ALLOWED
+        self.send_response(405)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_GET(self) -> None:
         StubRegistry.seen.append(dict(self.headers))
@@ -89,6 +101,7 @@ class Proxy:
     seen: list[dict[str, str]] = field(default_factory=list)
 
     token_cert: Path = Path()
+    root: Path = Path()
 
     def request(
         self,
@@ -97,10 +110,14 @@ class Proxy:
         agent: str = "docker/27.0",
         headers: dict[str, str] | None = None,
         method: str = "GET",
+        source: str = "127.0.0.1",
     ) -> Reply:
-        """GET ``path`` over TLS, verified against the CA for 127.0.0.1 (an IP SAN)."""
+        """GET ``path`` over TLS, verified against the CA for 127.0.0.1 (an IP SAN), from
+        the loopback address ``source`` (nginx limits logins per client address)."""
         ctx = ssl.create_default_context(cafile=str(self.ca))
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10)
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, context=ctx, timeout=30, source_address=(source, 0)
+        )
         headers = {"User-Agent": agent, **(headers or {})}
         if auth:
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
@@ -131,8 +148,12 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         inv.registry.domain,
     )  # fmt: skip
     (root / "rights.json").write_text('{"users": {"alice": {"role": "push", "repos": ["*"]}}}')
+    access = (
+        service.Passwords(str(users.password_file(inv)), slots=1),
+        service.Rights(str(root / "rights.json")),
+    )
     tokens = service.TokenServer(
-        ("127.0.0.1", 0), keys, service.Rights(str(root / "rights.json")), "http://127.0.0.1:1"
+        ("127.0.0.1", 0), keys, access, "http://127.0.0.1:1", "Registry registry.unit.test"
     )
     threading.Thread(target=tokens.serve_forever, daemon=True).start()
     port = free_port()
@@ -141,7 +162,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         upstream=f"127.0.0.1:{stub.server_address[1]}",
         tokend_upstream=f"127.0.0.1:{tokens.server_address[1]}",
         tls_dir=str(root / "tls"),
-        auth_dir=str(root / "auth"),
+        maintenance_dir=str(root / "maintenance"),
         site_conf=str(root / "registry.conf"),
         ui_dir=str(root / "ui"),
         pid_file=str(root / "nginx.pid"),
@@ -154,10 +175,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     (root / "registry.conf").write_text(render.render("registry.conf.j2", ctx))
     shutil.copytree(render.TEMPLATES / "ui", root / "ui")
     (root / "tls").mkdir()
-    (root / "auth").mkdir()
+    (root / "maintenance").mkdir()
     shutil.copy(pki.paths(inv).server_cert, root / "tls/server.crt")
     shutil.copy(pki.paths(inv).server_key, root / "tls/server.key")
-    shutil.copy(users.password_file(inv), root / "auth/htpasswd")
 
     base = ["nginx", "-p", str(root), "-c", str(root / "nginx.conf"), "-e", "stderr"]
     nginx_t = subprocess.run([*base, "-t"], capture_output=True, text=True, timeout=30)
@@ -172,7 +192,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     StubRegistry.seen = []
     try:
         yield Proxy(
-            port, pki.paths(inv).ca_cert, nginx_t, StubRegistry.seen, signing.cert_path(inv)
+            port, pki.paths(inv).ca_cert, nginx_t, StubRegistry.seen, signing.cert_path(inv), root
         )
     finally:
         server.terminate()
@@ -211,8 +231,8 @@ def token_for(
     return json.loads(response.body)
 
 
-def test_a_login_gets_a_signed_token_naming_the_user_nginx_checked(proxy: Proxy) -> None:
-    # A client that claims another user in the header nginx sets still gets its own name.
+def test_a_login_gets_a_signed_token_naming_the_user_who_logged_in(proxy: Proxy) -> None:
+    # A client that claims another user in a header gets its own name.
     answer = token_for(
         proxy,
         ("alice", PASSWORD),
@@ -331,3 +351,76 @@ def test_old_tls_is_refused_by_the_server(proxy: Proxy, version: ssl.TLSVersion)
     # The client did offer the old version; the server refused it.
     assert "NO_PROTOCOLS_AVAILABLE" not in str(err.value)
     assert "PROTOCOL_VERSION" in str(err.value).upper()
+
+
+def test_logins_are_limited_per_client_address_and_only_logins(proxy: Proxy) -> None:
+    """A flood of wrong passwords from one address: no more than the burst reaches the
+    token service at once, the rest get 429 without a check; requests without a login,
+    and logins from another address, are not held back."""
+    flooder = "127.0.0.9"
+
+    def wrong(_: int) -> int:
+        path = "/auth/token?service=registry.unit.test"
+        return proxy.request(path, auth=("alice", "wrong password!"), source=flooder).status
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        replies = list(pool.map(wrong, range(40)))
+    checked, limited = replies.count(401), replies.count(429)
+    assert checked + limited == 40, replies
+    # 1 + the burst (20), and the odd one the rate (1/s) lets through meanwhile.
+    assert 21 <= checked <= 24, replies
+    assert proxy.request("/", source=flooder).status == 401  # no login: not counted
+    assert proxy.request("/auth/catalog", auth=("alice", PASSWORD)).status != 429
+
+
+def test_the_gc_message_only_while_gc_runs(proxy: Proxy) -> None:
+    upload = "/v2/team-a/app/blobs/uploads/"
+    outside = proxy.request(upload, method="POST")
+    assert (outside.status, outside.body) == (405, NOT_ALLOWED)  # the registry's own
+    flag = proxy.root / "maintenance" / "gc"
+    flag.touch()
+    try:
+        before = len(proxy.seen)
+        during = proxy.request(upload, method="POST")
+        assert len(proxy.seen) == before  # refused by nginx; the registry never sees it
+    finally:
+        flag.unlink()
+    assert during.status == 405
+    assert b"read-only while garbage is collected" in during.body
+    assert during.getheader("Docker-Distribution-Api-Version") == "registry/2.0"
+    assert proxy.request("/v2/", method="GET").status == 401  # reads pass during gc too
+
+
+def test_redirects_and_location_headers_never_take_the_clients_host(proxy: Proxy) -> None:
+    redirect = proxy.request("/v2", headers={"Host": "evil.example"})
+    assert redirect.status == 301
+    assert redirect.getheader("Location") == "/v2/"
+    before = len(proxy.seen)
+    proxy.request("/v2/", headers={"X-Forwarded-Host": "evil.example"})
+    assert proxy.seen[before]["X-Forwarded-Host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("groups", "accepted"),
+    [("X25519", True), ("P-256", True), ("P-384", True), ("X448", False), ("P-521", False)],
+)
+def test_tls_offers_mozillas_intermediate_groups_only(
+    proxy: Proxy, groups: str, accepted: bool
+) -> None:
+    handshake = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{proxy.port}",
+            "-tls1_3",
+            "-groups",
+            groups,
+            "-brief",
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (handshake.returncode == 0) is accepted, handshake.stderr

@@ -44,7 +44,9 @@ def location(site: str, opening: str) -> str:
     return body[: body.index("\n    }\n")]
 
 
-def test_v2_is_checked_by_the_registry_and_passwords_only_at_auth(inv: Inventory) -> None:
+def test_v2_is_checked_by_the_registry_and_passwords_only_by_the_token_service(
+    inv: Inventory,
+) -> None:
     site = rendered(inv)["nginx/registry.conf"]
     v2 = location(site, "location /v2/ {")
     # The registry checks the token: nginx neither asks for a password nor drops the
@@ -52,15 +54,21 @@ def test_v2_is_checked_by_the_registry_and_passwords_only_at_auth(inv: Inventory
     # as they are (a token short of the scope: Docker prints "denied" from it).
     assert "auth_basic" not in v2 and 'Authorization ""' not in v2
     assert "error_page 401" not in site and "WWW-Authenticate" not in v2
+    # nginx never runs bcrypt: no auth_basic anywhere; logins go to the token service,
+    # rate-limited per client address.
+    assert "auth_basic" not in site
     auth = location(site, "location ~ ^/auth/(token|catalog)$ {")
     for directive in [
-        'auth_basic "Registry registry.unit.test";',
+        "limit_req zone=regkit_logins burst=20 delay=10;",
+        "limit_conn regkit_login_conns 20;",
         "set $regkit_tokend token:5001;",
         "proxy_pass http://$regkit_tokend;",
-        'proxy_set_header Authorization "";',
-        "proxy_set_header X-Regkit-User $remote_user;",
+        "proxy_set_header X-Real-IP $remote_addr;",
     ]:
         assert directive in auth, directive
+    assert "limit_req_zone $regkit_login zone=regkit_logins:10m rate=1r/s;" in site
+    for page in ("location = / {", "location /ui/ {", "location / {"):
+        assert "auth_request /_regkit/login;" in location(site, page), page
 
 
 def test_registry_trusts_tokens_from_its_token_service(inv: Inventory) -> None:

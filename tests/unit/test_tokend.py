@@ -1,10 +1,15 @@
-"""The token service's grants: what a token carries for each role and pattern (pure)."""
+"""The token service: what a token carries for each role and pattern, and how logins are
+checked (the password file, the stand-in for unknown names, turns by client)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
+import time
 from pathlib import Path
 
+import bcrypt
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -120,3 +125,122 @@ def test_a_new_signing_key_is_used_from_the_next_token(tmp_path: Path) -> None:
 
 def test_the_page_leaves_out_the_probe_regkit_deploys() -> None:
     assert service.PROBE_REPO == layout.PROBE_REPO
+
+
+def htpasswd_line(name: str, password: str, cost: int) -> bytes:
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).replace(b"$2b$", b"$2y$")
+    return name.encode() + b":" + hashed + b"\n"
+
+
+@pytest.fixture
+def passwords(tmp_path: Path) -> service.Passwords:
+    path = tmp_path / "htpasswd"
+    lines = [
+        htpasswd_line("alice", "alice-password-1", 5),
+        htpasswd_line("bob", "bob-password-22", 5),
+        htpasswd_line("regkit-probe", "probe", 4),
+        b"# a comment\n",
+        b"legacy:$apr1$abc$0123456789abcdefghijkl\n",
+    ]
+    path.write_bytes(b"".join(lines))
+    return service.Passwords(str(path), slots=1)
+
+
+def test_a_login_is_checked_against_the_password_file(
+    passwords: service.Passwords, tmp_path: Path
+) -> None:
+    assert passwords.check("alice", "alice-password-1") is True
+    assert passwords.check("alice", "bob-password-22") is False
+    assert passwords.check("mallory", "alice-password-1") is False
+    assert passwords.check("legacy", "anything") is False  # not bcrypt: never valid
+    assert passwords.check("alice", "alice-password-1\x00") is False
+    # A new file (an upload replaces it) is read at the next check.
+    replacement = tmp_path / "new"
+    replacement.write_bytes(htpasswd_line("carol", "carol-password-3", 4))
+    replacement.replace(tmp_path / "htpasswd")
+    assert passwords.check("carol", "carol-password-3") is True
+    assert passwords.check("alice", "alice-password-1") is False
+
+
+def test_an_unknown_name_costs_one_bcrypt_check_at_the_usual_cost(
+    passwords: service.Passwords, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No oracle for user names: a name that is not there (or has no bcrypt entry) is
+    checked against a stand-in hash of the cost most entries use, as a real name is."""
+    checked: list[int] = []
+    real = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        checked.append(service.bcrypt_cost(hashed) or 0)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    for name in ("alice", "mallory", "legacy", ""):
+        passwords.check(name, "wrong password")
+    assert checked == [5, 5, 5, 5]
+
+
+@pytest.mark.parametrize(
+    ("costs", "usual"), [([5, 5, 4], 5), ([12, 10], 12), ([10, 10, 12, 12, 12], 12), ([], 12)]
+)
+def test_usual_cost_is_the_most_common_the_higher_on_a_tie(costs: list[int], usual: int) -> None:
+    hashes = [f"$2y${c:02d}${'a' * 53}".encode() for c in costs] + [b"$apr1$x$y"]
+    assert service.usual_cost(hashes) == usual
+
+
+@pytest.mark.parametrize(
+    ("header", "credentials"),
+    [
+        (
+            "Basic " + base64.b64encode(b"alice:pw:with:colons").decode(),
+            ("alice", "pw:with:colons"),
+        ),
+        ("basic " + base64.b64encode("zoë:pässword".encode()).decode(), ("zoë", "pässword")),
+        ("Basic " + base64.b64encode(b"alice").decode(), None),
+        ("Basic " + base64.b64encode(b":pw").decode(), None),
+        ("Basic not-base64!", None),
+        ("Basic " + base64.b64encode(b"\xff:pw").decode(), None),
+        ("Bearer abc.def.ghi", None),
+        ("", None),
+    ],
+)
+def test_basic_credentials(header: str, credentials: tuple[str, str] | None) -> None:
+    assert service.basic_credentials(header) == credentials
+
+
+def test_checks_take_turns_by_client() -> None:
+    """One slot; a flooder queues five checks, then another client one: the other
+    client is served right after the check that holds the slot, not after the flood."""
+    slots = service.FairSlots(1)
+    assert slots.acquire("flooder", 1)
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def wait(client: str) -> None:
+        assert slots.acquire(client, 10)
+        with lock:
+            order.append(client)
+        slots.release()
+
+    threads = [threading.Thread(target=wait, args=("flooder",)) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    while len(slots._waiting.get("flooder", ())) < 5:
+        time.sleep(0.01)
+    other = threading.Thread(target=wait, args=("other",))
+    other.start()
+    while "other" not in slots._waiting:
+        time.sleep(0.01)
+    slots.release()
+    for thread in [*threads, other]:
+        thread.join(10)
+    assert order[:2] == ["flooder", "other"]
+    assert sorted(order) == ["flooder"] * 5 + ["other"]
+
+
+def test_a_check_that_waits_too_long_gives_up() -> None:
+    slots = service.FairSlots(1)
+    assert slots.acquire("a", 1)
+    assert slots.acquire("b", 0.05) is False
+    slots.release()
+    assert slots.acquire("b", 1)
