@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 
-from tasks.layout import NGINX
+from tasks.layout import GC_FLAG, MAINTENANCE_DIR, NGINX
 from tasks.wanted import RunSpec, nginx_mounts
 
 
@@ -71,6 +71,14 @@ def nginx_reload() -> str:
     return f"{join('docker', 'exec', NGINX, 'nginx', '-t')} 2>&1 && " + join(
         "docker", "exec", NGINX, "nginx", "-s", "reload"
     )
+
+
+def gc_flag(on: bool) -> str:
+    """Raise (or lower) the flag that has nginx answer writes with "read-only while
+    garbage is collected"."""
+    if on:
+        return f"{join('mkdir', '-p', MAINTENANCE_DIR)} && {join('touch', GC_FLAG)}"
+    return join("rm", "-f", GC_FLAG)
 
 
 def apt_install(package: str) -> str:

@@ -54,12 +54,17 @@ def read_state(target: Target) -> HostState:
 
 
 def set_readonly(inv: Inventory, target: Target, state: HostState, on: bool) -> None:
-    """Recreate the registry with the read-only (or its normal) config, then reload nginx."""
+    """Recreate the registry with the read-only (or its normal) config, then reload nginx.
+    nginx's gc flag is up for as long as the registry may be read-only."""
     normal, readonly = planner.gc_configs(target.alias, state)
     spec = wanted.registry_spec(inv, readonly if on else normal, image=state.registry_image)
     mode = "read-only" if on else "read-write"
+    if on:
+        target.check(commands.gc_flag(True), "flagging gc for nginx")
     target.check(replace_script(spec), f"restarting {REGISTRY} {mode}")
     target.check(commands.nginx_reload(), "reloading nginx")
+    if not on:
+        target.check(commands.gc_flag(False), "lowering nginx's gc flag")
 
 
 def disk_use(inv: Inventory, target: Target) -> int:

@@ -22,6 +22,7 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
     BACKEND_OPTIONS,
+    GC_FLAG,
     LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
     MIRROR,
@@ -120,6 +121,8 @@ class DeployPlan:
     # longer names is removed.
     mirror: ContainerStep | None = None
     remove_mirror: bool = False
+    # nginx's gc flag, left up by a gc that did not finish: lowered, so pushes work.
+    clear_gc_flag: bool = False
 
     @property
     def changes(self) -> bool:
@@ -140,6 +143,7 @@ class DeployPlan:
             or self.self_name
             or (self.mirror is not None and self.mirror.why)
             or self.remove_mirror
+            or self.clear_gc_flag
         )
 
     @property
@@ -264,6 +268,7 @@ def plan(
         probe_tag=probe_tag(alias),
         mirror=mirror,
         remove_mirror=mirror is None and MIRROR in facts.containers,
+        clear_gc_flag=GC_FLAG in facts.files,
     )
 
 

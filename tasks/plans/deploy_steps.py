@@ -112,6 +112,10 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
             what=f"naming this host in {HOSTS_FILE}",
         )
     )
+    if plan.clear_gc_flag:
+        why = "lowered: a gc that did not finish left it up, and nginx refused pushes"
+        flag = commands.gc_flag(False)
+        out.append(Step("gc flag", why, command=flag, what="lowering nginx's gc flag"))
     proof = verify_script(inv, plan.probe_tag, full=plan.changes)
     what = "verifying the registry" + (" (push/pull)" if plan.changes else "")
     out.append(Step("verify", kind="check", command=proof, what=what))

@@ -75,12 +75,19 @@ def test_image_build() -> None:
     )
 
 
-def test_nginx_test_mounts_the_live_secrets() -> None:
+def test_nginx_test_mounts_the_live_key_and_the_gc_flags_folder() -> None:
     assert commands.nginx_test("regkit-nginx:abc") == (
         "docker run --rm "
         "-v /etc/regkit/tls:/etc/nginx/regkit/tls:ro "
-        "-v /etc/regkit/auth:/etc/nginx/regkit/auth:ro regkit-nginx:abc nginx -t"
+        "-v /etc/regkit/maintenance:/etc/nginx/regkit/maintenance:ro regkit-nginx:abc nginx -t"
     )
+
+
+def test_gc_flag_up_and_down() -> None:
+    assert commands.gc_flag(True) == (
+        "mkdir -p /etc/regkit/maintenance && touch /etc/regkit/maintenance/gc"
+    )
+    assert commands.gc_flag(False) == "rm -f /etc/regkit/maintenance/gc"
 
 
 def test_nginx_reload_tests_first() -> None:
