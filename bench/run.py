@@ -36,11 +36,11 @@ from bench.scaleout import scale_out
 from lab.engine import Engine
 from lab.hosts import host_spec
 from lab.settings import INVENTORY, Settings
-from tasks import inventory, pki, render, users
+from tasks import inventory, pki, pki_secrets, render, users
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "bench-passphrase"  # noqa: S105 - the lab's throwaway CA
-ENV = {**os.environ, "REGISTRY_INVENTORY": str(INVENTORY), pki.PASSPHRASE_ENV: PASSPHRASE}
+ENV = {**os.environ, "REGISTRY_INVENTORY": str(INVENTORY), pki_secrets.PASSPHRASE_ENV: PASSPHRASE}
 RUNS = 5
 CLIENTS = 8  # Debian clients in the lab (fan-out, fleet pull), b2d comes on top
 # Token auth: a user at the inventory's default cost, and a robot (cost 5).

@@ -4,11 +4,12 @@
 #   docker.io, debootstrap, openssh-client, iproute2, curl: the lab (real hosts in containers)
 #   chromium, fonts-dejavu-core: the catalog page test (headless, driven by Playwright)
 #   shellcheck: the suite lints every shell script regkit renders
+#   gnutls-bin: certtool checks that GnuTLS honours the CA's Name Constraints
 set -euo pipefail
 
 packages=(
     apache2-utils ca-certificates chromium curl debootstrap docker.io fonts-dejavu-core iproute2 make
-    nginx-light shellcheck
+    gnutls-bin nginx-light shellcheck
     openssh-client openssl python3-venv
 )
 

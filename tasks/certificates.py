@@ -71,21 +71,69 @@ def self_signed(key: PrivateKey, name: x509.Name, days: int) -> x509.Certificate
     )
 
 
-def build_ca(key: PrivateKey, organization: str, domain: str, days: int) -> x509.Certificate:
-    """A self-signed CA certificate that may sign server certificates only."""
+def build_ca(
+    key: PrivateKey,
+    organization: str,
+    domain: str,
+    days: int,
+    constraints: x509.NameConstraints | None = None,
+) -> x509.Certificate:
+    """A self-signed CA certificate that may sign server certificates only, and with
+    ``constraints`` (critical) only for the names they permit."""
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
             x509.NameAttribute(NameOID.COMMON_NAME, f"{organization} registry CA for {domain}"),
         ]
     )
-    return (
+    builder = (
         self_signed(key, name, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(key_usage("digital_signature", "key_cert_sign", "crl_sign"), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if constraints is not None:
+        builder = builder.add_extension(constraints, critical=True)
+    return builder.sign(key, hashes.SHA256())
+
+
+ANY_ADDRESS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+def name_constraints(domain: str, names: list[str], ips: list[str]) -> x509.NameConstraints:
+    """What a registry's CA may sign for: its names (and the names under them) and its
+    addresses, nothing else; no address at all when it has none (an address left out
+    of the permitted list would otherwise be unconstrained)."""
+    dns = [x509.DNSName(n) for n in dict.fromkeys([domain, *names])]
+    nets = [x509.IPAddress(ipaddress.ip_network(ip)) for ip in ips]
+    excluded = None if ips else [x509.IPAddress(net) for net in ANY_ADDRESS]
+    return x509.NameConstraints(permitted_subtrees=dns + nets, excluded_subtrees=excluded)
+
+
+def ca_constraints(ca: x509.Certificate) -> x509.NameConstraints | None:
+    try:
+        return ca.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _within(name: x509.GeneralName, subtree: x509.GeneralName) -> bool:
+    if isinstance(name, x509.DNSName) and isinstance(subtree, x509.DNSName):
+        value, base = name.value.lower(), subtree.value.lower().lstrip(".")
+        return value == base or value.endswith("." + base)
+    if isinstance(name, x509.IPAddress) and isinstance(subtree, x509.IPAddress):
+        return name.value in subtree.value
+    return False
+
+
+def permitted(constraints: x509.NameConstraints, name: x509.GeneralName) -> bool:
+    """Whether RFC 5280's rules let a CA with ``constraints`` sign for ``name``: inside a
+    permitted subtree of its kind (when there are any of that kind), and inside no
+    excluded one."""
+    allowed = [t for t in constraints.permitted_subtrees or [] if type(t) is type(name)]
+    if allowed and not any(_within(name, t) for t in allowed):
+        return False
+    return not any(_within(name, t) for t in constraints.excluded_subtrees or [])
 
 
 def subject_alt_names(domain: str, names: list[str], ips: list[str]) -> list[x509.GeneralName]:
@@ -167,6 +215,21 @@ def days_left(cert: x509.Certificate) -> int:
     return (cert.not_valid_after_utc - utc_now()).days
 
 
+def constraint_lines(cert: x509.Certificate) -> list[str]:
+    """What ``pki.show`` says of a CA's Name Constraints (nothing for a server certificate)."""
+    if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+        return []
+    constraints = ca_constraints(cert)
+    if constraints is None:
+        return [
+            "  names:       any (no Name Constraints: clients trust it for every site; "
+            "move to a constrained CA with 'invoke pki.rotate-ca')"
+        ]
+    only = ", ".join(str(t.value) for t in constraints.permitted_subtrees or [])
+    never = ", ".join(str(t.value) for t in constraints.excluded_subtrees or [])
+    return [f"  names:       only {only}" + (f"; never {never}" if never else "")]
+
+
 def describe(label: str, cert: x509.Certificate, warn_days: int) -> list[str]:
     """Lines for ``pki.show``; the last one is a warning when expiry is near."""
     left = days_left(cert)
@@ -175,6 +238,7 @@ def describe(label: str, cert: x509.Certificate, warn_days: int) -> list[str]:
         f"  subject:     {cert.subject.rfc4514_string()}",
         f"  issuer:      {cert.issuer.rfc4514_string()}",
         f"  SANs:        {', '.join(cert_sans(cert)) or '(none)'}",
+        *constraint_lines(cert),
         f"  not after:   {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({left} days left)",
         f"  SHA-256:     {fingerprint(cert)}",
     ]

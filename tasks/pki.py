@@ -16,8 +16,6 @@ and inspected in ``tasks.certificates``.
 
 from __future__ import annotations
 
-import base64
-import getpass
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,19 +23,15 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from invoke import Collection, Context
 
 from tasks import certificates, inventory
 from tasks.cli import task
 from tasks.errors import PkiError
 from tasks.inventory import Inventory
+from tasks.pki_secrets import ask_passphrase, read_key
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
-
-PASSPHRASE_ENV = "REGISTRY_CA_PASSPHRASE"  # noqa: S105 - a variable name
-MIN_PASSPHRASE = 8
 
 
 @dataclass(frozen=True)
@@ -87,97 +81,41 @@ def read_cert(path: Path) -> x509.Certificate:
         ) from None
 
 
-def read_key(path: Path, passphrase: str | None = None) -> certificates.PrivateKey:
-    """Load a private key; a wrong passphrase or damaged file is a clear PkiError."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PkiError(f"{path}: missing; run 'invoke pki.init' first") from None
-    try:
-        key = serialization.load_pem_private_key(
-            data, password=passphrase.encode() if passphrase else None
-        )
-    except TypeError:
-        if passphrase is None:
-            raise PkiError(
-                f"{path}: the key is encrypted but no passphrase was given; "
-                f"set {PASSPHRASE_ENV} or run interactively"
-            ) from None
-        raise PkiError(f"{path}: the key is not encrypted; it should be (damaged?)") from None
-    except ValueError as exc:
-        # A wrong passphrase mostly fails the decryption; about once in 256 it decrypts
-        # to garbage with valid padding instead, which then fails to parse. An intact
-        # encrypted PEM tells that case from a damaged file.
-        wrong = "password" in str(exc).lower() or _intact_encrypted_pem(data)
-        if passphrase is not None and wrong:
-            raise PkiError(f"{path}: wrong CA passphrase") from None
-        raise PkiError(
-            f"{path}: not a readable private key (truncated or damaged); restore it from "
-            "a backup, or make a new one with 'invoke pki.init --force'"
-        ) from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise PkiError(f"{path}: unsupported key type {type(key).__name__}")
-    return key
-
-
-def _intact_encrypted_pem(data: bytes) -> bool:
-    """Whether ``data`` is one whole encrypted PKCS#8 PEM block: its armour, base64 body
-    and outer DER length all agree (a truncated or cut file fails one of them)."""
-    begin, end = b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"-----END ENCRYPTED PRIVATE KEY-----"
-    text = data.strip()
-    if not (text.startswith(begin) and text.endswith(end)):
-        return False
-    try:
-        der = base64.b64decode(b"".join(text[len(begin) : -len(end)].split()), validate=True)
-    except ValueError:
-        return False
-    if len(der) < 2 or der[0] != 0x30:
-        return False
-    if der[1] < 0x80:
-        return der[1] + 2 == len(der)
-    size = der[1] & 0x7F
-    return int.from_bytes(der[2 : 2 + size], "big") + 2 + size == len(der)
-
-
-def has_terminal() -> bool:
-    """Whether a prompt can be answered: getpass asks at /dev/tty (else it would read
-    stdin, echoing, and end in an EOFError where stdin is closed)."""
-    try:
-        with open("/dev/tty", "rb"):
-            return True
-    except OSError:
-        return False
-
-
-def ask_passphrase(confirm: bool) -> str:
-    """The CA passphrase: from the environment, else asked (twice when ``confirm``)."""
-    value = os.environ.get(PASSPHRASE_ENV)
-    if value is None:
-        if not has_terminal():
-            raise PkiError(
-                f"the CA passphrase is needed and there is no terminal to ask it at; set "
-                f"{PASSPHRASE_ENV} (scripts, CI) or run this at a terminal"
-            )
-        value = getpass.getpass(f"CA passphrase (scripts set {PASSPHRASE_ENV}): ")
-        if confirm and getpass.getpass("CA passphrase (again): ") != value:
-            raise PkiError("the two passphrases differ; nothing was written")
-    if len(value) < MIN_PASSPHRASE:
-        raise PkiError(
-            f"the CA passphrase must be at least {MIN_PASSPHRASE} characters "
-            f"(from {PASSPHRASE_ENV} or the prompt)"
-        )
-    return value
-
-
 def wanted_sans(inv: Inventory) -> list[x509.GeneralName]:
     reg = inv.registry
     return certificates.subject_alt_names(reg.domain, reg.extra_names, reg.extra_ips)
+
+
+def new_ca(inv: Inventory, key: certificates.PrivateKey) -> x509.Certificate:
+    """A CA for this registry: clients that trust it trust it for the registry's names
+    and addresses only (critical Name Constraints), not for every site."""
+    reg = inv.registry
+    constraints = certificates.name_constraints(reg.domain, reg.extra_names, reg.extra_ips)
+    return certificates.build_ca(
+        key, inv.pki.organization, reg.domain, inv.pki.ca_days, constraints
+    )
+
+
+def refuse_names_outside(inv: Inventory, ca: x509.Certificate, path: Path) -> None:
+    """A CA's Name Constraints are fixed when it is made: a name the inventory added
+    later needs a new CA."""
+    constraints = certificates.ca_constraints(ca)
+    if constraints is None:
+        return
+    outside = [str(n.value) for n in wanted_sans(inv) if not certificates.permitted(constraints, n)]
+    if outside:
+        raise PkiError(
+            f"{path}: this CA may sign only for the names it was made for, and "
+            f"{', '.join(outside)} is not one of them; move to a new CA for the "
+            "inventory's names with 'invoke pki.rotate-ca' (README, 'Moving to a new CA')"
+        )
 
 
 def issue_server(inv: Inventory, passphrase: str) -> x509.Certificate:
     """Issue a new server key and certificate from the existing CA; write both."""
     p = paths(inv)
     ca_cert = read_cert(p.ca_cert)
+    refuse_names_outside(inv, ca_cert, p.ca_cert)
     ca_key = read_key(p.ca_key, passphrase)
     key = certificates.new_key(inv.pki.key_type)
     cert = certificates.build_server_cert(
@@ -212,7 +150,7 @@ def rotate_ca(inv: Inventory, passphrase: str) -> x509.Certificate:
             "'invoke pki.retire-ca' (after 'fab trust-ca' and 'fab deploy')"
         )
     key = certificates.new_key(inv.pki.key_type)
-    ca = certificates.build_ca(key, inv.pki.organization, inv.registry.domain, inv.pki.ca_days)
+    ca = new_ca(inv, key)
     atomic_write(p.next_ca_key, certificates.key_pem(key, passphrase), mode=0o600)
     atomic_write(p.next_ca_cert, certificates.cert_pem(ca), mode=0o644)
     return ca
@@ -264,9 +202,7 @@ def init_pki(inv: Inventory, passphrase: str, force: bool = False) -> Path | Non
         os.chmod(backup, 0o700)
     ensure_private_dir(p.root)
     ca_key = certificates.new_key(inv.pki.key_type)
-    ca_cert = certificates.build_ca(
-        ca_key, inv.pki.organization, inv.registry.domain, inv.pki.ca_days
-    )
+    ca_cert = new_ca(inv, ca_key)
     atomic_write(p.ca_key, certificates.key_pem(ca_key, passphrase), mode=0o600)
     atomic_write(p.ca_cert, certificates.cert_pem(ca_cert), mode=0o644)
     issue_server(inv, passphrase)

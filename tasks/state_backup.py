@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from invoke import Collection, Context
 
-from tasks import inventory, pki
+from tasks import inventory, pki, pki_secrets
 from tasks.cli import task
 from tasks.errors import StateError
 from tasks.inventory import Inventory
@@ -67,7 +67,7 @@ def unseal(sealed: bytes, passphrase: str, source: Path) -> bytes:
     except InvalidTag:
         raise StateError(
             f"{source}: the passphrase does not open it, or the file was changed; "
-            f"give the CA passphrase it was made with ({pki.PASSPHRASE_ENV} or the prompt)"
+            f"give the CA passphrase it was made with ({pki_secrets.PASSPHRASE_ENV} or the prompt)"
         ) from None
 
 

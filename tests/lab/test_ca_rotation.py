@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from tasks import certificates, pki
+from tasks import certificates, pki, pki_secrets
 from tests.lab.conftest import (
     PASSPHRASE,
     Lab,
@@ -28,7 +28,7 @@ def copies(lab: Lab, alias: str, ca: x509.Certificate) -> int:
 
 
 def test_ca_rotation_never_breaks_a_pull(registry: Lab) -> None:
-    env = {**registry.env, pki.PASSPHRASE_ENV: PASSPHRASE}
+    env = {**registry.env, pki_secrets.PASSPHRASE_ENV: PASSPHRASE}
     must(fab(registry, "-H", ",".join(CLIENTS), "trust-ca"))
     for alias in CLIENTS:
         login(registry.connect(alias))

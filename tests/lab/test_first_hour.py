@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from lab.settings import SSH_KEY
-from tasks import pki, signing, users
+from tasks import pki, pki_secrets, signing, users
 from tasks.inventory import ENV_VAR
 from tests.lab.conftest import (
     DOMAIN,
@@ -166,7 +166,7 @@ def test_the_real_server_path_from_inventory_init(registry: Lab, tmp_path: Path)
     lab, domain = registry, "first-hour.lab.test"
     path = tmp_path / "inventory.yaml"
     port = lab.inventory.hosts["regbox"].port
-    env = {**lab.env, ENV_VAR: str(path), pki.PASSPHRASE_ENV: PASSPHRASE}
+    env = {**lab.env, ENV_VAR: str(path), pki_secrets.PASSPHRASE_ENV: PASSPHRASE}
     out = must(invoke("inventory.init", "--path", str(path), "--domain", domain,
                       "--host", f"admin@127.0.0.1:{port}", "--key-file", str(SSH_KEY), "--yes",
                       env=env))  # fmt: skip

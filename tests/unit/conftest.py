@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks import inventory, pki
+from tasks import inventory, pki, pki_secrets
 from tasks.inventory import Inventory
 
 PASSPHRASE = "unit-test-passphrase"
@@ -58,6 +58,6 @@ def inv(write_inventory: Callable[..., Path]) -> Inventory:
 @pytest.fixture
 def pki_inv(inv: Inventory, monkeypatch: pytest.MonkeyPatch) -> Inventory:
     """An inventory whose state folder already has a CA and a server certificate."""
-    monkeypatch.setenv(pki.PASSPHRASE_ENV, PASSPHRASE)
+    monkeypatch.setenv(pki_secrets.PASSPHRASE_ENV, PASSPHRASE)
     pki.init_pki(inv, PASSPHRASE)
     return inv

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import inventory, pki, users
+from tasks import inventory, pki, pki_secrets, users
 from tests.unit.conftest import PASSPHRASE
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -67,7 +67,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     pki.init_pki(inv, PASSPHRASE)
     users.set_password(inv, "alice", "correct horse battery")
     users.set_password(inv, "bob", "correct horse battery")
-    return {**os.environ, inventory.ENV_VAR: str(path), pki.PASSPHRASE_ENV: PASSPHRASE}
+    return {**os.environ, inventory.ENV_VAR: str(path), pki_secrets.PASSPHRASE_ENV: PASSPHRASE}
 
 
 def program(kind: str) -> list[str]:
@@ -110,7 +110,7 @@ def test_output_closed_after_a_line_ends_quietly(env: dict[str, str], kind: str,
 def test_no_passphrase_and_no_terminal_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
     inventory_path = tmp_path / "inventory.yaml"
     inventory_path.write_text(Path(env[inventory.ENV_VAR]).read_text())
-    bare = {k: v for k, v in env.items() if k != pki.PASSPHRASE_ENV}
+    bare = {k: v for k, v in env.items() if k != pki_secrets.PASSPHRASE_ENV}
     result = subprocess.run(
         [*INVOKE, "pki.init"], cwd=ROOT, env={**bare, inventory.ENV_VAR: str(inventory_path)},
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,

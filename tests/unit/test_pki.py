@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -224,3 +225,98 @@ def test_damaged_local_state_is_caught_before_any_upload(pki_inv: Inventory) -> 
     )
     with pytest.raises(PkiError, match=r"differ from the inventory's .*run 'invoke pki\.renew'"):
         pki.check_server(renamed)
+
+
+def rogue_certificate(p: pki.Paths, tmp_path: Path, name: x509.GeneralName) -> Path:
+    """A certificate for ``name``, signed with the registry's CA key (as whoever stole it
+    would): clients must refuse it for every name the CA was not made for."""
+    ca_key = pki.read_key(p.ca_key, PASSPHRASE)
+    leaf = certificates.build_server_cert(
+        pki.read_cert(p.ca_cert), ca_key, certificates.new_key("ec-p256"), [name], 30
+    )
+    path = tmp_path / "rogue.crt"
+    path.write_bytes(certificates.cert_pem(leaf))
+    return path
+
+
+def gnutls_verify(ca: Path, cert: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["certtool", "--verify", "--load-ca-certificate", str(ca), "--infile", str(cert)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_new_ca_has_critical_name_constraints_for_the_registrys_names(
+    pki_inv: Inventory,
+) -> None:
+    text = openssl("x509", "-noout", "-text", "-in", str(pki.paths(pki_inv).ca_cert)).stdout
+    assert "X509v3 Name Constraints: critical" in text
+    permitted = text.split("Permitted:", 1)[1].split("Signature Algorithm", 1)[0].split()
+    assert permitted == [
+        "DNS:registry.unit.test",
+        "DNS:registry",
+        "DNS:alt.unit.test",
+        "IP:127.0.0.1/255.255.255.255",
+        "IP:0:0:0:0:0:0:0:1/FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF",
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        x509.DNSName("www.example.com"),
+        x509.DNSName("unit.test"),  # the domain's parent
+        x509.DNSName("registry.unit.test.evil.example"),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+    ],
+)
+def test_a_certificate_for_another_name_from_the_ca_is_refused_by_every_library(
+    pki_inv: Inventory, tmp_path: Path, name: x509.GeneralName
+) -> None:
+    p = pki.paths(pki_inv)
+    rogue = rogue_certificate(p, tmp_path, name)
+    by_openssl = openssl("verify", "-purpose", "sslserver", "-CAfile", str(p.ca_cert), str(rogue))
+    assert by_openssl.returncode != 0
+    assert "subtree violation" in by_openssl.stdout + by_openssl.stderr
+    by_gnutls = gnutls_verify(p.ca_cert, rogue)
+    assert "violates the signer's constraints" in by_gnutls.stdout, by_gnutls.stdout
+    with pytest.raises(VerificationError):
+        verifier_for(p, name).verify(pki.read_cert(rogue), [])
+    # The registry's own certificate, from the same CA, passes all three.
+    assert "Chain verification output: Verified." in gnutls_verify(p.ca_cert, p.server_cert).stdout
+    verifier_for(p, x509.DNSName("registry.unit.test")).verify(pki.read_cert(p.server_cert), [])
+
+
+def test_a_ca_for_a_registry_without_addresses_may_sign_for_no_address() -> None:
+    constraints = certificates.name_constraints("registry.example", ["alt.example"], [])
+    address = x509.IPAddress(ipaddress.ip_address("192.0.2.1"))
+    assert not certificates.permitted(constraints, address)
+    assert certificates.permitted(constraints, x509.DNSName("registry.example"))
+    assert certificates.permitted(constraints, x509.DNSName("eu.alt.example"))
+    assert not certificates.permitted(constraints, x509.DNSName("example"))
+
+
+def test_a_name_added_later_needs_a_new_ca(pki_inv: Inventory) -> None:
+    later = pki_inv.model_copy(
+        update={
+            "registry": pki_inv.registry.model_copy(
+                update={"extra_names": [*pki_inv.registry.extra_names, "new.example"]}
+            )
+        }
+    )
+    with pytest.raises(PkiError, match=r"new\.example is not one of them.*pki\.rotate-ca"):
+        pki.issue_server(later, PASSPHRASE)
+    pki.rotate_ca(later, PASSPHRASE)
+    pki.retire_ca(later, PASSPHRASE)
+    sans = certificates.cert_sans(pki.read_cert(pki.paths(later).server_cert))
+    assert "new.example" in sans
+
+
+def test_show_says_what_the_ca_may_sign_for(pki_inv: Inventory) -> None:
+    lines = certificates.describe("CA", pki.read_cert(pki.paths(pki_inv).ca_cert), 30)
+    only = "registry.unit.test, registry, alt.unit.test, 127.0.0.1/32, ::1/128"
+    assert f"  names:       only {only}" in lines
+    old = certificates.build_ca(certificates.new_key("ec-p256"), "org", "a.example", 30)
+    assert any("no Name Constraints" in line for line in certificates.describe("CA", old, 30))
