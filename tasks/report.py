@@ -6,6 +6,7 @@ with a count of each. Lines are flushed at once so that progress is visible.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -132,3 +133,16 @@ def aligned(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
+
+
+# What a terminal must never get raw from a registry or a file: C0 and C1 controls (ESC
+# starts a sequence that sets the title or moves the cursor, CR rewrites the line; C1's
+# CSI is ESC [ in one character), DEL, and the bidi controls that reorder what follows
+# (U+061C, U+200E-F, U+202A-E, U+2066-9), and the Unicode line and paragraph separators.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character shown as its escape (``\\x1b``, ``\\u202e``),
+    so that what a registry or an inventory holds is printed, never obeyed (pure)."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
