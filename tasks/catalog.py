@@ -1,11 +1,14 @@
 """``fab -H regbox catalog``: what was pushed, read through the registry's v2 API.
 
-The registry is reached through an SSH tunnel to the host's HTTPS port, checked
-against the local CA for the registry's domain, with the deploy's own login (an
-admin: it lists every repository) and a token per scope. The
-same API calls as the browser page (``templates/ui``): the catalog, each
-repository's tags, each tag's manifest (digest, size, index or image) and config
-blob (architecture, creation date).
+The registry is reached through an SSH tunnel to the host's HTTPS port, checked against
+the local CA for the registry's domain, with the deploy's own login (an admin: it lists
+every repository) and a token per scope. The same API calls as the browser page
+(``templates/ui``): the catalog, each repository's tags, each tag's manifest (digest,
+size, index or image) and config blob (architecture, creation date).
+
+Whoever can push writes those (the registry checks a manifest's shape, never a config's):
+a field of another type reads as absent, what is printed goes through ``printable``, and
+a repository without tags, or a tag gone while it was read, is skipped with a line.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,27 +37,27 @@ from tasks.inventory import Inventory, Registry
 from tasks.layout import PROBE_REPO
 from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.target import Target
-from tasks.report import Report, aligned, human_size
+from tasks.report import Report, aligned, human_size, printable
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
+IMAGE_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+MANIFEST_TYPES = ", ".join(INDEX_TYPES + IMAGE_TYPES)
 # Config media types of container images; any other config (or an artifactType) makes
 # the manifest an artifact (oras, helm, ...), shown by its type, its config unread.
 IMAGE_CONFIGS = (
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 )
+JSON = "application/json"
 PAGE = 100
+SHOWN_MAX = 256  # characters of a platform cell (a 4 MiB architecture would pad every row)
+CONFIG_MAX = 4 * 2**20  # bytes of an image config read at most (real ones are KiB)
 TOKEN_EARLY = 30  # seconds before a token expires that a new one is asked for
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 
@@ -116,13 +119,16 @@ class RegistryApi:
         return body, headers
 
     def call(
-        self, method: str, path: str, authorization: str, accept: str = "application/json"
+        self, method: str, path: str, authorization: str, accept: str = JSON, limit: int = 0
     ) -> tuple[int, bytes, dict[str, str]]:
-        """One request: (status, body, headers with lower-case names), whatever the status."""
+        """One request: (status, body, headers with lower-case names), whatever the status;
+        with ``limit``, at most ``limit + 1`` bytes of the body (the rest left unread)."""
         headers = {"Host": self._host, "Authorization": authorization, "Accept": accept}
         self._conn.request(method, path, headers=headers)
         response = self._conn.getresponse()
-        body = response.read()
+        body = response.read(limit + 1) if limit else response.read()
+        if limit and len(body) > limit:
+            self._conn.close()  # its body half read: the next request opens a new one
         return response.status, body, {k.lower(): v for k, v in response.getheaders()}
 
     def bearer(self, scope: str) -> str:
@@ -133,16 +139,14 @@ class RegistryApi:
         token, until = self._tokens.get(scope, ("", 0.0))
         if time.monotonic() >= until:
             query = urlencode({"service": self._service, "scope": scope})
-            body, _ = self._request(f"/auth/token?{query}", self._login, "application/json")
+            body, _ = self._request(f"/auth/token?{query}", self._login, JSON)
             answer = json.loads(body)
             token = answer["token"]
             until = time.monotonic() + int(answer.get("expires_in", 60)) - TOKEN_EARLY
             self._tokens[scope] = (token, until)
         return token
 
-    def get(
-        self, path: str, scope: str, accept: str = "application/json"
-    ) -> tuple[Any, dict[str, str]]:
+    def get(self, path: str, scope: str, accept: str = JSON) -> tuple[Any, dict[str, str]]:
         body, headers = self._request(path, f"Bearer {self.token(scope)}", accept)
         return json.loads(body or b"null"), headers
 
@@ -151,86 +155,131 @@ class RegistryApi:
         url: str | None = f"{path}?n={PAGE}"
         while url:
             data, headers = self.get(url, scope)
-            yield from (data or {}).get(key) or []
+            yield from _object(data).get(key) or []
             match = _NEXT.search(headers.get("link", ""))
             url = match.group(1) if match else None
 
     def tag(self, repo: str, tag: str) -> Tag:
-        base = f"/v2/{quote(repo)}"
-        scope = pull_scope(repo)
-        manifest, headers = self.get(f"{base}/manifests/{quote(tag)}", scope, MANIFEST_TYPES)
+        """One tag's details, each field read for its type."""
+        path = f"/v2/{quote(repo)}/manifests/{quote(tag)}"
+        answer, headers = self.get(path, pull_scope(repo), MANIFEST_TYPES)
+        manifest = _object(answer)
         out = Tag(repo, tag, digest=headers.get("docker-content-digest", ""))
         if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
+            entries = _objects(manifest.get("manifests"))
             out.index = True
-            out.platforms = [
-                f"{m['platform']['os']}/{m['platform']['architecture']}"
-                for m in manifest.get("manifests", [])
-                if m.get("platform")
-            ]
-            out.size = sum(m.get("size", 0) for m in manifest.get("manifests", []))
-            out.manifests = [m["digest"] for m in manifest.get("manifests", [])]
+            out.platforms = [p for m in entries if (p := platform(_object(m.get("platform"))))]
+            out.size = sum(_count(m.get("size")) for m in entries)
+            out.manifests = [d for m in entries if (d := _text(m.get("digest")))]
             return out
-        config = manifest.get("config", {})
-        out.size = config.get("size", 0) + sum(
-            layer.get("size", 0) for layer in manifest.get("layers", [])
-        )
-        kind = manifest.get("artifactType") or config.get("mediaType", "")
+        config = _object(manifest.get("config"))
+        layers = _objects(manifest.get("layers"))
+        out.size = _count(config.get("size")) + sum(_count(layer.get("size")) for layer in layers)
+        kind = _text(manifest.get("artifactType")) or _text(config.get("mediaType"))
         if kind and kind not in IMAGE_CONFIGS:
             out.artifact = kind
             return out
-        blob, _ = self.get(f"{base}/blobs/{config['digest']}", scope)
-        arch = blob.get("architecture", "")
-        out.platforms = [f"{blob.get('os', '')}/{arch}"] if arch else []
-        out.created = blob.get("created", "") or ""
+        blob = self.config(repo, digest) if (digest := _text(config.get("digest"))) else {}
+        out.platforms = [p] if (p := platform(blob)) else []
+        out.created = _text(blob.get("created"))
         return out
+
+    def config(self, repo: str, digest: str) -> dict[str, Any]:
+        """An image's config blob: a JSON object, else (not JSON, not an object, or over
+        CONFIG_MAX bytes) none ({}); a pusher writes it, unchecked by the registry."""
+        path = f"/v2/{quote(repo)}/blobs/{quote(digest, safe=':')}"
+        status, body, _ = self.call("GET", path, self.bearer(pull_scope(repo)), limit=CONFIG_MAX)
+        if status != 200:
+            raise ApiError(f"GET {path}: {status}", status)
+        try:
+            return _object(json.loads(body)) if len(body) <= CONFIG_MAX else {}
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json reads
+            return {}
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def platform(fields: dict[str, Any]) -> str:
+    """``os/architecture`` of a config or an index's entry; none without an architecture."""
+    os, arch = _text(fields.get("os")), _text(fields.get("architecture"))
+    return "" if not arch else f"{os}/{arch}" if os else arch
 
 
 def pull_scope(repo: str) -> str:
     return f"repository:{repo}:pull"
 
 
-def tags_of(api: RegistryApi, repo: str) -> list[str]:
-    """A repository's tags; none for one the catalog lists with blobs only (an upload that
-    never got a manifest), whose tag list the registry answers with 404."""
+Skip = Callable[[str, str], None]  # told of each repository or tag left out: (what, why)
+
+
+def _quiet(what: str, why: str) -> None: ...  # prune and migrate are not told
+
+
+def skipper(report: Report, alias: str) -> Skip:
+    """One ``skipped`` line per repository or tag left out of ``alias``'s catalog."""
+    return lambda what, why: report.skipped(alias, f"catalog of {printable(what)}", printable(why))
+
+
+def tags_of(api: RegistryApi, repo: str, skip: Skip = _quiet) -> list[str]:
+    """A repository's tags; none, told to ``skip``, for one with blobs only (an upload that
+    never got a manifest: tags/list answers 404) or whose tags were all deleted."""
     try:
-        return sorted(api.paged(f"/v2/{quote(repo)}/tags/list", "tags", pull_scope(repo)))
+        tags = sorted(api.paged(f"/v2/{quote(repo)}/tags/list", "tags", pull_scope(repo)))
     except ApiError as exc:
-        if exc.status == 404:
-            return []
-        raise
+        if exc.status != 404:
+            raise
+        skip(repo, "no tags: the registry answered 404 to tags/list")
+        return []
+    if not tags:
+        skip(repo, "no tags: its tag list is empty")
+    return tags
 
 
-def read_catalog(api: RegistryApi) -> list[Tag]:
-    """Every tag of every repository but the deploy's own probe, with its details."""
-    return [
-        api.tag(repo, tag)
-        for repo in api.paged("/v2/_catalog", "repositories", "registry:catalog:*")
-        if repo != PROBE_REPO
-        for tag in tags_of(api, repo)
-    ]
+def read_catalog(api: RegistryApi, skip: Skip = _quiet) -> list[Tag]:
+    """Every tag of every repository but the deploy's own probe, with its details; a tag
+    whose manifest or config is gone (deleted while read) is told to ``skip``."""
+    found = []
+    for repo in api.paged("/v2/_catalog", "repositories", "registry:catalog:*"):
+        for tag in tags_of(api, repo, skip) if repo != PROBE_REPO else []:
+            try:
+                found.append(api.tag(repo, tag))
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                skip(f"{repo}:{tag}", f"gone: {exc}")
+    return found
 
 
 def table(tags: list[Tag], address: str) -> str:
     """The catalog as an aligned text table (pure; unit-tested)."""
     if not tags:
-        return f"no repositories yet; push one: docker push {address}/<name>:<tag>"
+        return printable(f"no repositories yet; push one: docker push {address}/<name>:<tag>")
     rows = [("REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "CREATED")]
     for t in tags:
-        platform = ", ".join(t.platforms) or "-"
+        shown = ", ".join(t.platforms) or "-"
         if t.index:
-            platform = f"index: {platform}"
+            shown = f"index: {shown}"
         elif t.artifact:
-            platform = f"artifact: {t.artifact}"
-        rows.append(
-            (
-                t.repository,
-                t.tag,
-                t.digest[:19],
-                human_size(t.size),
-                platform,
-                t.created[:19].replace("T", " ") or "-",
-            )
-        )
+            shown = f"artifact: {t.artifact}"
+        shown = printable(shown)
+        shown = shown if len(shown) <= SHOWN_MAX else shown[: SHOWN_MAX - 1] + "…"
+        created = t.created[:19].replace("T", " ") or "-"
+        cells = (t.repository, t.tag, t.digest[:19], human_size(t.size), shown, created)
+        rows.append(tuple(printable(cell) for cell in cells))
     return aligned(rows)
 
 
@@ -302,17 +351,11 @@ def _session(alias: str, port: int, inv: Inventory, password: str) -> Iterator[R
     try:
         yield api
     except ApiError as exc:
-        raise RemoteError(f"{alias}: {exc}") from None
+        raise RemoteError(f"{alias}: {printable(str(exc))}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise RemoteError(f"{alias}: the registry answered something unexpected: {exc!r}") from None
     except (OSError, http.client.HTTPException) as exc:
         raise RemoteError(f"{alias}: cannot read the registry through SSH: {exc}") from None
-
-
-def fetch(inv: Inventory, target: Target) -> list[Tag]:
-    """Read the catalog of the registry on ``target`` through an SSH tunnel."""
-    with api_session(inv, target) as api:
-        return read_catalog(api)
 
 
 @task(
@@ -333,7 +376,8 @@ def show_catalog(c: Context, json_: bool = False, force: bool = False) -> None:
     found: dict[str, list[Tag]] = {}
 
     def work(target: Target) -> None:
-        found[target.alias] = fetch(inv, target)
+        with api_session(inv, target) as api:
+            found[target.alias] = read_catalog(api, skipper(report, target.alias))
         report.ok(target.alias, "catalog", f"{len(found[target.alias])} tags")
 
     try:
@@ -345,7 +389,7 @@ def show_catalog(c: Context, json_: bool = False, force: bool = False) -> None:
         else:
             for alias, tags in found.items():
                 if len(aliases) > 1:
-                    print(f"[{alias}]")
+                    print(f"[{printable(alias)}]")
                 print(table(tags, inv.registry.address))
 
 

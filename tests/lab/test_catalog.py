@@ -6,9 +6,14 @@ machine, reaching regbox on the lab network, logged in with basic auth.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import shlex
 import socket
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Dialog
@@ -17,11 +22,14 @@ from tasks import catalog, users
 from tasks.catalog import MANIFEST_TYPES
 from tasks.layout import PROBE_REPO
 from tests.lab.conftest import (
+    CA_FILE,
     DOMAIN,
+    PASSWORD,
     REPO,
     USER,
     Lab,
     Pushed,
+    bearer,
     fab,
     login,
     must,
@@ -347,3 +355,122 @@ def test_a_long_api_session_ends_cleanly_on_a_quick_ssh_socket(registry: Lab) ->
         assert len(token) > 1024
         statuses = Counter(api.call("GET", "/v2/", token)[0] for _ in range(1100))
     assert statuses == {200: 1100}
+
+
+HOSTILE, UNTAGGED = "team/hostile", "team/untagged"
+IMAGE_CONFIG = "application/vnd.docker.container.image.v1+json"
+LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# Configs as whoever can push may write them (the registry never reads a config): escape
+# sequences that set the terminal's title and rewrite the line as a fake row, a bidi
+# override, a creation date that is a number, and a config that is not an object.
+CONFIGS: dict[str, object] = {
+    "evil": {
+        "os": "linux",
+        "architecture": "amd64\x1b]0;pwned\x07\r\x1b[2Kteam/fake  1.0",
+        "created": "\u202e\x1b[31m2026-01-01T00:00:00Z",
+    },
+    "intdate": {"os": "linux", "architecture": "amd64", "created": 12345},
+    "notobject": ["linux", "amd64"],
+}
+# What a terminal would obey, raw: C0 and C1 controls but the newline, DEL, bidi controls.
+RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Upload through the API, with the token's curl config line on stdin: the blob $LAYER,
+# then, with $TAG, the blob $CONFIG and $MANIFEST as $TAG (each digest's hex given).
+UPLOAD = r"""set -e
+w=$(mktemp -d); cd "$w"; cat > auth
+up() {
+  loc=$(curl -sSf -K auth --cacert "$CA" -X POST -D - -o /dev/null \
+    "$URL/v2/$REPO/blobs/uploads/" | tr -d '\r' | sed -n 's/^location: *//Ip')
+  case "$loc" in http*) ;; *) loc="$URL$loc";; esac
+  case "$loc" in *\?*) sep='&';; *) sep='?';; esac
+  curl -sSf -K auth --cacert "$CA" -X PUT -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$1" -o /dev/null "$loc${sep}digest=sha256:$2"
+}
+printf '%s' "$LAYER" > layer; up layer "$LAYER_HEX"
+if [ -n "$TAG" ]; then
+  printf '%s' "$CONFIG" > config; up config "$CONFIG_HEX"
+  printf '%s' "$MANIFEST" > manifest
+  curl -sSf -K auth --cacert "$CA" -X PUT -H "Content-Type: $MT" --data-binary @manifest \
+    -o /dev/null "$URL/v2/$REPO/manifests/$TAG"
+fi
+cd /; rm -rf "$w"
+"""
+
+
+def push_config(lab: Lab, repo: str, tag: str = "", config: object = None) -> str:
+    """As alice (a pusher), from client1: an image ``repo:tag`` of one layer whose config is
+    ``config`` (as JSON: ASCII, its control characters JSON escapes), its digest returned;
+    without ``tag``, the layer's blob alone (a repository without tags)."""
+    layer, blob = f"a layer of {repo}, {uuid.uuid4()}", json.dumps(config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": IMAGE_CONFIG, "size": len(blob), "digest": sha256(blob)},
+            "layers": [{"mediaType": LAYER, "size": len(layer), "digest": sha256(layer)}],
+        }
+    )
+    env = {"REPO": repo, "TAG": tag, "LAYER": layer, "LAYER_HEX": sha256(layer)[7:],
+           "CONFIG": blob, "CONFIG_HEX": sha256(blob)[7:], "MANIFEST": manifest,
+           "CA": CA_FILE, "URL": f"https://{DOMAIN}", "MT": MANIFEST}  # fmt: skip
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    c1 = lab.connect("client1")
+    sh(
+        c1,
+        f"export {exports}; {UPLOAD}",
+        bearer(c1, USER, PASSWORD, f"repository:{repo}:pull,push"),
+    )
+    return sha256(manifest)
+
+
+def sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def hostile(registry: Lab) -> Iterator[dict[str, str]]:
+    """``HOSTILE`` with a tag per config of ``CONFIGS`` (tag -> digest), and ``UNTAGGED``
+    with a blob and no tag; the hostile tags are deleted afterwards (by digest)."""
+    trust_by_certs_d(registry, registry.connect("client1"))
+    digests = {tag: push_config(registry, HOSTILE, tag, config) for tag, config in CONFIGS.items()}
+    push_config(registry, UNTAGGED)
+    yield digests
+    c1 = registry.connect("client1")
+    admin = users.probe_credential(registry.inventory)[0]
+    auth = bearer(c1, users.PROBE_USER, admin, f"repository:{HOSTILE}:delete")
+    base = f"curl -sSf -K /tmp/auth --cacert {CA_FILE} -X DELETE -o /dev/null"
+    deletes = [f"{base} https://{DOMAIN}/v2/{HOSTILE}/manifests/{d}" for d in digests.values()]
+    sh(c1, " && ".join(["cat > /tmp/auth", *deletes, "rm /tmp/auth"]), auth)
+
+
+def test_a_pushers_hostile_configs_and_an_untagged_repository_list_cleanly(
+    registry: Lab, hostile: dict[str, str]
+) -> None:
+    """Issue #22, point 5: `fab catalog` prints one line per tag, the hostile fields as
+    escapes (nothing a terminal obeys), a date of another type as none, no traceback,
+    exit 0; the repository without tags is skipped with one line saying why."""
+    proc = fab(registry, "-H", "regbox", "catalog")
+    out = must(proc)
+    assert not RAW.search(out + proc.stderr)
+    assert "Traceback" not in proc.stderr
+    listed = json.loads(must(fab(registry, "-H", "regbox", "catalog", "--json")))
+    lines = out.splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PLATFORM", "CREATED"]
+    assert len(lines) == 1 + len(listed)  # a line per tag, none broken or made up
+    rows = {line.split()[1]: line for line in lines[1:] if line.split()[0] == HOSTILE}
+    assert sorted(rows) == sorted(CONFIGS)
+    for tag, digest in hostile.items():
+        assert digest[:19] in rows[tag]
+    assert r"  linux/amd64\x1b]0;pwned\x07\r\x1b[2Kteam/fake  1.0  " in rows["evil"]
+    assert rows["evil"].endswith(r"  \u202e\x1b[31m2026-01-01 00")
+    assert rows["intdate"].split()[-2:] == ["linux/amd64", "-"]
+    assert rows["notobject"].split()[-2:] == ["-", "-"]
+    skipped = (
+        f"[regbox] catalog of {UNTAGGED}: skipped (no tags: the registry answered 404 to tags/list)"
+    )
+    assert skipped in proc.stderr.splitlines()
+    assert not [t for t in listed if t["repository"] == UNTAGGED]
+    # The JSON keeps what the registry holds, its control characters escaped by JSON.
+    by_tag = {t["tag"]: t for t in listed if t["repository"] == HOSTILE}
+    assert by_tag["evil"]["platforms"] == ["linux/amd64\x1b]0;pwned\x07\r\x1b[2Kteam/fake  1.0"]
+    assert (by_tag["intdate"]["created"], by_tag["notobject"]["platforms"]) == ("", [])
