@@ -31,6 +31,15 @@ from pydantic import (
 from tasks import rights
 from tasks.cli import task
 from tasks.errors import InventoryError, RegkitError
+from tasks.inventory_checks import (
+    after_load,
+    check_common_name,
+    check_data_dir,
+    check_organization,
+    check_own_name,
+    check_registry_user,
+    refuse_unseen,
+)
 from tasks.inventory_file import NoAliasLoader, Strict, format_error
 from tasks.inventory_hosts import Host, Port, Role
 from tasks.inventory_images import Images
@@ -43,31 +52,7 @@ MAX_BYTES = 1024 * 1024
 
 KeyType = Literal["ec-p256", "rsa-2048", "rsa-4096"]
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-def check_dns_name(name: str, require_dot: bool = True) -> str:
-    """Return ``name`` lower-cased if it is a valid DNS name, else raise ValueError.
-
-    The registry's domain needs a dot: Docker reads a single-label name as a
-    Docker Hub namespace. Extra names may be short names (used with a port).
-    """
-    lowered = name.lower()
-    if len(lowered) > 253:
-        raise ValueError(f"{name!r} is longer than 253 characters")
-    labels = lowered.split(".")
-    if not all(_LABEL.match(label) for label in labels):
-        raise ValueError(
-            f"{name!r} is not a valid DNS name (letters, digits and inner hyphens, "
-            "dot-separated, e.g. registry.example.com)"
-        )
-    if require_dot and len(labels) < 2:
-        raise ValueError(
-            f"{name!r} has no dot; Docker would read a single-label name as a Docker Hub "
-            "namespace, so use a fully qualified name such as registry.example.com"
-        )
-    return lowered
+_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class Registry(Strict):
@@ -79,7 +64,7 @@ class Registry(Strict):
     extra_ips: list[str] = []
     # Two folders deep at least, and no "." or ".." part: `rm -rf` and `docker -v` get it.
     data_dir: Annotated[
-        str, StringConstraints(pattern=r"^(/(?!\.\.?(/|$))[A-Za-z0-9._-]+){2,}/?$")
+        str, StringConstraints(pattern=r"^(/(?!\.\.?(/|$))[A-Za-z0-9._-]+){2,}/?\Z")
     ] = "/var/lib/regkit/registry"
     images: Images = Images()
     storage: Storage = Storage()
@@ -89,7 +74,14 @@ class Registry(Strict):
     @field_validator("domain")
     @classmethod
     def _domain(cls, v: str) -> str:
-        return check_dns_name(v)
+        domain = check_own_name(v)
+        check_common_name(domain, "the server certificate's common name (the domain)")
+        return domain
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, v: str) -> str:
+        return check_data_dir(v)
 
     @model_validator(mode="after")
     def _mirror_apart(self) -> Registry:
@@ -99,13 +91,7 @@ class Registry(Strict):
     @field_validator("extra_names")
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
-        out = []
-        for name in v:
-            # A wildcard is a valid SAN; check the rest of the name.
-            base = name[2:] if name.startswith("*.") else name
-            prefix = "*." if base is not name else ""
-            out.append(prefix + check_dns_name(base, require_dot=False))
-        return out
+        return [check_own_name(name, require_dot=False) for name in v]
 
     @field_validator("extra_ips")
     @classmethod
@@ -154,6 +140,11 @@ class Pki(Strict):
     server_days: Annotated[int, Field(ge=1, le=825)] = 397
     warn_days: Annotated[int, Field(ge=0, le=365)] = 30
 
+    @field_validator("organization")
+    @classmethod
+    def _organization(cls, v: str) -> str:
+        return check_organization(v)
+
 
 def check_patterns(patterns: list[str]) -> list[str]:
     """Repository patterns (at least one), each as :func:`tasks.rights.check_pattern` wants."""
@@ -184,14 +175,21 @@ class Users(Strict):
     min_password_length: Annotated[int, Field(ge=8, le=128)] = 12
     access: dict[str, UserAccess] = {}
 
+    @field_validator("access")
+    @classmethod
+    def _names(cls, v: dict[str, UserAccess]) -> dict[str, UserAccess]:
+        for name in v:
+            check_registry_user(name)
+        return v
 
-_DURATION = re.compile(r"^(\d+)([hdw])$")
+
+_DURATION = re.compile(r"(\d+)([hdw])")
 DURATION_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def duration_seconds(text: str) -> int:
     """``12h``, ``30d`` or ``2w`` in seconds, or ValueError."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration; use hours, days or weeks: 12h, 30d, 2w")
     return int(match.group(1)) * DURATION_UNITS[match.group(2)]
@@ -255,7 +253,7 @@ class Inventory(Strict):
     @classmethod
     def _aliases(cls, v: dict[str, Host]) -> dict[str, Host]:
         for alias in v:
-            if not _ALIAS.match(alias):
+            if not _ALIAS.fullmatch(alias):
                 raise ValueError(
                     f"host alias {alias!r} is not valid (letters, digits, '.', '_', '-')"
                 )
@@ -344,10 +342,13 @@ def load(path: Path | None = None) -> Inventory:
         )
     if "source" in data:
         raise InventoryError(f"{path}: source: unknown key")
+    refuse_unseen(path, data)
     try:
-        return Inventory.model_validate({**data, "source": path})
+        inv = Inventory.model_validate({**data, "source": path})
     except ValidationError as exc:
         raise InventoryError(format_error(path, exc, Inventory)) from None
+    after_load(inv)
+    return inv
 
 
 @task

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tasks.inventory_checks import check_hostname, check_ssh_user
 from tasks.inventory_file import Strict
 
 Flavor = Literal["debian", "rhel", "alpine", "boot2docker"]
@@ -52,6 +53,16 @@ class Host(Strict):
                 f"{ours}; scan this host (ssh-keyscan -p {port} {hostname})"
             )
         return {**data, "host_key": line["key"]}
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        return v if v is None else check_hostname(v)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        return v if v is None else check_ssh_user(v)
 
     @field_validator("host_key")
     @classmethod

@@ -13,11 +13,12 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from tasks.inventory_checks import check_data_dir
 from tasks.inventory_file import Strict, base_url
 
 DOCKER_HUB = "https://registry-1.docker.io"
 # A host path two folders deep at least, with no "." or ".." part (as registry.data_dir).
-DataDir = Annotated[str, StringConstraints(pattern=r"^(/(?!\.\.?(/|$))[A-Za-z0-9._-]+){2,}/?$")]
+DataDir = Annotated[str, StringConstraints(pattern=r"^(/(?!\.\.?(/|$))[A-Za-z0-9._-]+){2,}/?\Z")]
 
 
 class Mirror(Strict):
@@ -43,6 +44,11 @@ class Mirror(Strict):
             login + "invoke mirror.set-credentials",
             "a mirror caches a whole registry",
         )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, v: str) -> str:
+        return check_data_dir(v)
 
     @model_validator(mode="after")
     def _ca(self) -> Mirror:

@@ -22,8 +22,8 @@ class S3(Strict):
     # The service's URL, scheme and host (and port): https://s3.example.com, http://10.0.0.5:7480.
     endpoint: str
     region: str = "us-east-1"
-    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
-    root_directory: Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9._-]+)*/?$")] = "/"
+    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")]
+    root_directory: Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9._-]+)*/?\Z")] = "/"
     # HTTPS to the service; follows the endpoint's scheme unless set (then it must agree).
     secure: bool | None = None
     # Parts of a multipart upload; S3 wants at least 5 MiB.
