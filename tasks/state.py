@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import tempfile
 from pathlib import Path
 
@@ -17,12 +18,40 @@ from tasks.errors import StateError
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` and any missing parents with mode 0700; return it."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for p in reversed(missing):
-        p.mkdir(mode=0o700)
-    os.chmod(path, 0o700)
+    """Create ``path`` and any missing parents with mode 0700; return it.
+
+    Only a folder made here gets its mode set. One that was there keeps its own: it is
+    refused (StateError) when it is no folder, or when other users may open it, since
+    secrets go in it; the message says how to make it private.
+    """
+    made = False
+    for p in reversed([p for p in (path, *path.parents) if not p.exists()]):
+        try:
+            p.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: not ours to change
+        os.chmod(p, 0o700)  # 0700 whatever the umask
+        made = p == path
+    if not made:
+        check_private_dir(path)
     return path
+
+
+def check_private_dir(path: Path) -> None:
+    """StateError unless ``path`` is a folder only its owner may open."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateError(f"{path}: not a folder; regkit keeps its state in a folder")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise StateError(
+            f"{path}: other users may open this folder (mode {mode:04o}) and regkit keeps "
+            f"secrets in it; it changes only folders it made: run chmod 700 {path} if the "
+            "folder is yours alone, or give another one"
+        )
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> bool:
