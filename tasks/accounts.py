@@ -220,7 +220,7 @@ def deluser(c: Context, username: str, yes: bool = False, force: bool = False) -
     inv = inventory.load()
     aliases = hosts_for(c, inv, "registry", "deluser", force)
     pki.require(inv)
-    users.check_username(username)
+    users.check_removal(inv, username)
     users.confirm_removal(username, yes)
     users.remove(inv, username)
     rights.forget(inv, username)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 from invoke import Collection, Context
 
 from tasks import inventory
-from tasks.cli import confirm, read_secret_stdin, task
+from tasks.cli import confirm, task
 from tasks.errors import StateError, UsersError
 from tasks.inventory import Inventory
+from tasks.inventory_checks import REGISTRY_USER_RULE, check_registry_user
 from tasks.report import Report
 from tasks.state import atomic_write, ensure_private_dir
 
@@ -59,9 +60,18 @@ def check_username(name: str) -> str:
         if ch.isspace() or unicodedata.category(ch).startswith("C"):
             raise UsersError(
                 f"the username {name!r} contains whitespace or a control character; "
-                "use letters, digits and punctuation such as . _ -"
+                f"{REGISTRY_USER_RULE}"
             )
-    return name
+    try:
+        return check_registry_user(name)
+    except ValueError as exc:
+        raise UsersError(str(exc)) from None
+
+
+def check_removal(inv: Inventory, name: str) -> str:
+    """``name`` to remove: one in the password file (whatever an older regkit let in),
+    else a name :func:`check_username` takes."""
+    return name if name in names(inv) else check_username(name)
 
 
 def check_password(password: str, min_length: int) -> str:
@@ -249,10 +259,35 @@ def confirm_removal(username: str, yes: bool) -> None:
         )
 
 
+# More than any password bcrypt can use; standard input is read no further.
+STDIN_LIMIT = 1024
+
+
+def read_password_stdin() -> str:
+    """The password on standard input: one line (its newline is not part of it). More
+    lines are refused, not cut off at the first: a password is never silently changed.
+    At a terminal, the line typed."""
+    data = sys.stdin.readline() if sys.stdin.isatty() else sys.stdin.read(STDIN_LIMIT + 1)
+    if not data:
+        raise UsersError("--password-stdin given but standard input was empty")
+    if len(data) > STDIN_LIMIT:
+        raise UsersError(
+            f"--password-stdin: standard input holds more than {STDIN_LIMIT} characters; "
+            "give the password alone on one line"
+        )
+    line = data.removesuffix("\n").removesuffix("\r")
+    if "\n" in line or "\r" in line:
+        raise UsersError(
+            "--password-stdin: standard input holds more than one line; give the password "
+            "alone on one line (a final newline is fine)"
+        )
+    return line
+
+
 def ask_password(min_length: int, from_stdin: bool) -> str:
     """A new password: from stdin, or asked twice at the terminal."""
     if from_stdin:
-        return check_password(read_secret_stdin("password"), min_length)
+        return check_password(read_password_stdin(), min_length)
     first = check_password(getpass.getpass("Password: "), min_length)
     if getpass.getpass("Password (again): ") != first:
         raise UsersError("the two passwords differ; nothing was changed")
@@ -281,7 +316,7 @@ def add(c: Context, username: str = "", password_stdin: bool = False) -> None:
 def remove_user(c: Context, username: str, yes: bool = False) -> None:
     """Remove a registry user from the local password file."""
     inv = inventory.load()
-    check_username(username)
+    check_removal(inv, username)
     confirm_removal(username, yes)
     remove(inv, username)
     Report().changed("local", f"user {username}", "removed")
