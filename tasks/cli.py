@@ -75,12 +75,30 @@ def show_help(name: str) -> None:
     os.execv(sys.executable, [sys.executable, *program[1:], "--help", token])  # noqa: S606 - no shell wanted
 
 
+# More than any secret regkit takes; standard input is read no further.
+STDIN_LIMIT = 1024
+
+
 def read_secret_stdin(what: str) -> str:
-    """Read one secret line from standard input (for ``--password-stdin``)."""
-    data = sys.stdin.readline()
+    """The secret on standard input (``--password-stdin``): one line, its newline not
+    part of it. More lines are refused, not cut off at the first: a secret is never
+    silently changed. At a terminal, the line typed."""
+    data = sys.stdin.readline() if sys.stdin.isatty() else sys.stdin.read(STDIN_LIMIT + 1)
+    option = f"--{what}-stdin"
     if not data:
-        raise RegkitError(f"--{what}-stdin given but standard input was empty")
-    return data.rstrip("\r\n")
+        raise RegkitError(f"{option} given but standard input was empty")
+    if len(data) > STDIN_LIMIT:
+        raise RegkitError(
+            f"{option}: standard input holds more than {STDIN_LIMIT} characters; "
+            f"give the {what} alone on one line"
+        )
+    line = data.removesuffix("\n").removesuffix("\r")
+    if "\n" in line or "\r" in line:
+        raise RegkitError(
+            f"{option}: standard input holds more than one line; give the {what} "
+            "alone on one line (a final newline is fine)"
+        )
+    return line
 
 
 NEEDS_YES = "confirmation needed: add --yes when not at a terminal"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from invoke import Collection, Context
 
 from tasks import inventory
-from tasks.cli import confirm, task
+from tasks.cli import confirm, read_secret_stdin, task
 from tasks.errors import StateError, UsersError
 from tasks.inventory import Inventory
 from tasks.inventory_checks import REGISTRY_USER_RULE, check_registry_user
@@ -259,35 +259,10 @@ def confirm_removal(username: str, yes: bool) -> None:
         )
 
 
-# More than any password bcrypt can use; standard input is read no further.
-STDIN_LIMIT = 1024
-
-
-def read_password_stdin() -> str:
-    """The password on standard input: one line (its newline is not part of it). More
-    lines are refused, not cut off at the first: a password is never silently changed.
-    At a terminal, the line typed."""
-    data = sys.stdin.readline() if sys.stdin.isatty() else sys.stdin.read(STDIN_LIMIT + 1)
-    if not data:
-        raise UsersError("--password-stdin given but standard input was empty")
-    if len(data) > STDIN_LIMIT:
-        raise UsersError(
-            f"--password-stdin: standard input holds more than {STDIN_LIMIT} characters; "
-            "give the password alone on one line"
-        )
-    line = data.removesuffix("\n").removesuffix("\r")
-    if "\n" in line or "\r" in line:
-        raise UsersError(
-            "--password-stdin: standard input holds more than one line; give the password "
-            "alone on one line (a final newline is fine)"
-        )
-    return line
-
-
 def ask_password(min_length: int, from_stdin: bool) -> str:
     """A new password: from stdin, or asked twice at the terminal."""
     if from_stdin:
-        return check_password(read_password_stdin(), min_length)
+        return check_password(read_secret_stdin("password"), min_length)
     first = check_password(getpass.getpass("Password: "), min_length)
     if getpass.getpass("Password (again): ") != first:
         raise UsersError("the two passwords differ; nothing was changed")

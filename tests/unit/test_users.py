@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import accounts, inventory, users
-from tasks.errors import UsersError
+from tasks import accounts, cli, inventory, users
+from tasks.errors import RegkitError, UsersError
 from tasks.inventory import Inventory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,3 +209,28 @@ def test_help_after_a_task_with_a_positional_argument_is_its_help(
     assert result.stdout.startswith("Usage: ") and "--username" in result.stdout
     assert "Remove" in result.stdout and "?" not in result.stdout
     assert users.password_file(inv).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("stdin", "read"),
+    [
+        ("secret-1\n", "secret-1"),
+        ("secret-1", "secret-1"),
+        ("secret-1\r\n", "secret-1"),
+        ("secret-1\nsecond\n", None),
+        ("secret-1\n\n", None),
+        ("", None),
+        ("x" * 1025, None),
+    ],
+)
+def test_a_secret_on_stdin_is_one_line_for_every_task(
+    monkeypatch: pytest.MonkeyPatch, stdin: str, read: str | None
+) -> None:
+    """users.add and trust-ca --login read --password-stdin alike: more than one line
+    is refused, never cut at the first."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    if read is None:
+        with pytest.raises(RegkitError, match="--password-stdin"):
+            cli.read_secret_stdin("password")
+    else:
+        assert cli.read_secret_stdin("password") == read
