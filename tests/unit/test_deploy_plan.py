@@ -349,6 +349,22 @@ def test_a_new_password_file_needs_no_reload(pki_inv: Inventory, files: list[Upl
     assert plan.changes and plan.reload == ()
 
 
+def test_a_gc_flag_left_up_is_lowered_before_the_proof_pushes(
+    pki_inv: Inventory, files: list[Upload]
+) -> None:
+    """A gc that did not finish left nginx's flag up (pushes refused "while garbage is
+    collected"): the next deploy lowers it, before its push/pull proof."""
+    facts = deployed(pki_inv, files)
+    facts.files["/etc/regkit/maintenance/gc"] = "e3b0c442 644 0 0"
+    plan = planner.plan(pki_inv, "regbox", files, facts)
+    assert plan.changes and plan.clear_gc_flag
+    steps = deploy_steps.steps(pki_inv, plan)
+    subjects = [step.subject for step in steps]
+    assert subjects.index("gc flag") < subjects.index("verify")
+    assert steps[subjects.index("gc flag")].command == "rm -f /etc/regkit/maintenance/gc"
+    assert not planner.plan(pki_inv, "regbox", files, deployed(pki_inv, files)).clear_gc_flag
+
+
 def test_an_upgrade_pulls_recreates_the_registry_and_reloads_nginx(
     pki_inv: Inventory, files: list[Upload]
 ) -> None:
