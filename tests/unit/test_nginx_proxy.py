@@ -424,3 +424,122 @@ def test_tls_offers_mozillas_intermediate_groups_only(
         timeout=30,
     )
     assert (handshake.returncode == 0) is accepted, handshake.stderr
+
+
+# What an attacker on the network tried that held (issue #22's "tried by an attacker"
+# table, docs/reliability.md): each is tried again here against the real nginx.
+
+TRICKS = [
+    "/auth/token/", "/auth//token", "/auth/./token", "/auth/%74oken", "/Auth/token",
+    "//auth/token", "/ui/../auth/token", "/ui/%2e%2e/auth/token", "/_ping/../ui/app.js",
+    "/_ping%2f..%2fui/app.js", "/ui/..%2f..%2fetc/passwd", "/ui../", "/ui/../../etc/passwd",
+    "/v2/../ui/app.js", "/%2fui/app.js", "/ui/app.js%00", "/ui/app.js;.css", "/index.html",
+    "/_ping/x", "/_regkit/login", "/ui%2fapp.js", "/./ui/app.js", "/ui/./app.js",
+    "/UI/app.js", "/ui/app.js?", "/ui/app.js#x", "/%75i/app.js", "/ui/app.js/",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", TRICKS)
+def test_no_path_trick_reaches_a_page_or_a_token_without_a_login(proxy: Proxy, path: str) -> None:
+    reply = proxy.request(path)
+    assert reply.status in (400, 401, 404), (path, reply.status)
+    assert b"/auth/catalog" not in reply.body and b'"token"' not in reply.body
+
+
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS", "PROPFIND", "PUT", "DELETE", "POST"])
+@pytest.mark.parametrize("path", ["/", "/ui/app.js", "/auth/token", "/auth/catalog", "/x"])
+def test_no_odd_method_gets_past_the_login(proxy: Proxy, method: str, path: str) -> None:
+    reply = proxy.request(path, method=method)
+    assert reply.status in (401, 405), (method, path, reply.status)
+
+
+def raw_tls(proxy: Proxy, data: bytes, hold: float = 0) -> bytes:
+    """``data`` over a fresh TLS connection; everything the server answers (until it
+    closes, or 3 s of silence)."""
+    ctx = ssl.create_default_context(cafile=str(proxy.ca))
+    with (
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=3) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(data)
+        answer = b""
+        try:
+            while chunk := tls.recv(65536):
+                answer += chunk
+        except (TimeoutError, ssl.SSLError):
+            pass
+        return answer
+
+
+@pytest.mark.parametrize(
+    "host_headers",
+    [b"", b"Host: evil.example\r\n", b"Host: a\r\nHost: b\r\n", b"Host: 127.0.0.1:1\r\n"],
+)
+def test_odd_host_headers_get_no_page(proxy: Proxy, host_headers: bytes) -> None:
+    answer = raw_tls(
+        proxy, b"GET /ui/app.js HTTP/1.1\r\n" + host_headers + b"Connection: close\r\n\r\n"
+    )
+    status = answer.split(b"\r\n", 1)[0]
+    assert status.split()[1] in (b"400", b"401"), answer[:200]
+
+
+def test_a_smuggled_request_is_refused(proxy: Proxy) -> None:
+    """Content-Length and Transfer-Encoding at once (CL.TE): nginx answers 400 and
+    closes, so the request hidden in the body is never read as a second one."""
+    hidden = b"GET /ui/app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    answer = raw_tls(
+        proxy,
+        b"POST /_ping HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 47\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + hidden,
+    )
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+def test_oversized_headers_are_refused_and_the_server_keeps_serving(proxy: Proxy) -> None:
+    answer = raw_tls(
+        proxy, b"GET /_ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert proxy.request("/_ping").status == 200
+
+
+def test_slow_clients_holding_connections_do_not_starve_others(proxy: Proxy) -> None:
+    """40 connections that send half a request and wait (slowloris): a normal request
+    is still answered."""
+    ctx = ssl.create_default_context(cafile=str(proxy.ca))
+    held = []
+    try:
+        for _ in range(40):
+            raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+            tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            tls.sendall(b"GET /ui/app.js HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+            held.append(tls)
+        assert proxy.request("/_ping").status == 200
+        assert proxy.request("/auth/catalog", auth=("alice", PASSWORD)).status != 429
+    finally:
+        for tls in held:
+            tls.close()
+
+
+@pytest.mark.parametrize("cipher", ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA"])
+def test_tls_12_refuses_ciphers_without_forward_secrecy_or_aead(proxy: Proxy, cipher: str) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(cipher)
+    with (
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
+        ctx.wrap_socket(raw)
+
+
+def test_the_page_puts_registry_text_in_as_text_never_as_html() -> None:
+    """Stored XSS through a pushed config or annotation: the page sets only
+    textContent, and its CSP (test_catalog_page_needs_a_login) allows no inline script."""
+    script = (render.TEMPLATES / "ui" / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script, sink
+    assert "textContent" in script
