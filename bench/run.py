@@ -1,6 +1,6 @@
 """Benchmarks on the lab (issue #10): the no-op redeploy, the fan-out, the data
 path through the proxy, local material; token auth (#15), prune (#16), backups (#17),
-replicas on S3 (#19) and the mirror (#20).
+replicas on S3 (#19), the mirror (#20) and a wrong-password flood (#22).
 
 Run with ``make bench`` (``python -m bench.run`` from the repository root). It
 brings the lab up with six Debian clients (plus b2d), runs each measurement a
@@ -30,6 +30,7 @@ from bench import seconds
 from bench.auth import auth
 from bench.backup import backup_bench
 from bench.datapath import data_path
+from bench.flood import flood_bench
 from bench.mirror import mirror_bench
 from bench.prune import prune_bench
 from bench.scaleout import scale_out
@@ -177,6 +178,8 @@ BARS = (
     ("data_path", "nginx_temp_files", "nginx temp files", "<=", 0),
     ("auth", "push_default_over_cost5", "push 20 layers, default cost / cost 5", "<=", 1.5),
     ("auth", "password_checks_per_40_requests", "password checks per 40 API calls", "<=", 2),
+    ("login_flood", "pull_flooded_over_quiet", "docker pull, flooded / quiet", "<=", 2.0),
+    ("login_flood", "ping_flooded_max_ms", "/_ping during the flood, max ms", "<=", 100),
 )
 
 
@@ -188,6 +191,14 @@ def auth_accounts() -> dict[str, Any]:
     out = fab("adduser", "--robot", "bench-robot", "--role", "push", "--repos", "bench/*")
     token = next(line for line in out.splitlines() if "token (shown once" in line).split()[-1]
     return auth(inventory.load(INVENTORY), DEV, ("bench-robot", token))
+
+
+def login_flood() -> dict[str, Any]:
+    """A wrong-password flood from client1 while client2 pulls and pings (#22)."""
+    fab("-H", "regbox", "deploy")
+    fab("-H", "client1,client2", "trust-ca")
+    fab("adduser", "--username", DEV[0], "--password-stdin", stdin=DEV[1] + "\n")
+    return flood_bench(inventory.load(INVENTORY), DEV)
 
 
 def retention() -> dict[str, Any]:
@@ -239,6 +250,7 @@ def main() -> None:
         "backup": backups,
         "scale_out": lambda: scale_out(ENV, CLIENTS),
         "mirror": lambda: mirror_bench(ENV, CLIENTS),
+        "login_flood": login_flood,
     }
     # `python -m bench.run auth data_path` runs those only, and keeps the other results.
     chosen = sys.argv[1:] or list(measures)

@@ -6,7 +6,7 @@
   signed with the CA's key, is refused by Docker (Go) and curl (OpenSSL) on a client
   that trusts the CA system-wide.
 
-The figures the flood test measures go to docs/benchmarks.md.
+The flood is measured by bench/flood.py; its figures are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import statistics
 import subprocess
 import time
 
-import fabric
 import pytest
 from cryptography import x509
 
+from bench import flood
 from tasks import certificates, pki
 from tests.lab.conftest import (
     CA_FILE,
@@ -37,12 +37,11 @@ from tests.lab.conftest import (
     push_image,
     run_root,
     sh,
+    target,
     trust_by_certs_d,
 )
 
 TOKEN_URL = f"https://{DOMAIN}/auth/token?service={DOMAIN}"
-FLOOD_RATE = 50  # wrong passwords a second
-FLOOD_SECONDS = 30
 
 
 @pytest.fixture(scope="module")
@@ -54,78 +53,20 @@ def image(registry: Lab) -> Pushed:
     return push_image(registry.connect("client1"), repo="team/flood")
 
 
-def timed_pull(conn: fabric.Connection, image: Pushed) -> float:
-    """Seconds for a fresh ``docker pull`` (the image removed first), as a user runs it."""
-    out = sh(
-        conn,
-        f"docker rmi -f {image.ref} >/dev/null 2>&1; s=$(date +%s%N); "
-        f"docker pull -q {image.ref} >/dev/null && e=$(date +%s%N) && "
-        "echo $(( (e - s) / 1000000 ))",
-    )
-    return int(out) / 1000
-
-
-def ping_times(conn: fabric.Connection, count: int) -> list[float]:
-    """``count`` GET /_ping, 0.2 s apart, each on a new connection: seconds each."""
-    out = sh(
-        conn,
-        f"for i in $(seq {count}); do curl -sS -o /dev/null --fail -w '%{{time_total}}\\n' "
-        f"--cacert {CA_FILE} https://{DOMAIN}/_ping; sleep 0.2; done",
-    )
-    return [float(line) for line in out.splitlines()]
-
-
-def flood_script(seconds: int, rate: int) -> str:
-    """Wrong passwords for a real user at ``rate`` a second for ``seconds`` (a tenth of a
-    second's worth at a time, each batch on its own schedule), each on a new
-    connection, in the background; each answer's status goes to /tmp/flood.codes, and
-    how long sending took (ms) to /tmp/flood.ms."""
-    request = (
-        f'curl -s -o /dev/null -m 60 -w "%{{http_code}}\\n" -u {USER}:wrong-password-1 '
-        f'--cacert {CA_FILE} "{TOKEN_URL}" >> /tmp/flood.codes &'
-    )
-    return (
-        "rm -f /tmp/flood.codes /tmp/flood.ms; "
-        "nohup sh -c 'start=$(date +%s%N); "
-        f"for s in $(seq {seconds * 10}); do for k in $(seq {rate // 10}); do {request} done; "
-        "late=$(( start + s * 100000000 - $(date +%s%N) )); "
-        "[ $late -gt 0 ] && sleep $(printf 0.%09d $late); done; "
-        "echo $(( ($(date +%s%N) - start) / 1000000 )) > /tmp/flood.ms; "
-        "wait; echo done >> /tmp/flood.codes' >/dev/null 2>&1 &"
-    )
-
-
 def test_a_login_flood_slows_neither_pulls_nor_ping(registry: Lab, image: Pushed) -> None:
     """Acceptance of #22.2: while client1 sends wrong passwords at 50 a second for 30 s,
     client2's ``docker pull`` (a login and a token each time) takes at most twice its
-    quiet time and ``/_ping`` stays under 100 ms."""
-    c1, c2 = registry.connect("client1"), registry.connect("client2")
-    quiet_pulls = [timed_pull(c2, image) for _ in range(5)]
-    quiet_ping = ping_times(c2, 10)
-    sh(c1, flood_script(FLOOD_SECONDS, FLOOD_RATE))
-    started = time.monotonic()
-    time.sleep(3)  # into the flood, past its first burst
-    flood_pulls = [timed_pull(c2, image) for _ in range(5)]
-    flood_ping = ping_times(c2, 20)
-    assert time.monotonic() - started < FLOOD_SECONDS, "the measurements outlasted the flood"
-    sh(c1, "for i in $(seq 120); do grep -q '^done$' /tmp/flood.codes && exit 0; sleep 1; done")
-    codes = sh(c1, "grep -v '^done$' /tmp/flood.codes").split()
-    sent, checked, limited = len(codes), codes.count("401"), codes.count("429")
-    took = int(sh(c1, "cat /tmp/flood.ms")) / 1000
-    quiet, flooded = statistics.median(quiet_pulls), statistics.median(flood_pulls)
-    print(
-        f"flood: {sent} wrong passwords in {took:.1f} s ({sent / took:.0f}/s): "
-        f"{checked} checked (401), {limited} refused unchecked (429); "
-        f"docker pull median {quiet:.2f} s quiet, {flooded:.2f} s flooded "
-        f"({flooded / quiet:.2f}x); /_ping max {max(quiet_ping) * 1000:.0f} ms quiet, "
-        f"{max(flood_ping) * 1000:.0f} ms flooded "
-        f"(median {statistics.median(flood_ping) * 1000:.0f})"
+    quiet time and ``/_ping`` stays under 100 ms (bench/flood.py, also in the bench)."""
+    inv = registry.inventory
+    result = flood.measure(
+        inv, target(registry, "client1"), target(registry, "client2"), USER, image.ref
     )
-    assert sent == FLOOD_RATE * FLOOD_SECONDS
-    assert sent / took >= 0.9 * FLOOD_RATE, "the flood was not sent at its rate"
-    assert checked + limited == sent, sorted(set(codes))
-    assert flooded <= 2 * quiet
-    assert max(flood_ping) < 0.1
+    print(result.line())
+    assert result.sent == flood.RATE * flood.SECONDS
+    assert result.sent / result.sending_s >= 0.9 * flood.RATE, "not sent at its rate"
+    assert result.checked + result.limited == result.sent
+    assert result.pull_ratio <= 2
+    assert max(result.flood_ping) < 0.1
 
 
 def test_a_wrong_password_takes_as_long_for_any_name(registry: Lab) -> None:
