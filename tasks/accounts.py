@@ -26,7 +26,7 @@ from tasks.remote.fanout import each_host, hosts_for
 from tasks.remote.lock import host_lock
 from tasks.remote.target import Target
 from tasks.remote.upload import Upload
-from tasks.report import Report, aligned
+from tasks.report import Report, aligned, printable
 from tasks.rights import Access
 from tasks.state import atomic_write
 
@@ -248,10 +248,10 @@ def user_table(inv: Inventory) -> str:
         a = access[name]
         rows.append(
             (
-                name,
+                printable(name),  # the local file may have been edited by hand
                 "robot" if a.robot else "user",
                 a.role,
-                ",".join(a.repos),
+                printable(",".join(a.repos)),
                 users.scheme(htpasswd, name),
                 "inventory" if name in inv.users.access else "local",
             )

@@ -234,3 +234,11 @@ def test_a_secret_on_stdin_is_one_line_for_every_task(
             cli.read_secret_stdin("password")
     else:
         assert cli.read_secret_stdin("password") == read
+
+
+def test_the_user_table_prints_a_hand_edited_name_as_escapes(inv: Inventory) -> None:
+    users.set_password(inv, "alice", "correct horse battery")
+    path = users.password_file(inv)
+    path.write_text(path.read_text() + "\x1b]0;pwned\x07:$2y$10$" + "a" * 53 + "\n")
+    table = accounts.user_table(inv)
+    assert "\x1b" not in table and "\\x1b]0;pwned\\x07" in table
