@@ -377,7 +377,7 @@ class Handler(BaseHTTPRequestHandler):
             if credentials:
                 self.log_message("login refused user=%r client=%s", credentials[0], client)
             challenge = {"WWW-Authenticate": f'Basic realm="{self.server.realm}"'}
-            message = "a valid user name and password are needed"
+            message = "authentication required"  # as distribution says it
             self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": message}]}, challenge)
             return None
         return credentials[0]
