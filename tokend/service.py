@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,7 +55,8 @@ ROLES: dict[str, tuple[str, ...]] = {
 LIFETIME = 300  # seconds a token is valid
 LEEWAY = 10  # seconds of clock skew a token's nbf allows
 BCRYPT = (b"$2a$", b"$2b$", b"$2y$")
-DEFAULT_COST = 12  # the cost of a name's stand-in hash when the file has no bcrypt entry
+DEFAULT_COST = 12  # the cost of the stand-in hash when the file has no bcrypt entry
+STAND_IN_COSTS = (4, 16)  # the stand-in's cost stays within these, whatever the file says
 BCRYPT_MAX = 72  # bytes of a password bcrypt reads (crypt(3) and nginx ignore the rest)
 SLOT_WAIT = 30  # seconds a login waits for a free check before it is told to retry
 
@@ -132,12 +133,20 @@ def bcrypt_cost(hashed: bytes) -> int | None:
     return int(hashed[4:6])
 
 
-def usual_cost(hashes: list[bytes]) -> int:
-    """The cost most entries use (the higher on a tie): what an unknown name costs."""
-    counts = Counter(c for c in map(bcrypt_cost, hashes) if c is not None)
-    if not counts:
-        return DEFAULT_COST
-    return max(counts, key=lambda cost: (counts[cost], cost))
+def highest_cost(hashes: list[bytes]) -> int:
+    """The dearest cost in the file (within STAND_IN_COSTS): what every failed login
+    costs, so that none tells a name from another."""
+    costs = [c for c in map(bcrypt_cost, hashes) if c is not None]
+    low, high = STAND_IN_COSTS
+    return min(max(max(costs, default=DEFAULT_COST), low), high)
+
+
+def stand_in(cost: int) -> bytes:
+    """A well-formed bcrypt hash at ``cost`` that no password matches: a check against
+    it costs what a real one does (no hashing to make it)."""
+    import bcrypt
+
+    return bcrypt.gensalt(cost) + b"A" * 31
 
 
 def basic_credentials(header: str) -> tuple[str, str] | None:
@@ -206,9 +215,10 @@ class Passwords:
 
     At most ``slots`` checks run at once (the others wait, in turns by client), so
     logins never take every core and a flood from one client does not hold the others
-    up. A name that is not in the file (or whose entry is not bcrypt) is checked
-    against a stand-in hash of the file's usual cost, so it takes as long as a wrong
-    password for a real name.
+    up. Every failed login includes one check at the file's highest cost: a name that
+    is not in the file (or whose entry is not bcrypt) is checked against a stand-in
+    hash of that cost, and a wrong password for a cheaper entry (a robot, the deploy's
+    probe) is checked against it too. So a failure takes as long for any name.
     """
 
     def __init__(self, path: str, slots: int) -> None:
@@ -232,32 +242,35 @@ class Passwords:
                 self._stamp = now
                 self._stand_in = b""
             if not self._stand_in:
-                cost = usual_cost(list(self._entries.values()))
-                self._stand_in = bcrypt_hash(secrets.token_hex(16).encode(), cost)
+                self._stand_in = stand_in(highest_cost(list(self._entries.values())))
             return self._entries, self._stand_in
 
     def check(self, user: str, password: str, client: str = "") -> bool | None:
         """Whether the login is valid; None when no check came free in time."""
-        import bcrypt
 
-        entries, stand_in = self._read()
+        entries, dearest = self._read()
         hashed = entries.get(user, b"")
-        known = bcrypt_cost(hashed) is not None
+        cost = bcrypt_cost(hashed)
+        secret = password.encode()[:BCRYPT_MAX]
         if not self._slots.acquire(client, SLOT_WAIT):
             return None
         try:
-            matched = bcrypt.checkpw(password.encode()[:BCRYPT_MAX], hashed if known else stand_in)
-        except ValueError:  # a NUL byte in the password
-            matched = False
+            matched = checkpw(secret, hashed if cost is not None else dearest)
+            if not matched and cost is not None and cost < (bcrypt_cost(dearest) or 0):
+                checkpw(secret, dearest)
         finally:
             self._slots.release()
-        return matched and known
+        return matched and cost is not None
 
 
-def bcrypt_hash(secret: bytes, cost: int) -> bytes:
+def checkpw(secret: bytes, hashed: bytes) -> bool:
+    """bcrypt's check; False for a password it refuses (a NUL byte in it)."""
     import bcrypt
 
-    return bcrypt.hashpw(secret, bcrypt.gensalt(cost))
+    try:
+        return bcrypt.checkpw(secret, hashed)
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -377,8 +390,9 @@ class Handler(BaseHTTPRequestHandler):
             if credentials:
                 self.log_message("login refused user=%r client=%s", credentials[0], client)
             challenge = {"WWW-Authenticate": f'Basic realm="{self.server.realm}"'}
-            message = "authentication required"  # as distribution says it
-            self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": message}]}, challenge)
+            # No JSON body: Docker then prints "unauthorized: authentication required",
+            # as it does for distribution's own basic auth.
+            self._send_text(401, "authentication required\n", challenge)
             return None
         return credentials[0]
 
@@ -417,12 +431,18 @@ class Handler(BaseHTTPRequestHandler):
         self, status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None
     ) -> None:
         data = json.dumps(body).encode() if body is not None else b""
+        self._write(status, data, "application/json" if body is not None else "", headers or {})
+
+    def _send_text(self, status: int, text: str, headers: dict[str, str]) -> None:
+        self._write(status, text.encode(), "text/plain; charset=utf-8", headers)
+
+    def _write(self, status: int, data: bytes, content_type: str, headers: dict[str, str]) -> None:
         self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json")
+        if content_type:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
-        for name, value in (headers or {}).items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)

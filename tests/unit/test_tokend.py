@@ -162,30 +162,44 @@ def test_a_login_is_checked_against_the_password_file(
     assert passwords.check("alice", "alice-password-1") is False
 
 
-def test_an_unknown_name_costs_one_bcrypt_check_at_the_usual_cost(
+def test_every_failed_login_costs_one_check_at_the_highest_cost(
     passwords: service.Passwords, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No oracle for user names: a name that is not there (or has no bcrypt entry) is
-    checked against a stand-in hash of the cost most entries use, as a real name is."""
-    checked: list[int] = []
+    checked against a stand-in hash of the file's highest cost, and a wrong password
+    for a cheaper entry (the probe at cost 4, as robots are) is checked against it too;
+    a right one is not."""
+    checked: list[list[int]] = []
     real = bcrypt.checkpw
 
     def spy(password: bytes, hashed: bytes) -> bool:
-        checked.append(service.bcrypt_cost(hashed) or 0)
+        checked[-1].append(service.bcrypt_cost(hashed) or 0)
         return real(password, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", spy)
-    for name in ("alice", "mallory", "legacy", ""):
-        passwords.check(name, "wrong password")
-    assert checked == [5, 5, 5, 5]
+    for name in ("alice", "mallory", "legacy", "", "regkit-probe"):
+        checked.append([])
+        assert passwords.check(name, "wrong password") is False
+    assert checked == [[5], [5], [5], [5], [4, 5]]
+    checked.append([])
+    assert passwords.check("regkit-probe", "probe") is True
+    assert checked[-1] == [4]
 
 
 @pytest.mark.parametrize(
-    ("costs", "usual"), [([5, 5, 4], 5), ([12, 10], 12), ([10, 10, 12, 12, 12], 12), ([], 12)]
+    ("costs", "highest"),
+    [([5, 5, 4], 5), ([12, 5, 5, 5], 12), ([14, 12], 14), ([], 12), ([31, 12], 16), ([3], 4)],
 )
-def test_usual_cost_is_the_most_common_the_higher_on_a_tie(costs: list[int], usual: int) -> None:
+def test_the_stand_in_costs_the_highest_cost_in_the_file(costs: list[int], highest: int) -> None:
     hashes = [f"$2y${c:02d}${'a' * 53}".encode() for c in costs] + [b"$apr1$x$y"]
-    assert service.usual_cost(hashes) == usual
+    assert service.highest_cost(hashes) == highest
+    made = service.stand_in(highest)
+    assert service.bcrypt_cost(made) == highest and len(made) == 60
+
+
+def test_no_password_matches_the_stand_in() -> None:
+    made = service.stand_in(4)
+    assert not any(bcrypt.checkpw(p, made) for p in (b"", b"A", b"A" * 31, made))
 
 
 @pytest.mark.parametrize(
