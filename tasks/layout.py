@@ -11,8 +11,8 @@ On the host (all root-owned):
   now and of what ran before, so that ``fab rollback`` returns to an image with the
   configuration it ran with
 - ``/etc/regkit/tls/``       ``server.crt`` and ``server.key`` (0600), mounted read-only
-- ``/etc/regkit/auth/``      ``htpasswd`` (0640, group of the token service, which checks
-  passwords), mounted read-only into it
+- ``/etc/regkit/auth/``      ``htpasswd`` (0640, group PASSWORD_GID), mounted read-only into
+  the token service, which checks passwords
 - ``/etc/regkit/maintenance/``  ``gc`` exists while ``fab gc`` collects (nginx then answers
   writes with a message saying so), mounted read-only into nginx
 - ``/etc/regkit/token-image/``  the token service's build context (its source, no secrets)
@@ -87,6 +87,10 @@ MIRROR_ALIAS = "mirror"
 MIRROR_DEBUG = "127.0.0.1:5001"
 # The token service's user and group (it runs as neither root nor nginx's worker).
 TOKEND_UID = 4431
+# The password file's group, which the token service joins. It is the gid of nginx's
+# workers, who checked passwords before the token service did: an nginx of that
+# time (during an upgrade's image builds, or after a rollback) still reads the file.
+PASSWORD_GID = 4430
 # Where the token service reads its key, the rights and the passwords, inside its container.
 SIGNING_MOUNT = "/etc/regkit-token"
 RIGHTS_MOUNT = "/etc/regkit-rights"

@@ -31,6 +31,7 @@ from tasks.layout import (
     NGINX,
     NGINX_CONTEXT_DIR,
     NGINX_IMAGE,
+    PASSWORD_GID,
     PROBE_PASSWORD_FILE,
     REGISTRY,
     REGISTRY_ALIAS,
@@ -120,8 +121,8 @@ def mirror_files(inv: Inventory, config: bytes) -> list[Upload]:
 
 
 def password_file(inv: Inventory) -> Upload:
-    """The password file as the hosts get it: 0640, group of the token service."""
-    return Upload(AUTH_FILE, users.deployed_htpasswd(inv), 0o640, 0, TOKEND_UID)
+    """The password file as the hosts get it: 0640, group PASSWORD_GID."""
+    return Upload(AUTH_FILE, users.deployed_htpasswd(inv), 0o640, 0, PASSWORD_GID)
 
 
 def rights_file(inv: Inventory) -> Upload:
@@ -296,6 +297,7 @@ def token_spec(tag: str) -> RunSpec:
             "--network", BACKEND, "--network-alias", TOKEND_ALIAS,
             "--restart", "unless-stopped",
             "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--group-add", str(PASSWORD_GID),
             "-v", f"{TOKEND_DIR}:{SIGNING_MOUNT}:ro",
             "-v", f"{RIGHTS_DIR}:{RIGHTS_MOUNT}:ro",
             "-v", f"{AUTH_DIR}:{AUTH_MOUNT}:ro",

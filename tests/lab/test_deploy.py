@@ -104,7 +104,7 @@ def test_files_on_the_host_are_root_owned_and_private(lab: Lab, deployed: object
     lines = out.splitlines()
     assert lines[:3] == [
         "/etc/regkit/tls/server.key 600 root 0",
-        "/etc/regkit/auth/htpasswd 640 root 4431",  # the token service checks passwords
+        "/etc/regkit/auth/htpasswd 640 root 4430",
         "/etc/regkit/probe-password 600 root 0",
     ]
     # The registry's config and its read-only variant, each in a folder named after it.

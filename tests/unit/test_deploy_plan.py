@@ -140,7 +140,13 @@ def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
         "regkit-probe": {"role": "admin", "repos": ["*"]},
     }
     auth = files["/etc/regkit/auth/htpasswd"]
-    assert (auth.mode, auth.uid, auth.gid) == (0o640, 0, 4431)
+    assert (auth.mode, auth.uid, auth.gid) == (0o640, 0, 4430)
+    # The token service checks passwords: it joins the file's group. An nginx from before
+    # it (its workers' gid is 4430) still reads the file during an upgrade or a rollback.
+    token = wanted.token_spec("regkit-token:x")
+    assert ("--group-add", "4430") in zip(token.args, token.args[1:])
+    assert any(arg.startswith("/etc/regkit/auth:") for arg in token.args)
+    assert not any("/etc/regkit/auth" in arg for arg in wanted.nginx_mounts())
     assert auth.content.count(b"\n") == 2
     assert auth.content.startswith(b"alice:$2y$")
     assert b"\nregkit-probe:$2y$" in auth.content
