@@ -233,6 +233,7 @@ def plan(
         "nginx": tag,
         "config": config.digest[:16],
         "readonly_config": readonly.digest[:16],
+        "passwords": PASSWORDS,
     }
     legacy = legacy_configs(facts)
     record = deploy_record(facts.deployed, now, legacy)
@@ -291,7 +292,10 @@ def mirror_step(inv: Inventory, files: list[Upload], facts: DeployFacts) -> Cont
     return ContainerStep(spec, why)
 
 
-RECORD_KEYS = ("registry", "nginx", "config", "readonly_config")
+RECORD_KEYS = ("registry", "nginx", "config", "readonly_config", "passwords")
+# Who checks passwords in what a deploy runs: the token service (#22). A deploy record
+# without it ran an nginx that checked them itself, which rollback cannot return to.
+PASSWORDS = "token-service"
 
 
 def legacy_configs(facts: DeployFacts) -> dict[str, str]:

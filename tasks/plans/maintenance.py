@@ -17,6 +17,7 @@ from tasks.errors import RegkitError
 from tasks.facts import json_object, mapping, parse_values
 from tasks.inventory import Inventory
 from tasks.layout import CONFIG_LABEL, DEPLOYED, NGINX, REGISTRY, REGISTRY_CONFIGS
+from tasks.plans.deploy import PASSWORDS
 from tasks.wanted import RunSpec, nginx_spec, registry_spec
 
 
@@ -121,6 +122,12 @@ def rollback_plan(inv: Inventory, alias: str, state: HostState) -> RollbackPlan:
         raise RegkitError(
             f"{alias}: the configuration {goal['config']} is no longer in {REGISTRY_CONFIGS}; "
             "nothing to roll back to"
+        )
+    if target.get("passwords") != PASSWORDS:
+        raise RegkitError(
+            f"{alias}: the deploy to return to ran an nginx that checked passwords itself, "
+            "which the token service of this regkit does not work with; set "
+            "registry.images in the inventory back and deploy"
         )
     same_registry = (goal["registry"], goal["config"]) == (
         state.registry_image,

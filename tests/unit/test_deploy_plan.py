@@ -240,6 +240,7 @@ def deployed(inv: Inventory, files: list[Upload]) -> DeployFacts:
             "nginx": tag,
             "config": config.digest[:16],
             "readonly_config": readonly.digest[:16],
+            "passwords": "token-service",
         },
         configs=(config.digest[:16], readonly.digest[:16]),
         self_name=preflight.self_name_line(inv),
@@ -307,6 +308,7 @@ def test_a_fresh_host_gets_everything_in_order(pki_inv: Inventory, files: list[U
         "nginx": tag,
         "config": config.digest[:16],
         "readonly_config": readonly.digest[:16],
+        "passwords": "token-service",
         "previous": None,
     }
     kinds = [step.kind for step in deploy_steps.steps(pki_inv, plan)]
@@ -518,6 +520,7 @@ def test_the_first_deploy_after_the_upgrade_stages_the_old_configs_for_rollback(
         "nginx": "regkit-nginx:old",
         "config": "1" * 16,
         "readonly_config": "2" * 16,
+        "passwords": None,  # its nginx checked them
     }
     assert plan.prune == ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")
     subjects = [step.subject for step in deploy_steps.steps(pki_inv, plan)]
@@ -527,8 +530,10 @@ def test_the_first_deploy_after_the_upgrade_stages_the_old_configs_for_rollback(
 def test_an_upgrade_that_changes_nothing_still_records_the_staged_configs(
     pki_inv: Inventory, files: list[Upload]
 ) -> None:
-    """The old version deployed the same images and config: nothing to recreate, but
-    the record gains the configs' names (else rollback could never use them)."""
+    """The old version deployed the same images and config: the record gains the
+    configs' names (else rollback could never use them), and keeps the old deploy as
+    the previous one: its nginx checked passwords itself (rollback refuses to go back
+    to it, and says so)."""
     facts = deployed(pki_inv, files)
     config, readonly = wanted.registry_configs(files)
     facts.deployed = {"registry": "registry:2.8.3", "nginx": wanted.nginx_tag(files)}
@@ -541,7 +546,14 @@ def test_an_upgrade_that_changes_nothing_still_records_the_staged_configs(
         "nginx": wanted.nginx_tag(files),
         "config": config.digest[:16],
         "readonly_config": readonly.digest[:16],
-        "previous": None,
+        "passwords": "token-service",
+        "previous": {
+            "registry": "registry:2.8.3",
+            "nginx": wanted.nginx_tag(files),
+            "config": config.digest[:16],
+            "readonly_config": readonly.digest[:16],
+            "passwords": None,
+        },
     }
     assert plan.stage == ()
     assert plan.prune == ("/etc/regkit/registry/config.yml", "/etc/regkit/registry-readonly")

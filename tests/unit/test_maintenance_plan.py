@@ -15,7 +15,11 @@ from tasks.plans.maintenance import HostState
 
 OLD = {"registry": "registry:2.8.2", "nginx": "regkit-nginx:old", "config": "a" * 16}
 NEW = {"registry": "registry:2.8.3", "nginx": "regkit-nginx:new", "config": "b" * 16}
-RECORD = {**NEW, "readonly_config": "c" * 16, "previous": {**OLD, "readonly_config": "d" * 16}}
+TOKEND = {"passwords": "token-service"}  # the token service checks passwords (#22)
+RECORD = {
+    **NEW, "readonly_config": "c" * 16, **TOKEND,
+    "previous": {**OLD, "readonly_config": "d" * 16, **TOKEND},
+}  # fmt: skip
 ALL_CONFIGS = ("a" * 16, "b" * 16, "c" * 16, "d" * 16)
 
 
@@ -50,7 +54,7 @@ def test_rollback_returns_to_the_previous_images_with_their_config(pki_inv: Inve
     assert f"{config_dir('a' * 16)}:/etc/docker/registry:ro" in plan.registry.args
     assert plan.nginx is not None and plan.nginx.image == "regkit-nginx:old"
     assert plan.record["config"] == "a" * 16
-    assert plan.record["previous"] == {**NEW, "readonly_config": "c" * 16}
+    assert plan.record["previous"] == {**NEW, "readonly_config": "c" * 16, **TOKEND}
 
 
 def test_rollback_after_a_deploy_cut_short_returns_to_the_last_proven_one(
@@ -75,6 +79,9 @@ def test_rollback_after_a_deploy_cut_short_returns_to_the_last_proven_one(
          ALL_CONFIGS, "predates staged configs"),
         ({**RECORD, "previous": "not a deploy"}, ALL_CONFIGS, "no previous deploy recorded"),
         (RECORD, ("b" * 16,), "is no longer in /etc/regkit/registry"),
+        # A deploy from before the token service checked passwords (#22).
+        ({**RECORD, "previous": {**OLD, "readonly_config": "d" * 16}}, ALL_CONFIGS,
+         "ran an nginx that checked passwords itself"),
     ],
 )  # fmt: skip
 def test_rollback_refuses_what_it_cannot_return_to(
