@@ -96,13 +96,19 @@ def new_ca(inv: Inventory, key: certificates.PrivateKey) -> x509.Certificate:
     )
 
 
+def names_outside(inv: Inventory, ca: x509.Certificate) -> list[str]:
+    """The inventory's names that the CA's Name Constraints do not permit (none for a CA
+    without constraints)."""
+    constraints = certificates.ca_constraints(ca)
+    if constraints is None:
+        return []
+    return [str(n.value) for n in wanted_sans(inv) if not certificates.permitted(constraints, n)]
+
+
 def refuse_names_outside(inv: Inventory, ca: x509.Certificate, path: Path) -> None:
     """A CA's Name Constraints are fixed when it is made: a name the inventory added
     later needs a new CA."""
-    constraints = certificates.ca_constraints(ca)
-    if constraints is None:
-        return
-    outside = [str(n.value) for n in wanted_sans(inv) if not certificates.permitted(constraints, n)]
+    outside = names_outside(inv, ca)
     if outside:
         raise PkiError(
             f"{path}: this CA may sign only for the names it was made for, and "
@@ -165,6 +171,9 @@ def retire_ca(inv: Inventory, passphrase: str) -> Path:
             f"{p.next_ca_cert}: no CA rotation under way; start one with 'invoke pki.rotate-ca'"
         )
     read_key(p.next_ca_key, passphrase)
+    # The server certificate is issued after the swap: check its names first, so that a
+    # refusal leaves the rotation as it was.
+    refuse_names_outside(inv, read_cert(p.next_ca_cert), p.next_ca_cert)
     retired = p.root.parent / f"pki.retired-{certificates.utc_now():%Y%m%dT%H%M%SZ}"
     ensure_private_dir(retired)
     for old in (p.ca_key, p.ca_cert, p.server_key, p.server_cert):
@@ -234,6 +243,13 @@ def check_server(inv: Inventory) -> None:
         raise PkiError(f"{p.server_cert}: expired on {cert.not_valid_after_utc:%Y-%m-%d}; {fix}")
     wanted = [str(n.value) for n in wanted_sans(inv)]
     if certificates.cert_sans(cert) != wanted:
+        if names_outside(inv, ca):
+            fix = (
+                "the CA cannot sign for them: finish the CA rotation with 'invoke pki.retire-ca' "
+                "(after 'fab trust-ca'), then deploy"
+                if p.next_ca_cert.exists()
+                else "the CA cannot sign for them: move to a new CA with 'invoke pki.rotate-ca'"
+            )
         raise PkiError(
             f"{p.server_cert}: names {certificates.cert_sans(cert)} differ "
             f"from the inventory's {wanted}; {fix}"

@@ -218,9 +218,12 @@ def test_damaged_local_state_is_caught_before_any_upload(pki_inv: Inventory) -> 
     ):
         pki.check_server(pki_inv)
     p.server_key.write_bytes(good_key)
+    # A name the CA may sign for (under the domain), not in the certificate yet.
     renamed = pki_inv.model_copy(
         update={
-            "registry": pki_inv.registry.model_copy(update={"extra_names": ["other.unit.test"]})
+            "registry": pki_inv.registry.model_copy(
+                update={"extra_names": ["eu.registry.unit.test"]}
+            )
         }
     )
     with pytest.raises(PkiError, match=r"differ from the inventory's .*run 'invoke pki\.renew'"):
@@ -308,8 +311,26 @@ def test_a_name_added_later_needs_a_new_ca(pki_inv: Inventory) -> None:
     )
     with pytest.raises(PkiError, match=r"new\.example is not one of them.*pki\.rotate-ca"):
         pki.issue_server(later, PASSPHRASE)
+    with pytest.raises(PkiError, match=r"the CA cannot sign for them: move .*pki\.rotate-ca"):
+        pki.check_server(later)  # what a deploy says
     pki.rotate_ca(later, PASSPHRASE)
+    with pytest.raises(PkiError, match=r"cannot sign for them: finish .*pki\.retire-ca"):
+        pki.check_server(later)
+    # A name added again during the rotation: retire-ca refuses before it swaps anything.
+    again = later.model_copy(
+        update={
+            "registry": later.registry.model_copy(
+                update={"extra_names": [*later.registry.extra_names, "newer.example"]}
+            )
+        }
+    )
+    p = pki.paths(later)
+    before = [path.read_bytes() for path in (p.ca_cert, p.next_ca_cert, p.server_cert)]
+    with pytest.raises(PkiError, match=r"newer\.example is not one of them"):
+        pki.retire_ca(again, PASSPHRASE)
+    assert [path.read_bytes() for path in (p.ca_cert, p.next_ca_cert, p.server_cert)] == before
     pki.retire_ca(later, PASSPHRASE)
+    pki.check_server(later)
     sans = certificates.cert_sans(pki.read_cert(pki.paths(later).server_cert))
     assert "new.example" in sans
 
