@@ -1,14 +1,10 @@
 """``fab -H regbox catalog``: what was pushed, read through the registry's v2 API.
 
-The registry is reached through an SSH tunnel to the host's HTTPS port, checked against
-the local CA for the registry's domain, with the deploy's own login (an admin: it lists
-every repository) and a token per scope. The same API calls as the browser page
-(``templates/ui``): the catalog, each repository's tags, each tag's manifest (digest,
-size, index or image) and config blob (architecture, creation date).
-
-Whoever can push writes those (the registry checks a manifest's shape, never a config's):
-a field of another type reads as absent, what is printed goes through ``printable``, and
-a repository without tags, or a tag gone while it was read, is skipped with a line.
+Over an SSH tunnel to the host's HTTPS port, checked against the local CA, with the
+deploy's own login (an admin) and token auth. The same calls as the browser page: the
+catalog, each repository's tags, each tag's manifest and config blob. Whoever can push
+writes those: a field of another type reads as absent, what is printed goes through
+``printable``, and a repository without tags, or a tag gone while read, is skipped.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -59,6 +55,7 @@ PAGE = 100
 SHOWN_MAX = 256  # characters of a platform cell (a 4 MiB architecture would pad every row)
 CONFIG_MAX = 4 * 2**20  # bytes of an image config read at most (real ones are KiB)
 TOKEN_EARLY = 30  # seconds before a token expires that a new one is asked for
+SCOPES_PER_TOKEN = 40  # scopes one token request asks for at most (its URL stays short)
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 
 
@@ -109,6 +106,7 @@ class RegistryApi:
         self._service = reg.domain
         self._login = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, good until)
+        self._wanted: list[str] = []
 
     def _request(
         self, path: str, authorization: str, accept: str, method: str = "GET"
@@ -134,17 +132,24 @@ class RegistryApi:
     def bearer(self, scope: str) -> str:
         return f"Bearer {self.token(scope)}"
 
+    def want(self, scopes: Iterable[str]) -> None:
+        """Scopes about to be used: a token asked for covers up to SCOPES_PER_TOKEN of
+        them, so that many repositories cost few password checks (nginx limits logins)."""
+        self._wanted += scopes
+
+    def _good(self, scope: str) -> bool:
+        return time.monotonic() < self._tokens.get(scope, ("", 0.0))[1]
+
     def token(self, scope: str) -> str:
-        """A token for ``scope``: one password check per scope, then kept while it is good."""
-        token, until = self._tokens.get(scope, ("", 0.0))
-        if time.monotonic() >= until:
-            query = urlencode({"service": self._service, "scope": scope})
-            body, _ = self._request(f"/auth/token?{query}", self._login, JSON)
-            answer = json.loads(body)
-            token = answer["token"]
+        """A token for ``scope`` (and wanted scopes without one), kept while it is good."""
+        if not self._good(scope):
+            more = [s for s in dict.fromkeys(self._wanted) if s != scope and not self._good(s)]
+            scopes = [scope, *more[: SCOPES_PER_TOKEN - 1]]
+            query = urlencode({"service": self._service, "scope": scopes}, doseq=True)
+            answer = json.loads(self._request(f"/auth/token?{query}", self._login, JSON)[0])
             until = time.monotonic() + int(answer.get("expires_in", 60)) - TOKEN_EARLY
-            self._tokens[scope] = (token, until)
-        return token
+            self._tokens.update(dict.fromkeys(scopes, (answer["token"], until)))
+        return self._tokens[scope][0]
 
     def get(self, path: str, scope: str, accept: str = JSON) -> tuple[Any, dict[str, str]]:
         body, headers = self._request(path, f"Bearer {self.token(scope)}", accept)
@@ -253,7 +258,9 @@ def read_catalog(api: RegistryApi, skip: Skip = _quiet) -> list[Tag]:
     """Every tag of every repository but the deploy's own probe, with its details; a tag
     whose manifest or config is gone (deleted while read) is told to ``skip``."""
     found = []
-    for repo in api.paged("/v2/_catalog", "repositories", "registry:catalog:*"):
+    repos = [r for r in api.paged("/v2/_catalog", "repositories", "registry:catalog:*")]
+    api.want(pull_scope(repo) for repo in repos)
+    for repo in repos:
         for tag in tags_of(api, repo, skip) if repo != PROBE_REPO else []:
             try:
                 found.append(api.tag(repo, tag))
@@ -323,11 +330,8 @@ def api_session(inv: Inventory, target: Target) -> Iterator[RegistryApi]:
 
 
 def tunnel_failure(alias: str, port: int, errors: list[BaseException]) -> str:
-    """Why the SSH tunnel to ``port`` on the host failed, and what to do (pure; unit-tested).
-
-    sshd answers a refused forward with an SSH channel error: code 1 when its
-    configuration forbids forwarding, code 2 when nothing listens on the port.
-    """
+    """Why the SSH tunnel to ``port`` failed, and what to do (pure): sshd answers a refused
+    forward with channel error 1 (its config forbids forwarding) or 2 (nothing listens)."""
     codes = {getattr(e, "code", None) for e in errors}
     if 1 in codes:
         return (

@@ -106,6 +106,7 @@ def delete(api: RegistryApi, deletion: Deletion) -> None:
 def apply(api: RegistryApi, alias: str, plan: PrunePlan, report: Report) -> tuple[int, int]:
     """Delete the plan's manifests whose tags have not moved; (deleted, kept as moved)."""
     deleted = skipped = 0
+    api.want(f"repository:{d.repository}:{a}" for d in plan.deletions for a in ("pull", "delete"))
     for deletion in plan.deletions:
         if still_there(api, deletion):
             delete(api, deletion)

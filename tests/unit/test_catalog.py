@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from paramiko.ssh_exception import ChannelException
@@ -84,7 +85,9 @@ class FakeRegistry(catalog.RegistryApi):
 
     def __init__(self, answers: dict[str, tuple[int, object]]) -> None:
         self._service, self._login, self._tokens = "registry.unit.test", "Basic x", {}
+        self._wanted: list[str] = []
         self.answers = answers
+        self.token_requests: list[list[str]] = []  # the scopes each one asked for
 
     def call(
         self,
@@ -95,6 +98,7 @@ class FakeRegistry(catalog.RegistryApi):
         limit: int = 0,
     ) -> tuple[int, bytes, dict[str, str]]:
         if path.startswith("/auth/token"):
+            self.token_requests.append(parse_qs(urlsplit(path).query)["scope"])
             return 200, b'{"token": "t", "expires_in": 300}', {}
         status, answer = self.answers.get(path.split("?")[0], (404, b""))
         body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
@@ -239,3 +243,18 @@ def test_a_skipped_repository_is_one_line_saying_which_and_why() -> None:
         "[regbox] catalog of bench/blob: skipped (no tags: the registry answered 404 to tags/list)",
         r"[regbox] catalog of team/x\x1b[2K: skipped (gone: \u202e)",
     ]
+
+
+def test_many_repositories_cost_few_password_checks() -> None:
+    """nginx allows a client a burst of 20 logins, then one a second: a token asked for
+    covers up to 40 of the repositories about to be read."""
+    answers: dict[str, tuple[int, object]] = {}
+    repos = [f"team/app{i}" for i in range(100)]
+    for repo in repos:
+        answers |= image({"os": "linux", "architecture": "amd64"}, repo)
+    answers["/v2/_catalog"] = (200, {"repositories": repos})
+    api = FakeRegistry(answers)
+    assert len(catalog.read_catalog(api)) == 100
+    assert [len(scopes) for scopes in api.token_requests] == [1, 40, 40, 20]
+    asked = [scope for scopes in api.token_requests[1:] for scope in scopes]
+    assert sorted(asked) == sorted(catalog.pull_scope(repo) for repo in repos)
