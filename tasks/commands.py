@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 
-from tasks.layout import GC_FLAG, MAINTENANCE_DIR, NGINX
+from tasks.layout import MAINTENANCE_DIR, NGINX
 from tasks.wanted import RunSpec, nginx_mounts
 
 
@@ -73,12 +73,13 @@ def nginx_reload() -> str:
     )
 
 
-def gc_flag(on: bool) -> str:
-    """Raise (or lower) the flag that has nginx answer writes with "read-only while
-    garbage is collected"."""
+def maintenance_flag(name: str, on: bool) -> str:
+    """Raise (or lower) the flag that has nginx answer writes with "read-only while ..."
+    (layout.MAINTENANCE)."""
+    flag = f"{MAINTENANCE_DIR}/{name}"
     if on:
-        return f"{join('mkdir', '-p', MAINTENANCE_DIR)} && {join('touch', GC_FLAG)}"
-    return join("rm", "-f", GC_FLAG)
+        return f"{join('mkdir', '-p', MAINTENANCE_DIR)} && {join('touch', flag)}"
+    return join("rm", "-f", flag)
 
 
 def apt_install(package: str) -> str:

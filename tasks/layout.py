@@ -13,8 +13,9 @@ On the host (all root-owned):
 - ``/etc/regkit/tls/``       ``server.crt`` and ``server.key`` (0600), mounted read-only
 - ``/etc/regkit/auth/``      ``htpasswd`` (0640, group PASSWORD_GID), mounted read-only into
   the token service, which checks passwords
-- ``/etc/regkit/maintenance/``  ``gc`` exists while ``fab gc`` collects (nginx then answers
-  writes with a message saying so), mounted read-only into nginx
+- ``/etc/regkit/maintenance/``  ``gc`` exists while ``fab gc`` collects, ``migrate`` while
+  ``fab migrate-storage`` copies (nginx then answers writes with a message saying so),
+  mounted read-only into nginx
 - ``/etc/regkit/token-image/``  the token service's build context (its source, no secrets)
 - ``/etc/regkit/token/``     the token signing key (0600, owned by the service's user) and
   certificate, mounted read-only into the token service
@@ -44,7 +45,12 @@ TLS_DIR = f"{REMOTE_DIR}/tls"
 AUTH_DIR = f"{REMOTE_DIR}/auth"
 AUTH_FILE = f"{AUTH_DIR}/htpasswd"
 MAINTENANCE_DIR = f"{REMOTE_DIR}/maintenance"
-GC_FLAG = f"{MAINTENANCE_DIR}/gc"
+# The flags a task raises there while the registry is read-only: name -> while what.
+MAINTENANCE = {
+    "gc": "garbage is collected (fab gc)",
+    "migrate": "its data is copied to S3 (fab migrate-storage)",
+}
+MAINTENANCE_FLAGS = tuple(f"{MAINTENANCE_DIR}/{name}" for name in MAINTENANCE)
 TOKEND_CONTEXT_DIR = f"{REMOTE_DIR}/token-image"
 TOKEND_DIR = f"{REMOTE_DIR}/token"
 RIGHTS_DIR = f"{REMOTE_DIR}/rights"

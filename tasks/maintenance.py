@@ -53,18 +53,21 @@ def read_state(target: Target) -> HostState:
     return planner.parse_facts(target.check(planner.facts_script(), "reading the host").stdout)
 
 
-def set_readonly(inv: Inventory, target: Target, state: HostState, on: bool) -> None:
+def set_readonly(
+    inv: Inventory, target: Target, state: HostState, on: bool, flag: str = "gc"
+) -> None:
     """Recreate the registry with the read-only (or its normal) config, then reload nginx.
-    nginx's gc flag is up for as long as the registry may be read-only."""
+    nginx's ``flag`` (layout.MAINTENANCE: why pushes are refused) is up for as long as
+    the registry may be read-only: raised first, lowered as soon as it is writable."""
     normal, readonly = planner.gc_configs(target.alias, state)
     spec = wanted.registry_spec(inv, readonly if on else normal, image=state.registry_image)
     mode = "read-only" if on else "read-write"
     if on:
-        target.check(commands.gc_flag(True), "flagging gc for nginx")
+        target.check(commands.maintenance_flag(flag, True), f"raising nginx's {flag} flag")
     target.check(replace_script(spec), f"restarting {REGISTRY} {mode}")
-    target.check(commands.nginx_reload(), "reloading nginx")
     if not on:
-        target.check(commands.gc_flag(False), "lowering nginx's gc flag")
+        target.check(commands.maintenance_flag(flag, False), f"lowering nginx's {flag} flag")
+    target.check(commands.nginx_reload(), "reloading nginx")
 
 
 def disk_use(inv: Inventory, target: Target) -> int:

@@ -97,12 +97,12 @@ def copy(inv: Inventory, target: Target, keys: storage.S3Keys, report: Report) -
     state = read_state(target)
     report.info(f"[{alias}] registry read-only while its data is copied: pulls work")
     try:
-        set_readonly(disk, target, state, True)
+        set_readonly(disk, target, state, True, flag="migrate")
         script = planner.copy_script(inv, bucket(inv), "copy")
         with_keys(inv, target, keys, script, "copying into the bucket", report)
         before = read_tags_when_up(inv, target)
     except BaseException as exc:
-        set_readonly(disk, target, state, False)
+        set_readonly(disk, target, state, False, flag="migrate")
         if isinstance(exc, RegkitError):
             raise RemoteError(
                 f"{exc}; nothing was switched: {alias} is writable again, on its disk"

@@ -29,6 +29,7 @@ from tasks.cli import task
 from tasks.errors import RegkitError
 from tasks.inventory import Inventory
 from tasks.layout import (
+    MAINTENANCE,
     MIRROR_ALIAS,
     MIRROR_CLIENTS_CA,
     MIRROR_DEBUG,
@@ -120,6 +121,7 @@ def context(inv: Inventory, layout: Layout = CONTAINER) -> dict[str, object]:
         "server_names": names,
         "realm": f"Registry {reg.domain}",
         "login_limit": asdict(LOGIN_LIMIT),
+        "maintenance": MAINTENANCE,
         # What the registry's Location headers name: the host the client asked for,
         # with the published port unless it is HTTPS's own.
         "port_suffix": "" if reg.port == 443 else f":{reg.port}",

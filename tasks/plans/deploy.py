@@ -22,9 +22,9 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
     BACKEND_OPTIONS,
-    GC_FLAG,
     LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
+    MAINTENANCE_FLAGS,
     MIRROR,
     MIRROR_CONFIG_DIR,
     NETWORK,
@@ -121,8 +121,9 @@ class DeployPlan:
     # longer names is removed.
     mirror: ContainerStep | None = None
     remove_mirror: bool = False
-    # nginx's gc flag, left up by a gc that did not finish: lowered, so pushes work.
-    clear_gc_flag: bool = False
+    # nginx's maintenance flags left up by a gc or a migration that did not finish:
+    # lowered, so pushes work.
+    clear_flags: tuple[str, ...] = ()
 
     @property
     def changes(self) -> bool:
@@ -143,7 +144,7 @@ class DeployPlan:
             or self.self_name
             or (self.mirror is not None and self.mirror.why)
             or self.remove_mirror
-            or self.clear_gc_flag
+            or self.clear_flags
         )
 
     @property
@@ -269,7 +270,7 @@ def plan(
         probe_tag=probe_tag(alias),
         mirror=mirror,
         remove_mirror=mirror is None and MIRROR in facts.containers,
-        clear_gc_flag=GC_FLAG in facts.files,
+        clear_flags=tuple(f for f in MAINTENANCE_FLAGS if f in facts.files),
     )
 
 

@@ -16,11 +16,11 @@ from tasks.inventory import Inventory
 from tasks.layout import (
     BACKEND,
     DEPLOYED,
-    GC_FLAG,
     HOSTS_FILE,
     INHIBIT_IPV4,
     LEGACY_CONFIG_FILES,
     LEGACY_CONFIGS,
+    MAINTENANCE_FLAGS,
     MIRROR,
     MIRROR_CONFIG_DIR,
     NETWORK,
@@ -106,7 +106,7 @@ def facts_script(inv: Inventory, files: list[Upload]) -> str:
         hosts=HOSTS_FILE,
         mark=SELF_NAME_MARK,
         domain=reg.domain,
-        paths=[*(f.path for f in files), *LEGACY_CONFIG_FILES, GC_FLAG],
+        paths=[*(f.path for f in files), *LEGACY_CONFIG_FILES, *MAINTENANCE_FLAGS],
         containers=[REGISTRY, NGINX, TOKEND, MIRROR],
         container_format=CONTAINER_FORMAT,
         images=[

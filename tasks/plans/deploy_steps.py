@@ -112,10 +112,10 @@ def steps(inv: Inventory, plan: DeployPlan) -> list[Step]:
             what=f"naming this host in {HOSTS_FILE}",
         )
     )
-    if plan.clear_gc_flag:
-        why = "lowered: a gc that did not finish left it up, and nginx refused pushes"
-        flag = commands.gc_flag(False)
-        out.append(Step("gc flag", why, command=flag, what="lowering nginx's gc flag"))
+    if plan.clear_flags:
+        why = "lowered: a gc or migration that did not finish left it, and nginx refused pushes"
+        lower = commands.join("rm", "-f", *plan.clear_flags)
+        out.append(Step("maintenance flag", why, command=lower, what="lowering nginx's flag"))
     proof = verify_script(inv, plan.probe_tag, full=plan.changes)
     what = "verifying the registry" + (" (push/pull)" if plan.changes else "")
     out.append(Step("verify", kind="check", command=proof, what=what))

@@ -83,11 +83,11 @@ def test_nginx_test_mounts_the_live_key_and_the_gc_flags_folder() -> None:
     )
 
 
-def test_gc_flag_up_and_down() -> None:
-    assert commands.gc_flag(True) == (
+def test_maintenance_flag_up_and_down() -> None:
+    assert commands.maintenance_flag("gc", True) == (
         "mkdir -p /etc/regkit/maintenance && touch /etc/regkit/maintenance/gc"
     )
-    assert commands.gc_flag(False) == "rm -f /etc/regkit/maintenance/gc"
+    assert commands.maintenance_flag("migrate", False) == "rm -f /etc/regkit/maintenance/migrate"
 
 
 def test_nginx_reload_tests_first() -> None:

@@ -144,7 +144,7 @@ def test_wanted_files_modes_and_no_ca_key(pki_inv: Inventory) -> None:
     # The token service checks passwords: it joins the file's group. An nginx from before
     # it (its workers' gid is 4430) still reads the file during an upgrade or a rollback.
     token = wanted.token_spec("regkit-token:x")
-    assert ("--group-add", "4430") in zip(token.args, token.args[1:])
+    assert ("--group-add", "4430") in zip(token.args, token.args[1:], strict=False)
     assert any(arg.startswith("/etc/regkit/auth:") for arg in token.args)
     assert not any("/etc/regkit/auth" in arg for arg in wanted.nginx_mounts())
     assert auth.content.count(b"\n") == 2
@@ -357,20 +357,21 @@ def test_a_new_password_file_needs_no_reload(pki_inv: Inventory, files: list[Upl
     assert plan.changes and plan.reload == ()
 
 
-def test_a_gc_flag_left_up_is_lowered_before_the_proof_pushes(
+def test_a_maintenance_flag_left_up_is_lowered_before_the_proof_pushes(
     pki_inv: Inventory, files: list[Upload]
 ) -> None:
-    """A gc that did not finish left nginx's flag up (pushes refused "while garbage is
-    collected"): the next deploy lowers it, before its push/pull proof."""
+    """A gc (or a migration) that did not finish left nginx's flag up (pushes refused
+    "while garbage is collected"): the next deploy lowers it, before its proof pushes."""
     facts = deployed(pki_inv, files)
     facts.files["/etc/regkit/maintenance/gc"] = "e3b0c442 644 0 0"
     plan = planner.plan(pki_inv, "regbox", files, facts)
-    assert plan.changes and plan.clear_gc_flag
+    assert plan.changes and plan.clear_flags == ("/etc/regkit/maintenance/gc",)
     steps = deploy_steps.steps(pki_inv, plan)
     subjects = [step.subject for step in steps]
-    assert subjects.index("gc flag") < subjects.index("verify")
-    assert steps[subjects.index("gc flag")].command == "rm -f /etc/regkit/maintenance/gc"
-    assert not planner.plan(pki_inv, "regbox", files, deployed(pki_inv, files)).clear_gc_flag
+    assert subjects.index("maintenance flag") < subjects.index("verify")
+    lower = steps[subjects.index("maintenance flag")].command
+    assert lower == "rm -f /etc/regkit/maintenance/gc"
+    assert not planner.plan(pki_inv, "regbox", files, deployed(pki_inv, files)).clear_flags
 
 
 def test_an_upgrade_pulls_recreates_the_registry_and_reloads_nginx(

@@ -373,22 +373,28 @@ def test_logins_are_limited_per_client_address_and_only_logins(proxy: Proxy) -> 
     assert proxy.request("/auth/catalog", auth=("alice", PASSWORD)).status != 429
 
 
-def test_the_gc_message_only_while_gc_runs(proxy: Proxy) -> None:
+@pytest.mark.parametrize(
+    ("flag", "why"),
+    [("gc", "garbage is collected (fab gc)"), ("migrate", "its data is copied to S3")],
+)
+def test_the_read_only_message_only_while_gc_or_a_migration_runs(
+    proxy: Proxy, flag: str, why: str
+) -> None:
     upload = "/v2/team-a/app/blobs/uploads/"
     outside = proxy.request(upload, method="POST")
     assert (outside.status, outside.body) == (405, NOT_ALLOWED)  # the registry's own
-    flag = proxy.root / "maintenance" / "gc"
-    flag.touch()
+    raised = proxy.root / "maintenance" / flag
+    raised.touch()
     try:
         before = len(proxy.seen)
         during = proxy.request(upload, method="POST")
         assert len(proxy.seen) == before  # refused by nginx; the registry never sees it
+        assert proxy.request("/v2/", method="GET").status == 401  # reads pass meanwhile
     finally:
-        flag.unlink()
+        raised.unlink()
     assert during.status == 405
-    assert b"read-only while garbage is collected" in during.body
+    assert f"the registry is read-only while {why}".encode() in during.body
     assert during.getheader("Docker-Distribution-Api-Version") == "registry/2.0"
-    assert proxy.request("/v2/", method="GET").status == 401  # reads pass during gc too
 
 
 def test_redirects_and_location_headers_never_take_the_clients_host(proxy: Proxy) -> None:

@@ -127,6 +127,12 @@ def test_rollback_and_gc_on_the_recorded_registry_host(pki_inv: Inventory) -> No
         "config": "1a2b817e5d99ae6d",
     }
     assert maintenance.gc_configs("regbox", state) == ("1a2b817e5d99ae6d", "25058420647984c5")
+    # Recorded before the token service checked passwords (#22): rollback says it cannot
+    # go back to that deploy; once deployed again, both deploys would say who checks them.
+    with pytest.raises(RegkitError, match="ran an nginx that checked passwords itself"):
+        maintenance.rollback_plan(pki_inv, "regbox", state)
+    tokend = {"passwords": "token-service"}
+    state.record = {**state.record, **tokend, "previous": {**state.record["previous"], **tokend}}
     plan = maintenance.rollback_plan(pki_inv, "regbox", state)
     assert plan.target["config"] == "d266053b79837738"
     assert plan.registry is not None and plan.nginx is None
