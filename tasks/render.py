@@ -79,6 +79,9 @@ class LoginLimit:
     burst: int = 20
     delay: int = 10
     connections: int = 20
+    # Requests to the token service without a login (no check, a thread each).
+    anonymous_rate: str = "20r/s"
+    anonymous_burst: int = 100
 
 
 LOGIN_LIMIT = LoginLimit()

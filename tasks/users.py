@@ -1,8 +1,9 @@
 """Who may push: the registry's password file, kept locally with libpass (bcrypt).
 
-The file is ``<state_dir>/htpasswd`` (0600), in the format nginx's
-``auth_basic_user_file`` reads, every entry bcrypt (``$2y$``). Passwords come from
-a prompt (asked twice) or from standard input, never from the command line.
+The file is ``<state_dir>/htpasswd`` (0600), in Apache's htpasswd format (what
+``htpasswd -B`` writes and the token service reads), every entry bcrypt (``$2y$``).
+Passwords come from a prompt (asked twice) or from standard input, never from the
+command line.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ MAX_USERNAME = 64
 BCRYPT_MAX_BYTES = 72
 # The deploy's own login, used to prove each deploy and to read the catalog.
 PROBE_USER = "regkit-probe"
-# nginx checks the bcrypt hash on every request, so the cost is paid per request.
 # The probe's password is 256 random bits: a slow hash adds nothing against
-# guessing it, so its entry uses a low cost and the tasks' API calls stay fast.
-# Robots' tokens are as random, and hashed at the same cost.
+# guessing it, so its entry uses a low cost and its logins are fast. Robots' tokens
+# are as random, and hashed at the same cost. (A wrong password for either still
+# costs a check at the file's highest cost: the token service's stand-in.)
 PROBE_ROUNDS = 5
 
 

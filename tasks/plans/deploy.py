@@ -215,7 +215,7 @@ def plan(
     token_why = container_change(
         facts.containers.get(TOKEND), tokens, facts.images.get(tokens.image, "")
     )
-    # nginx reads the password file on every request: a new one needs no reload.
+    # The token service reads a new password file at the next login: no reload.
     reload: list[str] = []
     if not nginx_why and any(c.upload.path.startswith(TLS_DIR) for c in changes):
         reload.append("certificate changed")

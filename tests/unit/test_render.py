@@ -69,6 +69,16 @@ def test_v2_is_checked_by_the_registry_and_passwords_only_by_the_token_service(
     assert "limit_req_zone $regkit_login zone=regkit_logins:10m rate=1r/s;" in site
     for page in ("location = / {", "location /ui/ {", "location / {"):
         assert "auth_request /_regkit/login;" in location(site, page), page
+    # Every way to the token service has the same limits; without a login, 20/s.
+    for way in ("location ~ ^/auth/(token|catalog)$ {", "location = / {", "location /ui/ {"):
+        for directive in [
+            "limit_req zone=regkit_logins burst=20 delay=10;",
+            "limit_req zone=regkit_tokend burst=100 nodelay;",
+            "limit_conn regkit_login_conns 20;",
+        ]:
+            assert directive in location(site, way), (way, directive)
+    assert "limit_req_zone $binary_remote_addr zone=regkit_tokend:10m rate=20r/s;" in site
+    assert 'proxy_set_header X-Regkit-User "";' in auth
 
 
 def test_registry_trusts_tokens_from_its_token_service(inv: Inventory) -> None:
