@@ -232,6 +232,13 @@ def deployed_htpasswd(inv: Inventory) -> bytes:
                 f"{path}: malformed password file (line {number} is not user:hash); "
                 "fix or remove it"
             )
+        name, _, hashed = line.partition(b":")
+        if not hashed.startswith((b"$2a$", b"$2b$", b"$2y$")):
+            raise UsersError(
+                f"{path}: line {number} ({name.decode(errors='replace')!r}) is not a bcrypt "
+                "hash, and the token service checks bcrypt only; set its password again "
+                "with 'invoke users.add' (or remove it)"
+            )
         entries += 1
     if not entries:
         raise UsersError(

@@ -242,3 +242,15 @@ def test_the_user_table_prints_a_hand_edited_name_as_escapes(inv: Inventory) -> 
     path.write_text(path.read_text() + "\x1b]0;pwned\x07:$2y$10$" + "a" * 53 + "\n")
     table = accounts.user_table(inv)
     assert "\x1b" not in table and "\\x1b]0;pwned\\x07" in table
+
+
+def test_a_password_file_entry_that_is_not_bcrypt_is_refused_before_a_deploy(
+    inv: Inventory,
+) -> None:
+    """nginx took apr1 and SHA entries; the token service checks bcrypt only."""
+    users.set_password(inv, "alice", "correct horse battery")
+    users.ensure_probe_credential(inv)
+    path = users.password_file(inv)
+    path.write_text(path.read_text() + "legacy:$apr1$abc$0123456789abcdefghijkl\n")
+    with pytest.raises(UsersError, match=r"line 2 \('legacy'\) is not a bcrypt hash"):
+        users.deployed_htpasswd(inv)
