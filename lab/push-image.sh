@@ -1,14 +1,19 @@
 # Push one image with the registry's API: one gzip layer of fresh random bytes and a
-# config whose creation time is $CREATED, under each of $TAGS in $REPO; print the
+# config whose creation time is $CREATED (or the config $CONFIG, as it is), under each
+# of $TAGS in $REPO (none: the blobs alone, a repository without tags); print the
 # manifest's digest (hex). A bearer token's curl config line comes on stdin.
-# Used by tests/lab/test_prune.py and bench/prune.py, which set CREATED, REPO, TAGS,
-# CA, URL and MT.
+# Used by tests/lab/test_prune.py, tests/lab/test_catalog.py and bench/prune.py, which
+# set CREATED or CONFIG, REPO, TAGS, CA, URL and MT.
 set -e
 w=$(mktemp -d); cd "$w"
 mkdir r && head -c 65536 /dev/urandom > r/data && tar -C r -cf layer.tar data
 diff=$(sha256sum < layer.tar | cut -c1-64); gzip -n layer.tar
 ld=$(sha256sum < layer.tar.gz | cut -c1-64); ls=$(wc -c < layer.tar.gz)
-printf '{"architecture":"amd64","os":"linux","created":"%s","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$CREATED" "$diff" > config
+if [ -n "$CONFIG" ]; then
+  printf '%s' "$CONFIG" > config
+else
+  printf '{"architecture":"amd64","os":"linux","created":"%s","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$CREATED" "$diff" > config
+fi
 cd_=$(sha256sum < config | cut -c1-64); cs=$(wc -c < config)
 # A blob: POST opens an upload, one PUT with ?digest= closes it.
 up() {

@@ -334,6 +334,16 @@ def registry(lab: Lab) -> Lab:
     return lab
 
 
+@pytest.fixture(scope="module")
+def clients(registry: Lab) -> Lab:
+    """The deployed registry, with client1 and client2 trusting it and logged in as alice."""
+    for alias in ("client1", "client2"):
+        conn = registry.connect(alias)
+        trust_by_certs_d(registry, conn)
+        login(conn)
+    return registry
+
+
 def trust_by_certs_d(lab: Lab, conn: fabric.Connection) -> None:
     """The plain per-registry trust Docker reads without a restart (trust-ca does more)."""
     ca = pki.paths(lab.inventory).ca_cert.read_text()

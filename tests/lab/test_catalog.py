@@ -6,18 +6,17 @@ machine, reaching regbox on the lab network, logged in with basic auth.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
 import socket
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Dialog
 
+from lab.settings import PUSH_IMAGE
 from tasks import catalog, users
 from tasks.catalog import MANIFEST_TYPES
 from tasks.layout import PROBE_REPO
@@ -358,8 +357,6 @@ def test_a_long_api_session_ends_cleanly_on_a_quick_ssh_socket(registry: Lab) ->
 
 
 HOSTILE, UNTAGGED = "team/hostile", "team/untagged"
-IMAGE_CONFIG = "application/vnd.docker.container.image.v1+json"
-LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 # Configs as whoever can push may write them (the registry never reads a config): escape
 # sequences that set the terminal's title and rewrite the line as a fake row, a bidi
 # override, a creation date that is a number, and a config that is not an object.
@@ -374,57 +371,18 @@ CONFIGS: dict[str, object] = {
 }
 # What a terminal would obey, raw: C0 and C1 controls but the newline, DEL, bidi controls.
 RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-# Upload through the API, with the token's curl config line on stdin: the blob $LAYER,
-# then, with $TAG, the blob $CONFIG and $MANIFEST as $TAG (each digest's hex given).
-UPLOAD = r"""set -e
-w=$(mktemp -d); cd "$w"; cat > auth
-up() {
-  loc=$(curl -sSf -K auth --cacert "$CA" -X POST -D - -o /dev/null \
-    "$URL/v2/$REPO/blobs/uploads/" | tr -d '\r' | sed -n 's/^location: *//Ip')
-  case "$loc" in http*) ;; *) loc="$URL$loc";; esac
-  case "$loc" in *\?*) sep='&';; *) sep='?';; esac
-  curl -sSf -K auth --cacert "$CA" -X PUT -H 'Content-Type: application/octet-stream' \
-    --data-binary "@$1" -o /dev/null "$loc${sep}digest=sha256:$2"
-}
-printf '%s' "$LAYER" > layer; up layer "$LAYER_HEX"
-if [ -n "$TAG" ]; then
-  printf '%s' "$CONFIG" > config; up config "$CONFIG_HEX"
-  printf '%s' "$MANIFEST" > manifest
-  curl -sSf -K auth --cacert "$CA" -X PUT -H "Content-Type: $MT" --data-binary @manifest \
-    -o /dev/null "$URL/v2/$REPO/manifests/$TAG"
-fi
-cd /; rm -rf "$w"
-"""
 
 
 def push_config(lab: Lab, repo: str, tag: str = "", config: object = None) -> str:
     """As alice (a pusher), from client1: an image ``repo:tag`` of one layer whose config is
     ``config`` (as JSON: ASCII, its control characters JSON escapes), its digest returned;
-    without ``tag``, the layer's blob alone (a repository without tags)."""
-    layer, blob = f"a layer of {repo}, {uuid.uuid4()}", json.dumps(config)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "config": {"mediaType": IMAGE_CONFIG, "size": len(blob), "digest": sha256(blob)},
-            "layers": [{"mediaType": LAYER, "size": len(layer), "digest": sha256(layer)}],
-        }
-    )
-    env = {"REPO": repo, "TAG": tag, "LAYER": layer, "LAYER_HEX": sha256(layer)[7:],
-           "CONFIG": blob, "CONFIG_HEX": sha256(blob)[7:], "MANIFEST": manifest,
-           "CA": CA_FILE, "URL": f"https://{DOMAIN}", "MT": MANIFEST}  # fmt: skip
+    without ``tag``, its blobs alone (a repository without tags)."""
+    env = {"REPO": repo, "TAGS": tag, "CONFIG": json.dumps(config), "CA": CA_FILE,
+           "URL": f"https://{DOMAIN}", "MT": MANIFEST}  # fmt: skip
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    c1 = lab.connect("client1")
-    sh(
-        c1,
-        f"export {exports}; {UPLOAD}",
-        bearer(c1, USER, PASSWORD, f"repository:{repo}:pull,push"),
-    )
-    return sha256(manifest)
-
-
-def sha256(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    auth = bearer(lab.connect("client1"), USER, PASSWORD, f"repository:{repo}:pull,push")
+    out = sh(lab.connect("client1"), f"export {exports}; {PUSH_IMAGE.read_text()}", auth)
+    return "sha256:" + out.splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

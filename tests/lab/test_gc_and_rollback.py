@@ -26,17 +26,7 @@ from tests.lab.conftest import (
     push_image,
     sh,
     target,
-    trust_by_certs_d,
 )
-
-
-@pytest.fixture(scope="module")
-def clients(registry: Lab) -> Lab:
-    for alias in ("client1", "client2"):
-        conn = registry.connect(alias)
-        trust_by_certs_d(registry, conn)
-        login(conn)
-    return registry
 
 
 def delete_manifest(lab: Lab, image: Pushed) -> None:
