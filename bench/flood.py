@@ -20,7 +20,7 @@ from tasks.remote.target import Target, open_target
 
 RATE = 50  # wrong passwords a second
 SECONDS = 30
-ROUNDS = 5  # pulls, quiet and flooded
+ROUNDS = 7  # pulls, quiet and flooded (medians)
 PINGS = (10, 20)  # quiet, flooded
 
 
