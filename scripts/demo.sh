@@ -12,7 +12,7 @@ invoke lab.up
 
 export REGISTRY_INVENTORY=lab/inventory.yaml
 state=lab/state/regkit
-mkdir -p "$state"
+mkdir -p -m 700 "$state"  # private: regkit refuses a state folder others may open
 
 # Demo secrets, said on screen: a real deployment asks for them instead.
 export REGISTRY_CA_PASSPHRASE=lab-demo-passphrase
