@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from bench.auth import as_user, build_script, login
 from tasks.inventory import Inventory
 from tasks.remote.target import Target, open_target
 
@@ -148,8 +149,6 @@ def measure(
 def flood_bench(inv: Inventory, user: tuple[str, str]) -> dict[str, float]:
     """The flood from client1 while client2, logged in as ``user`` (default cost),
     pulls a new 1-layer image."""
-    from bench.auth import as_user, build_script, login
-
     flooder, client = (open_target(inv, alias) for alias in ("client1", "client2"))
     login(client, inv, *user)
     ref = f"{inv.registry.address}/bench/flood:{uuid.uuid4().hex[:10]}"

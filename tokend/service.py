@@ -39,10 +39,10 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 # Each role is a superset of the one before. "delete" is what distribution 2.8 asks
@@ -59,6 +59,7 @@ DEFAULT_COST = 12  # the cost of the stand-in hash when the file has no bcrypt e
 STAND_IN_COSTS = (4, 16)  # the stand-in's cost stays within these, whatever the file says
 BCRYPT_MAX = 72  # bytes of a password bcrypt reads (crypt(3) and nginx ignore the rest)
 SLOT_WAIT = 30  # seconds a login waits for a free check before it is told to retry
+T = TypeVar("T")
 
 
 def parse_scope(scope: str) -> tuple[str, str, tuple[str, ...]] | None:
@@ -210,6 +211,34 @@ class FairSlots:
             self._cond.notify_all()
 
 
+class Watched(Generic[T]):
+    """A file read again whenever it changes on disk (an upload replaces it: a new
+    inode): ``parse`` of its bytes, or of ``b""`` while it is not there."""
+
+    def __init__(self, path: str, parse: Callable[[bytes], T]) -> None:
+        self.path, self._parse = path, parse
+        self._stamp: tuple[int, int, int] | None = None
+        self._value = parse(b"")
+        self._lock = threading.Lock()
+
+    def read(self) -> T:
+        with self._lock:
+            try:
+                now: tuple[int, int, int] | None = stamp(self.path)
+            except OSError:
+                now = None
+            if now != self._stamp:
+                self._value = self._parse(Path(self.path).read_bytes() if now else b"")
+                self._stamp = now
+            return self._value
+
+
+def password_entries(text: bytes) -> tuple[dict[str, bytes], bytes]:
+    """A password file's entries, and the stand-in hash a failed login is checked against."""
+    entries = parse_htpasswd(text)
+    return entries, stand_in(highest_cost(list(entries.values())))
+
+
 class Passwords:
     """The password file, read again when it changes, and the checks against it.
 
@@ -222,33 +251,12 @@ class Passwords:
     """
 
     def __init__(self, path: str, slots: int) -> None:
-        self.path = path
-        self._stamp: tuple[int, int, int] = (0, 0, 0)
-        self._entries: dict[str, bytes] = {}
-        self._stand_in = b""
-        self._lock = threading.Lock()
+        self._file = Watched(path, password_entries)
         self._slots = FairSlots(slots)
-
-    def _read(self) -> tuple[dict[str, bytes], bytes]:
-        with self._lock:
-            try:
-                now = stamp(self.path)
-            except OSError:
-                now, self._entries = (0, 0, 0), {}
-            if now != self._stamp:
-                if now != (0, 0, 0):
-                    with open(self.path, "rb") as f:
-                        self._entries = parse_htpasswd(f.read())
-                self._stamp = now
-                self._stand_in = b""
-            if not self._stand_in:
-                self._stand_in = stand_in(highest_cost(list(self._entries.values())))
-            return self._entries, self._stand_in
 
     def check(self, user: str, password: str, client: str = "") -> bool | None:
         """Whether the login is valid; None when no check came free in time."""
-
-        entries, dearest = self._read()
+        entries, dearest = self._file.read()
         hashed = entries.get(user, b"")
         cost = bcrypt_cost(hashed)
         secret = password.encode()[:BCRYPT_MAX]
@@ -273,25 +281,14 @@ def checkpw(secret: bytes, hashed: bytes) -> bool:
         return False
 
 
-@dataclass
 class Rights:
-    """The rights file, read again whenever it changes on disk."""
+    """The rights file (each user's role and patterns), read again when it changes."""
 
-    path: str
-    _stamp: tuple[int, int, int] = (0, 0, 0)
-    _users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    def __init__(self, path: str) -> None:
+        self._file = Watched(path, lambda text: json.loads(text).get("users", {}) if text else {})
 
     def of(self, user: str) -> dict[str, Any] | None:
-        try:
-            now = stamp(self.path)
-        except OSError:
-            self._users = {}
-            return None
-        if now != self._stamp:
-            with open(self.path, "rb") as f:
-                self._users = json.load(f).get("users", {})
-            self._stamp = now
-        return self._users.get(user)
+        return self._file.read().get(user)
 
 
 class Signer:
